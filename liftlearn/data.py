@@ -1,0 +1,347 @@
+"""Reading images from disk and wrapping them as PyTorch datasets.
+
+Estimators take image *paths*.  :func:`check_paths` validates them cheaply
+up front (existence only, no decoding) so a typo fails at ``fit`` time rather
+than in a DataLoader worker halfway through an epoch; :func:`load_image`
+decodes one file into an RGB :class:`PIL.Image.Image` and turns every way
+that can go wrong into a :class:`~liftlearn.exceptions.BadImageError` that
+names the file.
+
+The datasets are deliberately stateless: the training crop of image ``i``
+is drawn from ``numpy.random.default_rng([seed, epoch, i])``, with the epoch
+given to the constructor, so results do not depend on the number of
+DataLoader workers, on which worker loads which image, or on worker
+persistence across epochs.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import stat
+from typing import Callable, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .exceptions import BadImageError
+
+__all__ = ["ImageDataset", "TrainDataset", "check_paths", "load_image"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+# Modes whose pixels carry an alpha channel PIL can convert to RGBA.
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+# High-bit-depth single-channel modes that PIL's convert("RGB") would clip
+# rather than rescale (a 16-bit value of 1000 would become 255).
+_WIDE_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
+
+
+def _wide_to_8bit(img: Image.Image) -> Image.Image:
+    """Rescale a 16-bit, 32-bit integer or float image to 8-bit ``L``.
+
+    16-bit modes use their full range (``v / 257``).  Mode ``I`` is what PIL
+    uses for 16-bit PNGs on some versions, so values within ``[0, 65535]``
+    are read as 16-bit too; anything else is stretched from its min to max.
+    Mode ``F`` in ``[0, 1]`` is read as a unit-range intensity, otherwise it
+    is stretched as well.
+    """
+    arr = np.asarray(img).astype(np.float64)
+    arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    if img.mode == "F" and lo >= 0.0 and hi <= 1.0:
+        scaled = arr * 255.0
+    elif img.mode != "F" and lo >= 0.0 and hi <= 65535.0:
+        scaled = arr / 257.0
+    elif hi > lo:
+        scaled = (arr - lo) * (255.0 / (hi - lo))
+    else:
+        scaled = np.zeros_like(arr)
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to RGB, compositing transparency onto white."""
+    if img.mode in _WIDE_MODES:
+        return _wide_to_8bit(img).convert("RGB")
+    # Palette and RGB/L images can mark a colour as transparent through
+    # info["transparency"]; convert("RGBA") honours it.
+    if img.mode in _ALPHA_MODES or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        # White rather than black: transparent regions of icons and product
+        # photos are usually meant to be seen on a light page.
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if img.mode == "RGB":
+        return img
+    return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, ...
+
+
+def load_image(path: PathLike) -> Image.Image:
+    """Read an image file as a fully decoded RGB image.
+
+    The file is decoded completely (so truncated files fail here, not later
+    in a transform), rotated according to its EXIF orientation tag and
+    converted to RGB: transparency is composited onto white, 16-bit and
+    float images are rescaled to 8 bits, CMYK and greyscale are converted.
+    The file is closed before returning.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Image file in any format PIL can read.
+
+    Returns
+    -------
+    PIL.Image.Image
+        Image in mode ``"RGB"``, independent of the file.
+
+    Raises
+    ------
+    BadImageError
+        If the file is missing, is a directory, is not an image, or is
+        truncated or corrupt.  ``err.path`` names the file and ``err.reason``
+        says what is wrong.
+    """
+    try:
+        fspath = os.fspath(path)
+    except TypeError:
+        raise BadImageError(path, f"not a path but {type(path).__name__}") from None
+    try:
+        with Image.open(fspath) as src:
+            src.load()
+            try:
+                # Returns a new image (rotated, or a plain copy), so the
+                # result never refers to the open file.
+                img = ImageOps.exif_transpose(src)
+            except Exception:
+                # A malformed EXIF block should not cost an otherwise good
+                # image: keep it unrotated.
+                img = src
+            rgb = _to_rgb(img)
+            return rgb.copy() if rgb is src else rgb
+    except FileNotFoundError:
+        reason = "no such file"
+    except IsADirectoryError:
+        reason = "is a directory"
+    except PermissionError:
+        # Windows reports opening a directory as a permission error.
+        reason = "is a directory" if os.path.isdir(fspath) else "permission denied"
+    except UnidentifiedImageError:
+        reason = "not an image PIL can read"
+    except Image.DecompressionBombError as exc:
+        reason = f"too large to decode safely: {exc}"
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+        # PIL signals truncated data and broken headers with OSError,
+        # SyntaxError or ValueError depending on the plugin.
+        reason = f"truncated or corrupt: {exc}"
+    raise BadImageError(fspath, reason)
+
+
+def _stat_problem(path: str) -> str | None:
+    """Why ``path`` is not a readable regular file, or None if it is."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "no such file"
+    except NotADirectoryError:
+        return "no such file (a parent is not a directory)"
+    except PermissionError:
+        return "permission denied"
+    except (OSError, ValueError) as exc:  # ValueError: embedded NUL byte
+        return f"cannot access: {exc}"
+    if stat.S_ISDIR(st.st_mode):
+        return "is a directory"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    return None
+
+
+def check_paths(X: Sequence[PathLike], *, name: str = "X") -> np.ndarray:
+    """Validate a sequence of image paths without decoding the images.
+
+    Parameters
+    ----------
+    X : list, tuple, numpy.ndarray or pandas.Series of str or os.PathLike
+        One path per sample, 1-D and non-empty.
+    name : str, default="X"
+        Name of the argument, used in error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        1-D array of dtype object holding the paths as ``str``, in order.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is a single path, is empty or is not 1-D.
+    TypeError
+        If ``X`` is not a sequence or an entry is not a path.
+    BadImageError
+        For the first path that does not exist or is not a regular file;
+        the reason also counts the other bad paths.
+    """
+    if isinstance(X, (str, bytes, os.PathLike)):
+        raise ValueError(
+            f"{name} must be a list of image paths, got a single path {X!r}; "
+            f"wrap it in a list: [{X!r}]"
+        )
+    if hasattr(X, "columns"):  # a DataFrame: which column is meant is unclear
+        raise ValueError(
+            f"{name} must be 1-D; got a DataFrame, pass one column such as df['path']"
+        )
+    if hasattr(X, "to_numpy"):  # pandas Series / Index, without importing pandas
+        X = X.to_numpy()
+    if isinstance(X, np.ndarray):
+        if X.ndim != 1:
+            raise ValueError(
+                f"{name} must be a 1-D sequence of paths, "
+                f"got an array of shape {X.shape}"
+            )
+        entries = X.tolist()
+    elif isinstance(X, (list, tuple)):
+        entries = list(X)
+    else:
+        raise TypeError(
+            f"{name} must be a list, tuple, 1-D array or Series of image paths, "
+            f"got {type(X).__name__}"
+        )
+    if not entries:
+        raise ValueError(f"{name} is empty; need at least one image path")
+
+    paths = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, (str, os.PathLike)):
+            raise TypeError(
+                f"{name}[{i}] must be a str or os.PathLike path, "
+                f"got {type(entry).__name__}: {entry!r}"
+            )
+        paths.append(os.fspath(entry))
+
+    first_bad: tuple[str, str] | None = None
+    n_bad = 0
+    for path in paths:
+        problem = _stat_problem(path)
+        if problem is not None:
+            n_bad += 1
+            if first_bad is None:
+                first_bad = (path, problem)
+    if first_bad is not None:
+        path, problem = first_bad
+        if n_bad > 1:
+            problem += (
+                f" (and {n_bad - 1} other path(s) in {name} are missing or "
+                f"not files)"
+            )
+        raise BadImageError(path, problem)
+
+    out = np.empty(len(paths), dtype=object)
+    out[:] = paths
+    return out
+
+
+def _as_path_list(paths: Sequence[PathLike]) -> list[str]:
+    # Plain str in a list pickles small and fast into worker processes.
+    return [os.fspath(p) for p in paths]
+
+
+class TrainDataset(torch.utils.data.Dataset):
+    """Labelled images with a reproducible random training transform.
+
+    Parameters
+    ----------
+    paths : sequence of str or os.PathLike
+        Image files.
+    targets : array-like of int
+        Encoded class label of each image, same length as ``paths``.
+    transform : callable
+        ``transform(img, rng) -> Tensor``, for example
+        :func:`liftlearn.transforms.train_transform`.
+    seed : int
+        Non-negative base seed of the run.
+    epoch : int
+        Zero-based epoch; build a new dataset for each epoch.
+
+    Notes
+    -----
+    Item ``i`` receives ``numpy.random.default_rng([seed, epoch, i])``, so
+    the same ``(seed, epoch, i)`` always yields the same tensor whatever the
+    DataLoader's worker count or sampling order.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[PathLike],
+        targets: Sequence[int] | np.ndarray,
+        transform: Callable[[Image.Image, np.random.Generator], torch.Tensor],
+        seed: int,
+        epoch: int,
+    ) -> None:
+        self.paths = _as_path_list(paths)
+        self.targets = np.asarray(targets).reshape(-1)
+        if len(self.targets) != len(self.paths):
+            raise ValueError(
+                f"paths and targets differ in length: {len(self.paths)} != "
+                f"{len(self.targets)}"
+            )
+        self.transform = transform
+        # SeedSequence needs non-negative integers; check here rather than
+        # in a worker process at the first item.
+        self.seed = _non_negative_int(seed, "seed")
+        self.epoch = _non_negative_int(epoch, "epoch")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        i = _normalize_index(i, len(self))
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        return self.transform(load_image(self.paths[i]), rng), int(self.targets[i])
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Unlabelled images with a deterministic transform, for prediction.
+
+    Parameters
+    ----------
+    paths : sequence of str or os.PathLike
+        Image files.
+    transform : callable
+        ``transform(img) -> Tensor``, for example
+        :func:`liftlearn.transforms.eval_transform`.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[PathLike],
+        transform: Callable[[Image.Image], torch.Tensor],
+    ) -> None:
+        self.paths = _as_path_list(paths)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.transform(load_image(self.paths[_normalize_index(i, len(self))]))
+
+
+def _non_negative_int(value, name: str) -> int:
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def _normalize_index(i, n: int) -> int:
+    # Negative indices must map to the same random stream as their positive
+    # twin, so resolve them before seeding.
+    i = operator.index(i)
+    if not -n <= i < n:
+        raise IndexError(f"index {i} out of range for dataset of length {n}")
+    return i + n if i < 0 else i

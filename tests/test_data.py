@@ -1,0 +1,387 @@
+"""Tests of liftlearn.data (image loading, path checks, datasets)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from liftlearn.data import ImageDataset, TrainDataset, check_paths, load_image
+from liftlearn.exceptions import BadImageError
+from liftlearn.transforms import eval_transform, train_transform
+
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+def noise(width: int, height: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(
+        0, 256, (height, width, 3), dtype=np.uint8
+    )
+
+
+@pytest.fixture
+def jpeg(tmp_path) -> Path:
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(noise(64, 48)).save(path, quality=95)
+    return path
+
+
+# --- load_image: colour modes ----------------------------------------------
+
+
+def test_grey_l(tmp_path):
+    path = tmp_path / "l.png"
+    Image.new("L", (5, 4), 77).save(path)
+    img = load_image(path)
+    assert img.mode == "RGB" and img.size == (5, 4)
+    assert img.getpixel((0, 0)) == (77, 77, 77)
+
+
+def test_la_transparent_becomes_white(tmp_path):
+    arr = np.zeros((4, 6, 2), dtype=np.uint8)
+    arr[:, :3] = (10, 0)  # transparent
+    arr[:, 3:] = (50, 255)  # opaque grey
+    path = tmp_path / "la.png"
+    Image.fromarray(arr, "LA").save(path)
+    img = load_image(path)
+    assert img.mode == "RGB"
+    assert img.getpixel((0, 0)) == (255, 255, 255)
+    assert img.getpixel((5, 0)) == (50, 50, 50)
+
+
+def test_palette_with_transparency(tmp_path):
+    img = Image.new("P", (4, 4), 0)
+    img.putpalette([0, 0, 0, 255, 0, 0] + [0] * (256 * 3 - 6))
+    img.putpixel((3, 3), 1)
+    path = tmp_path / "p.png"
+    img.save(path, transparency=0)
+    out = load_image(path)
+    assert out.mode == "RGB"
+    assert out.getpixel((0, 0)) == (255, 255, 255)  # index 0 is transparent
+    assert out.getpixel((3, 3)) == (255, 0, 0)
+
+
+def test_palette_without_transparency(tmp_path):
+    img = Image.new("P", (3, 3), 1)
+    img.putpalette([0, 0, 0, 0, 200, 0] + [0] * (256 * 3 - 6))
+    path = tmp_path / "p.gif"
+    img.save(path)
+    assert load_image(path).getpixel((1, 1)) == (0, 200, 0)
+
+
+def test_rgba_composited_on_white(tmp_path):
+    arr = np.zeros((2, 2, 4), dtype=np.uint8)
+    arr[0, 0] = (0, 0, 0, 0)
+    arr[0, 1] = (255, 0, 0, 255)
+    arr[1, 0] = (0, 0, 0, 128)
+    path = tmp_path / "rgba.png"
+    Image.fromarray(arr, "RGBA").save(path)
+    img = load_image(path)
+    assert img.getpixel((0, 0)) == (255, 255, 255)
+    assert img.getpixel((1, 0)) == (255, 0, 0)
+    assert all(abs(v - 127) <= 1 for v in img.getpixel((0, 1)))  # half black on white
+
+
+def test_cmyk(tmp_path):
+    path = tmp_path / "cmyk.tiff"
+    Image.new("CMYK", (3, 3), (0, 255, 255, 0)).save(path)  # pure red
+    img = load_image(path)
+    assert img.mode == "RGB" and img.getpixel((1, 1)) == (255, 0, 0)
+
+
+def test_cmyk_jpeg(tmp_path):
+    path = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (8, 8), (0, 0, 0, 0)).save(path, quality=100)
+    img = load_image(path)
+    assert img.mode == "RGB" and img.size == (8, 8)
+
+
+def test_16_bit_is_scaled_not_clipped(tmp_path):
+    arr = np.array([[0, 65535, 257 * 100, 1000]], dtype=np.uint16)
+    path = tmp_path / "i16.png"
+    Image.fromarray(arr).save(path)
+    img = load_image(path)
+    assert img.mode == "RGB"
+    values = [img.getpixel((x, 0))[0] for x in range(4)]
+    assert values == [0, 255, 100, 4]  # PIL's own convert would clip 1000 to 255
+
+
+def test_float_image(tmp_path):
+    arr = np.array([[0.0, 0.5, 1.0]], dtype=np.float32)
+    path = tmp_path / "f.tiff"
+    Image.fromarray(arr, "F").save(path)
+    img = load_image(path)
+    assert [img.getpixel((x, 0))[0] for x in range(3)] == [0, 128, 255]
+
+
+@pytest.mark.parametrize(
+    "arr, expected",
+    [
+        (np.array([[0, 257 * 10, 65535]], dtype=np.int32), [0, 10, 255]),  # 16-bit
+        (np.array([[-50, 0, 200]], dtype=np.int32), [0, 51, 255]),  # stretched
+        (np.array([[-1.0, 0.0, 1.0]], dtype=np.float32), [0, 128, 255]),
+    ],
+)
+def test_wide_integer_and_float_modes(tmp_path, arr, expected):
+    path = tmp_path / "wide.tiff"
+    Image.fromarray(arr).save(path)
+    img = load_image(path)
+    assert [img.getpixel((x, 0))[0] for x in range(3)] == expected
+
+
+def test_exif_rotation_applied(tmp_path):
+    arr = noise(40, 20)
+    arr[:, :20] = 0  # dark left half, to see where it goes
+    arr[:, 20:] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    path = tmp_path / "rotated.jpg"
+    Image.fromarray(arr).save(path, exif=exif, quality=95)
+    img = load_image(path)
+    assert img.size == (20, 40)  # width and height swapped
+    # The dark left half ends up at the top after a clockwise turn.
+    assert sum(img.getpixel((10, 5))) < 100 and sum(img.getpixel((10, 35))) > 600
+
+
+@pytest.mark.parametrize(
+    "ext, lossless",
+    [("png", True), ("jpg", False), ("bmp", True), ("webp", False), ("tiff", True)],
+)
+def test_formats(tmp_path, ext, lossless):
+    arr = noise(17, 11)
+    path = tmp_path / f"img.{ext}"
+    Image.fromarray(arr).save(path)
+    img = load_image(path)
+    assert img.mode == "RGB" and img.size == (17, 11)
+    if lossless:
+        assert np.array_equal(np.asarray(img), arr)
+
+
+def test_str_and_pathlike_accepted(jpeg):
+    assert load_image(str(jpeg)).size == load_image(jpeg).size == (64, 48)
+
+
+# --- load_image: failures ---------------------------------------------------
+
+
+def _bad(path) -> BadImageError:
+    with pytest.raises(BadImageError) as info:
+        load_image(path)
+    assert info.value.path == str(path)
+    assert str(path) in str(info.value)
+    return info.value
+
+
+def test_missing_file(tmp_path):
+    assert _bad(tmp_path / "nope.jpg").reason == "no such file"
+
+
+def test_directory(tmp_path):
+    assert _bad(tmp_path).reason == "is a directory"
+
+
+def test_text_file(tmp_path):
+    path = tmp_path / "notes.jpg"
+    path.write_text("not an image at all\n")
+    assert _bad(path).reason == "not an image PIL can read"
+
+
+def test_truncated_jpeg(tmp_path, jpeg):
+    data = jpeg.read_bytes()
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(data[: len(data) // 2])
+    assert _bad(path).reason.startswith("truncated or corrupt")
+
+
+def test_bad_image_error_is_value_error_and_pickles(tmp_path):
+    err = _bad(tmp_path / "gone.png")
+    assert isinstance(err, ValueError)
+    again = pickle.loads(pickle.dumps(err))
+    assert (again.path, again.reason) == (err.path, err.reason)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_no_file_left_open(tmp_path, jpeg):
+    text = tmp_path / "t.png"
+    text.write_text("x")
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(jpeg.read_bytes()[:300])
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        load_image(jpeg)
+        for bad in (text, cut, tmp_path / "missing.jpg"):
+            with pytest.raises(BadImageError):
+                load_image(bad)
+    assert len(os.listdir("/proc/self/fd")) <= before
+
+
+# --- check_paths ------------------------------------------------------------
+
+
+def test_check_paths_returns_object_array(jpeg):
+    out = check_paths([jpeg, str(jpeg)])
+    assert out.dtype == object and out.shape == (2,)
+    assert list(out) == [str(jpeg), str(jpeg)] and all(type(p) is str for p in out)
+    assert list(check_paths(np.array([str(jpeg)]))) == [str(jpeg)]
+    assert list(check_paths((jpeg,))) == [str(jpeg)]
+
+
+def test_check_paths_accepts_series_like(jpeg):
+    class SeriesLike:  # pandas is optional, so mimic Series.to_numpy
+        def to_numpy(self):
+            return np.array([str(jpeg)], dtype=object)
+
+    assert list(check_paths(SeriesLike())) == [str(jpeg)]
+
+
+def test_check_paths_single_string(jpeg):
+    with pytest.raises(ValueError, match="list"):
+        check_paths(str(jpeg))
+    with pytest.raises(ValueError, match="list"):
+        check_paths(jpeg)
+
+
+@pytest.mark.parametrize(
+    "X, error, match",
+    [
+        ([], ValueError, "empty"),
+        (np.array([["a"], ["b"]]), ValueError, "1-D"),
+        ([1, 2], TypeError, r"X\[0\]"),
+        ({"a": 1}, TypeError, "list"),
+    ],
+)
+def test_check_paths_shape_and_type_errors(X, error, match):
+    with pytest.raises(error, match=match):
+        check_paths(X)
+
+
+def test_check_paths_reports_first_bad_and_count(tmp_path, jpeg):
+    missing = [tmp_path / f"missing{i}.jpg" for i in range(3)]
+    with pytest.raises(BadImageError) as info:
+        check_paths(
+            [jpeg, missing[0], jpeg, missing[1], tmp_path, missing[2]], name="paths"
+        )
+    assert info.value.path == str(missing[0])
+    assert "no such file" in info.value.reason
+    assert "3 other" in info.value.reason and "paths" in info.value.reason
+
+
+def test_check_paths_directory(tmp_path):
+    with pytest.raises(BadImageError, match="is a directory"):
+        check_paths([tmp_path])
+
+
+def test_check_paths_does_not_decode(tmp_path):
+    path = tmp_path / "fake.jpg"
+    path.write_text("not decoded here")
+    assert list(check_paths([path])) == [str(path)]
+
+
+def test_check_paths_is_fast(jpeg):
+    paths = [str(jpeg)] * 100_000
+    start = time.perf_counter()
+    check_paths(paths)
+    # Well under a second on a laptop; the bound leaves room for slow CI.
+    assert time.perf_counter() - start < 2.0
+
+
+# --- datasets ---------------------------------------------------------------
+
+
+@pytest.fixture
+def image_files(tmp_path) -> list[str]:
+    paths = []
+    for i in range(6):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(noise(48 + 4 * i, 40, seed=i)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def _train_ds(paths, epoch=0, seed=7):
+    return TrainDataset(
+        paths,
+        np.arange(len(paths)) % 3,
+        train_transform(16, 0.08, MEAN, STD),
+        seed=seed,
+        epoch=epoch,
+    )
+
+
+def test_train_dataset_items(image_files):
+    ds = _train_ds(image_files)
+    assert len(ds) == 6
+    x, y = ds[4]
+    assert x.shape == (3, 16, 16) and x.dtype == torch.float32
+    assert y == 1 and type(y) is int
+
+
+def test_train_dataset_reproducible(image_files):
+    a, b = _train_ds(image_files), _train_ds(image_files)
+    for i in range(len(a)):
+        assert torch.equal(a[i][0], b[i][0])
+    assert torch.equal(a[-1][0], a[5][0])  # negative index, same random stream
+
+
+def test_train_dataset_epoch_and_seed_change_crop(image_files):
+    base = _train_ds(image_files, epoch=0)
+    later = _train_ds(image_files, epoch=1)
+    other_seed = _train_ds(image_files, seed=8)
+    assert any(not torch.equal(base[i][0], later[i][0]) for i in range(6))
+    assert any(not torch.equal(base[i][0], other_seed[i][0]) for i in range(6))
+
+
+def test_train_dataset_validation(image_files):
+    t = train_transform(16, 0.5, MEAN, STD)
+    with pytest.raises(ValueError, match="length"):
+        TrainDataset(image_files, [0, 1], t, seed=0, epoch=0)
+    with pytest.raises(ValueError, match="seed"):
+        TrainDataset(image_files, [0] * 6, t, seed=-1, epoch=0)
+    with pytest.raises(IndexError):
+        _train_ds(image_files)[6]
+
+
+def test_train_dataset_bad_file_names_path(tmp_path, image_files):
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("nope")
+    ds = _train_ds(image_files + [str(bad)])
+    with pytest.raises(BadImageError, match="bad.jpg"):
+        ds[6]
+
+
+def test_datasets_pickle(image_files):
+    ds = pickle.loads(pickle.dumps(_train_ds(image_files)))
+    assert torch.equal(ds[2][0], _train_ds(image_files)[2][0])
+    ev = ImageDataset(image_files, eval_transform(16, MEAN, STD))
+    assert torch.equal(pickle.loads(pickle.dumps(ev))[0], ev[0])
+
+
+def _collect(ds, num_workers):
+    loader = DataLoader(ds, batch_size=4, shuffle=False, num_workers=num_workers)
+    xs, ys = zip(*loader)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def test_dataloader_workers_match_single_process(image_files):
+    ds = _train_ds(image_files, epoch=3)
+    x0, y0 = _collect(ds, 0)
+    x2, y2 = _collect(ds, 2)
+    assert x0.shape == (6, 3, 16, 16)
+    assert torch.equal(x0, x2) and torch.equal(y0, y2)
+
+
+def test_image_dataset(image_files):
+    ds = ImageDataset([Path(p) for p in image_files], eval_transform(16, MEAN, STD))
+    assert len(ds) == 6
+    x = ds[1]
+    assert x.shape == (1, 3, 16, 16)
+    assert torch.equal(x, eval_transform(16, MEAN, STD)(load_image(image_files[1])))
+    batch = next(iter(DataLoader(ds, batch_size=3)))
+    assert batch.shape == (3, 1, 3, 16, 16)

@@ -1,0 +1,292 @@
+"""Tests of liftlearn.transforms (the LIFT+ image transforms)."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from liftlearn.transforms import (
+    MDA_SCHEDULES,
+    MinimalistCrop,
+    eval_transform,
+    mda_min_scale,
+    mda_schedule,
+    train_transform,
+    tte_transform,
+)
+
+MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP's constants
+STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def noise_image(width: int, height: int, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def normalized(img: Image.Image) -> torch.Tensor:
+    """Reference to-tensor + normalize, written out independently."""
+    x = torch.tensor(np.array(img), dtype=torch.float32).permute(2, 0, 1) / 255.0
+    return (x - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
+
+
+# --- MDA schedule -----------------------------------------------------------
+
+
+def test_convex_schedule_5_epochs():
+    # 0.3915 at epoch 3 rounds to 0.391 (1 - sqrt(1 - 0.75**2) = 0.33856).
+    expected = [0.080, 0.109, 0.203, 0.391, 1.000]
+    assert mda_schedule(5) == pytest.approx(expected, abs=6e-4)
+
+
+def test_convex_schedule_15_epochs():
+    expected = [
+        0.080,
+        0.082,
+        0.089,
+        0.101,
+        0.118,
+        0.141,
+        0.169,
+        0.203,
+        0.245,
+        0.295,
+        0.356,
+        0.431,
+        0.526,
+        0.659,
+        1.000,
+    ]
+    assert mda_schedule(15) == pytest.approx(expected, abs=5e-4)
+
+
+@pytest.mark.parametrize(
+    "schedule, at_half",
+    [
+        ("linear", 0.5),
+        ("concave", math.sqrt(0.75)),
+        ("min", 0.0),
+        ("max", 1.0),
+        ("convex", 1 - math.sqrt(0.75)),
+    ],
+)
+def test_schedule_shapes(schedule, at_half):
+    assert mda_min_scale(2, 5, low=0.0, schedule=schedule) == pytest.approx(at_half)
+    assert mda_min_scale(2, 5, low=0.2, schedule=schedule) == pytest.approx(
+        0.2 + 0.8 * at_half
+    )
+
+
+@pytest.mark.parametrize("schedule", MDA_SCHEDULES)
+def test_schedule_is_monotone_and_bounded(schedule):
+    values = mda_schedule(20, low=0.1, schedule=schedule)
+    assert all(0.1 <= v <= 1.0 for v in values)
+    assert values == sorted(values)
+
+
+def test_single_epoch_uses_start_of_schedule():
+    assert mda_schedule(1) == [pytest.approx(0.08)]
+    assert mda_min_scale(0, 1, schedule="max") == 1.0
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        (dict(epoch=5, n_epochs=5), ValueError),
+        (dict(epoch=-1, n_epochs=5), ValueError),
+        (dict(epoch=0, n_epochs=0), ValueError),
+        (dict(epoch=0, n_epochs=5, schedule="cosine"), ValueError),
+        (dict(epoch=0, n_epochs=5, low=1.5), ValueError),
+        (dict(epoch=1.0, n_epochs=5), TypeError),
+    ],
+)
+def test_schedule_validation(kwargs, error):
+    with pytest.raises(error):
+        mda_min_scale(**kwargs)
+
+
+def test_schedule_error_names_valid_choices():
+    with pytest.raises(ValueError, match="convex"):
+        mda_schedule(3, schedule="nope")
+
+
+# --- MinimalistCrop ---------------------------------------------------------
+
+image_sizes = st.one_of(
+    st.tuples(st.integers(1, 8), st.integers(1, 8)),  # tiny images
+    st.tuples(st.integers(1, 300), st.integers(1, 300)),  # incl. non-square
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    hw=image_sizes,
+    min_scale=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_crop_params_square_in_bounds_and_large_enough(hw, min_scale, seed):
+    height, width = hw
+    crop = MinimalistCrop(16, min_scale)
+    top, left, side = crop.get_params(height, width, np.random.default_rng(seed))
+    short = min(height, width)
+    assert 1 <= side <= short
+    assert 0 <= top <= height - side and 0 <= left <= width - side
+    # The area fraction was drawn from [a, b] with a = min(min_scale, b),
+    # so the (rounded) side is at least the rounded side of area a.
+    largest = min(1.0, short * short / (height * width))
+    smallest = min(min_scale, largest)
+    assert side >= min(short, max(1, round(math.sqrt(height * width * smallest))))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    hw=image_sizes,
+    size=st.integers(1, 24),
+    min_scale=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_crop_output_is_resized_crop_of_drawn_box(hw, size, min_scale, seed):
+    height, width = hw
+    img = noise_image(width, height, seed % 1000)
+    crop = MinimalistCrop(size, min_scale)
+    out = crop(img, np.random.default_rng(seed))
+    assert out.size == (size, size) and out.mode == "RGB"
+    top, left, side = crop.get_params(height, width, np.random.default_rng(seed))
+    expected = img.crop((left, top, left + side, top + side)).resize(
+        (size, size), Image.Resampling.BICUBIC
+    )
+    assert np.array_equal(np.asarray(out), np.asarray(expected))
+
+
+@settings(max_examples=100, deadline=None)
+@given(hw=image_sizes, seed=st.integers(0, 2**32 - 1))
+def test_min_scale_one_always_crops_largest_square(hw, seed):
+    height, width = hw
+    _, _, side = MinimalistCrop(8, 1.0).get_params(
+        height, width, np.random.default_rng(seed)
+    )
+    assert side == min(height, width)
+
+
+def test_crop_keeps_pixels_when_size_equals_side():
+    # A 1.0-scale crop of a square image resized to its own size is the
+    # image itself: no flip, no colour change.
+    img = noise_image(20, 20)
+    out = MinimalistCrop(20, 1.0)(img, np.random.default_rng(3))
+    assert np.array_equal(np.asarray(out), np.asarray(img))
+
+
+def test_same_seed_same_crop_and_different_seeds_differ():
+    img = noise_image(97, 61)
+    crop = MinimalistCrop(32, 0.08)
+    a = crop(img, np.random.default_rng(42))
+    b = crop(img, np.random.default_rng(42))
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+    others = [np.asarray(crop(img, np.random.default_rng(s))) for s in range(5)]
+    assert any(not np.array_equal(np.asarray(a), o) for o in others)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(size=0, min_scale=0.5),
+        dict(size=8, min_scale=1.5),
+        dict(size=8, min_scale=0.5, interpolation="box-ish"),
+    ],
+)
+def test_crop_validation(kwargs):
+    with pytest.raises(ValueError):
+        MinimalistCrop(**kwargs)
+
+
+# --- tensors: train / eval / TTE --------------------------------------------
+
+
+def test_train_transform_tensor():
+    t = train_transform(24, 0.3, MEAN, STD)
+    x = t(noise_image(50, 30), np.random.default_rng(0))
+    assert x.shape == (3, 24, 24) and x.dtype == torch.float32
+    y = t(noise_image(50, 30), np.random.default_rng(0))
+    assert torch.equal(x, y)
+
+
+def test_eval_transform_shape_and_centre_crop():
+    size = 28
+    img = noise_image(64, 40)
+    x = eval_transform(size, MEAN, STD)(img)
+    assert x.shape == (1, 3, size, size) and x.dtype == torch.float32
+    # Shorter side 40 -> 28 + 4 = 32, longer side 64 -> 51; then centre crop.
+    resized = img.resize((51, 32), Image.Resampling.BICUBIC)
+    left, top = round((51 - size) / 2), round((32 - size) / 2)
+    ref = normalized(resized.crop((left, top, left + size, top + size)))
+    assert torch.allclose(x[0], ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("width, height", [(32, 32), (90, 40), (33, 71)])
+def test_tte_shape_and_centre_view(width, height):
+    size, expand = 24, 8
+    img = noise_image(width, height)
+    x = tte_transform(size, MEAN, STD, expand=expand)(img)
+    assert x.shape == (5, 3, size, size) and x.dtype == torch.float32
+    # The fifth view is the centre crop of the resized image, which is what
+    # a single-view transform with the same resize would produce.
+    short = size + expand
+    if width <= height:
+        new = (short, int(short * height / width))
+    else:
+        new = (int(short * width / height), short)
+    resized = img.resize(new, Image.Resampling.BICUBIC)
+    left, top = round((new[0] - size) / 2), round((new[1] - size) / 2)
+    ref = normalized(resized.crop((left, top, left + size, top + size)))
+    assert torch.allclose(x[4], ref, atol=1e-5)
+    # The first view is the top-left corner.
+    assert torch.allclose(x[0], normalized(resized.crop((0, 0, size, size))), atol=1e-5)
+
+
+@pytest.mark.parametrize("which", ["train", "eval", "tte"])
+def test_normalisation_constants_applied(which):
+    colour = (255, 0, 128)
+    img = Image.new("RGB", (40, 30), colour)
+    mean, std = (0.1, 0.2, 0.3), (0.5, 0.25, 2.0)
+    if which == "train":
+        x = train_transform(16, 0.5, mean, std)(img, np.random.default_rng(0))
+    elif which == "eval":
+        x = eval_transform(16, mean, std)(img)
+    else:
+        x = tte_transform(16, mean, std)(img)
+    expected = [(c / 255 - m) / s for c, m, s in zip(colour, mean, std)]
+    channels = x.reshape(-1, 3, 16 * 16) if x.ndim == 4 else x.reshape(1, 3, -1)
+    for ch in range(3):
+        assert torch.allclose(channels[:, ch], torch.tensor(expected[ch]), atol=1e-5)
+
+
+def test_non_rgb_input_is_converted():
+    x = eval_transform(8, MEAN, STD)(Image.new("L", (10, 10), 200))
+    assert x.shape == (1, 3, 8, 8)
+
+
+@pytest.mark.parametrize(
+    "mean, std", [((0.5, 0.5), (0.5, 0.5, 0.5)), ((0.5,) * 3, (0.5, 0.0, 0.5))]
+)
+def test_normalisation_validation(mean, std):
+    with pytest.raises(ValueError):
+        eval_transform(8, mean, std)
+
+
+def test_transforms_pickle():
+    img = noise_image(30, 20)
+    for t in (eval_transform(8, MEAN, STD), tte_transform(8, MEAN, STD)):
+        assert torch.equal(pickle.loads(pickle.dumps(t))(img), t(img))
+    t = train_transform(8, 0.2, MEAN, STD)
+    u = pickle.loads(pickle.dumps(t))
+    assert torch.equal(
+        u(img, np.random.default_rng(1)), t(img, np.random.default_rng(1))
+    )
+    assert "MinimalistCrop" in repr(t)
