@@ -1,0 +1,988 @@
+"""Long-tail metrics, a report, scorers and a plot.
+
+Shot groups follow the OLTR / LIFT convention: a class is *many-shot* when its
+**training** set holds more than ``many_threshold`` (100) images, *few-shot*
+when it holds fewer than ``few_threshold`` (20), and *medium-shot* otherwise
+(20 to 100 inclusive). A group's accuracy is the mean per-class accuracy of
+its classes. A group without classes (CIFAR-10-LT at imbalance ratio 10 has
+no few-shot class) scores NaN rather than raising.
+
+Classes absent from ``y_true``
+------------------------------
+A class with no test sample has no accuracy. Every per-class mean here --
+balanced, many/medium/few-shot, harmonic, geometric, worst-class, macro-F1 --
+follows scikit-learn's ``balanced_accuracy_score``: such classes are **left
+out of the mean**, and each call emits one :class:`UndefinedClassWarning`
+naming them; :func:`per_class_accuracy` gives them NaN. A mean over no
+present class is NaN. Overall accuracy and the calibration error average over
+samples, so the rule does not touch them.
+
+Labels
+------
+``class_counts`` is a mapping ``label -> training images`` or an array aligned
+with ``labels`` -- the ``class_counts_`` and ``classes_`` of a fitted liftlearn
+estimator. Without ``labels``, a mapping's labels are its sorted keys, an
+array's are ``0 .. len(class_counts) - 1``, and with no counts at all the
+sorted union of ``y_true`` and ``y_pred``. Listing a class in ``labels`` is
+how one that is never predicted gets accuracy 0 rather than being forgotten.
+A label of ``y_true`` or ``y_pred`` outside ``labels`` is a ``ValueError``.
+
+Scorers
+-------
+The ``*_scorer`` objects follow scikit-learn's ``scorer(estimator, X, y)``;
+the shot scorers read the training counts from ``estimator.class_counts_``.
+On a fold whose ``y`` holds no class of a group, that group's scorer returns
+NaN; ``GridSearchCV`` warns about non-finite scores and ranks such candidates
+last for that metric.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+from numpy.typing import ArrayLike
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import get_scorer as _sklearn_get_scorer
+
+from .exceptions import LiftLearnWarning
+
+__all__ = [
+    "UndefinedClassWarning",
+    "balanced_accuracy",
+    "balanced_accuracy_scorer",
+    "expected_calibration_error",
+    "few_shot_scorer",
+    "geometric_mean_accuracy",
+    "get_scorer",
+    "gmean_scorer",
+    "harmonic_mean_accuracy",
+    "hmean_scorer",
+    "long_tail_report",
+    "long_tail_scoring",
+    "macro_f1",
+    "macro_f1_scorer",
+    "make_shot_scorer",
+    "many_shot_scorer",
+    "medium_shot_scorer",
+    "neg_ece_scorer",
+    "per_class_accuracy",
+    "plot_per_class_accuracy",
+    "shot_accuracy",
+    "shot_groups",
+    "worst_class_accuracy",
+    "worst_class_scorer",
+]
+
+GROUPS = ("many", "medium", "few")
+
+
+class UndefinedClassWarning(LiftLearnWarning, UndefinedMetricWarning):
+    """Classes without samples in ``y_true`` were left out of the means.
+
+    Subclasses scikit-learn's ``UndefinedMetricWarning`` so that filters
+    written for it catch this one too.
+    """
+
+
+# -- labels ----------------------------------------------------------------
+
+
+def _as_1d(y, name: str) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"{name} must be 1-dimensional, got shape {y.shape}")
+    return y
+
+
+def _check_labels(labels) -> np.ndarray:
+    labels = _as_1d(labels, "labels")
+    if len(labels) == 0:
+        raise ValueError("labels must not be empty")
+    if len(set(labels.tolist())) != len(labels):
+        raise ValueError("labels must not contain duplicates")
+    return labels
+
+
+def _align_counts(class_counts, labels) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(labels, counts)`` with ``counts[i]`` the count of ``labels[i]``."""
+    if isinstance(class_counts, Mapping):
+        if labels is None:
+            labels = np.asarray(sorted(class_counts))
+        labels = _check_labels(labels)
+        missing = [label for label in labels.tolist() if label not in class_counts]
+        if missing:
+            raise ValueError(f"class_counts has no entry for labels {missing[:10]}")
+        counts = np.asarray([class_counts[label] for label in labels.tolist()])
+    else:
+        counts = _as_1d(class_counts, "class_counts")
+        labels = np.arange(len(counts)) if labels is None else _check_labels(labels)
+        if len(counts) != len(labels):
+            raise ValueError(
+                f"class_counts has {len(counts)} entries but there are "
+                f"{len(labels)} labels; they must be aligned"
+            )
+    if len(counts) == 0:
+        raise ValueError("class_counts must not be empty")
+    if counts.dtype.kind not in "iuf" or np.any(counts < 0) or np.any(counts % 1):
+        raise ValueError("class_counts must hold non-negative whole numbers")
+    return labels, counts.astype(np.int64)
+
+
+def _encode(y: np.ndarray, labels: np.ndarray, name: str) -> np.ndarray:
+    """Index of each entry of ``y`` in ``labels``."""
+    index = {label: i for i, label in enumerate(labels.tolist())}
+    uniques, inverse = np.unique(y, return_inverse=True)
+    codes = np.empty(len(uniques), dtype=np.intp)
+    for j, value in enumerate(uniques.tolist()):
+        if value not in index:
+            raise ValueError(
+                f"{name} contains label {value!r}, which is not among the "
+                f"{len(labels)} labels; pass labels (or class_counts) that "
+                "cover every class"
+            )
+        codes[j] = index[value]
+    return codes[inverse.ravel()]
+
+
+# -- the absent-class rule ---------------------------------------------------
+
+
+class _Tally(NamedTuple):
+    labels: np.ndarray
+    counts: Any  # training images per class, or None
+    support: np.ndarray  # test samples per class
+    correct: np.ndarray
+    predicted: np.ndarray
+    present: np.ndarray  # support > 0: the classes every mean runs over
+    accuracy: np.ndarray  # per class, NaN where absent
+
+
+def _tally(y_true, y_pred, labels=None, class_counts=None) -> _Tally:
+    """Count per class and apply the absent-class rule; every metric starts here.
+
+    The rule has two halves: this function decides which classes are present
+    and warns once about the rest; :func:`_class_mean` averages over the
+    present ones only.
+    """
+    y_true, y_pred = _as_1d(y_true, "y_true"), _as_1d(y_pred, "y_pred")
+    if len(y_true) != len(y_pred):
+        raise ValueError(
+            f"y_true and y_pred have different lengths ({len(y_true)}, {len(y_pred)})"
+        )
+    if len(y_true) == 0:
+        raise ValueError("y_true is empty")
+    counts = None
+    if class_counts is not None:
+        labels, counts = _align_counts(class_counts, labels)
+    elif labels is None:
+        labels = np.unique(np.concatenate([y_true, y_pred]))
+    else:
+        labels = _check_labels(labels)
+    true, pred = _encode(y_true, labels, "y_true"), _encode(y_pred, labels, "y_pred")
+    k = len(labels)
+    support = np.bincount(true, minlength=k)
+    correct = np.bincount(true[true == pred], minlength=k)
+    predicted = np.bincount(pred, minlength=k)
+    absent = labels[support == 0].tolist()
+    if absent:
+        shown = ", ".join(map(repr, absent[:5])) + (", ..." if len(absent) > 5 else "")
+        warnings.warn(
+            f"{len(absent)} of {k} classes have no samples in y_true ({shown}); "
+            "their accuracy is undefined and they are left out of every "
+            "per-class mean",
+            UndefinedClassWarning,
+            stacklevel=3,
+        )
+    present = support > 0
+    accuracy = np.divide(correct, support, out=np.full(k, np.nan), where=present)
+    return _Tally(labels, counts, support, correct, predicted, present, accuracy)
+
+
+def _class_mean(values: np.ndarray, tally: _Tally, mask=None) -> float:
+    keep = tally.present if mask is None else tally.present & mask
+    # An empty group (no few-shot class at all) is a fact, not an error.
+    return float(np.mean(values[keep])) if keep.any() else float("nan")
+
+
+# -- metrics on a tally ------------------------------------------------------
+
+
+def _groups(counts, many_threshold, few_threshold) -> dict[str, np.ndarray]:
+    if few_threshold > many_threshold:
+        raise ValueError(
+            f"few_threshold ({few_threshold}) must not exceed "
+            f"many_threshold ({many_threshold})"
+        )
+    many, few = counts > many_threshold, counts < few_threshold
+    return {"many": many, "medium": ~many & ~few, "few": few}
+
+
+def _shot(tally, many_threshold=100, few_threshold=20) -> dict[str, float]:
+    groups = _groups(tally.counts, many_threshold, few_threshold)
+    return {name: _class_mean(tally.accuracy, tally, m) for name, m in groups.items()}
+
+
+def _balanced(tally) -> float:
+    return _class_mean(tally.accuracy, tally)
+
+
+def _clipped(tally, correction) -> np.ndarray:
+    if not 0 <= correction <= 1:
+        raise ValueError(f"correction must be in [0, 1], got {correction}")
+    return np.maximum(tally.accuracy, correction)
+
+
+def _hmean(tally, correction=1e-3) -> float:
+    with np.errstate(divide="ignore"):  # correction=0: 1/0 = inf gives hmean 0
+        return 1.0 / _class_mean(1.0 / _clipped(tally, correction), tally)
+
+
+def _gmean(tally, correction=1e-3) -> float:
+    with np.errstate(divide="ignore"):
+        return float(np.exp(_class_mean(np.log(_clipped(tally, correction)), tally)))
+
+
+def _worst(tally) -> float:
+    return float(np.min(tally.accuracy[tally.present]))
+
+
+def _f1(tally) -> float:
+    # 2TP / (2TP + FP + FN) == 2TP / (predicted + support), positive for
+    # every present class.
+    f1 = 2 * tally.correct / np.maximum(tally.predicted + tally.support, 1)
+    return _class_mean(f1, tally)
+
+
+def _ece(confidence, correct, n_bins=15, norm="l1") -> float:
+    if not (isinstance(n_bins, (int, np.integer)) and n_bins >= 1):
+        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
+    if norm not in ("l1", "l2", "max"):
+        raise ValueError(f"norm must be 'l1', 'l2' or 'max', got {norm!r}")
+    # Bins are (lo, hi]; the first also holds confidence 0.
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.searchsorted(edges[1:-1], confidence, side="left")
+    size = np.bincount(bins, minlength=n_bins)
+    full = size > 0
+    acc = np.bincount(bins, weights=correct, minlength=n_bins)[full] / size[full]
+    conf = np.bincount(bins, weights=confidence, minlength=n_bins)[full] / size[full]
+    gap, weight = np.abs(acc - conf), size[full] / len(confidence)
+    if norm == "l1":
+        return float(np.sum(weight * gap))
+    if norm == "l2":
+        return float(np.sqrt(np.sum(weight * gap**2)))
+    return float(np.max(gap))
+
+
+# -- public metrics ----------------------------------------------------------
+
+def per_class_accuracy(
+    y_true: ArrayLike, y_pred: ArrayLike, *, labels: ArrayLike | None = None
+) -> np.ndarray:
+    """Accuracy (recall) of each class; NaN for classes absent from ``y_true``.
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of shape (n_samples,)
+        True and predicted labels.
+    labels : array-like of shape (n_classes,), default=None
+        Classes to report, in this order. Defaults to the sorted union of
+        ``y_true`` and ``y_pred``.
+
+    Returns
+    -------
+    accuracy : ndarray of shape (n_classes,)
+
+    Examples
+    --------
+    >>> per_class_accuracy([0, 0, 1, 1], [0, 1, 1, 1])
+    array([0.5, 1. ])
+    """
+    return _tally(y_true, y_pred, labels).accuracy
+
+
+def shot_groups(
+    class_counts: Mapping | ArrayLike,
+    *,
+    labels: ArrayLike | None = None,
+    many_threshold: int = 100,
+    few_threshold: int = 20,
+) -> dict[str, np.ndarray]:
+    """Split the classes into many-, medium- and few-shot by training count.
+
+    Parameters
+    ----------
+    class_counts : mapping or array-like of shape (n_classes,)
+        Training images per class: ``{label: count}`` or counts aligned with
+        ``labels``.
+    labels : array-like of shape (n_classes,), default=None
+        Classes the masks refer to; defaults to the sorted keys of a mapping,
+        else ``arange(len(class_counts))``.
+    many_threshold : int, default=100
+        Classes with more training images are many-shot.
+    few_threshold : int, default=20
+        Classes with fewer training images are few-shot.
+
+    Returns
+    -------
+    groups : dict of str to ndarray of bool
+        Masks ``"many"``, ``"medium"``, ``"few"`` over ``labels``; each class
+        is in exactly one.
+
+    Examples
+    --------
+    >>> groups = shot_groups([500, 100, 20, 19])
+    >>> {name: mask.nonzero()[0].tolist() for name, mask in groups.items()}
+    {'many': [0], 'medium': [1, 2], 'few': [3]}
+    """
+    _, counts = _align_counts(class_counts, labels)
+    return _groups(counts, many_threshold, few_threshold)
+
+
+def shot_accuracy(
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    class_counts: Mapping | ArrayLike,
+    *,
+    labels: ArrayLike | None = None,
+    many_threshold: int = 100,
+    few_threshold: int = 20,
+) -> dict[str, float]:
+    """Mean per-class accuracy of the many-, medium- and few-shot classes.
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of shape (n_samples,)
+        True and predicted labels.
+    class_counts, labels, many_threshold, few_threshold
+        As in :func:`shot_groups`.
+
+    Returns
+    -------
+    accuracy : dict of str to float
+        Keys ``"many"``, ``"medium"``, ``"few"``; NaN for a group with no
+        class present in ``y_true``.
+
+    Examples
+    --------
+    >>> shot_accuracy([0, 0, 1, 2], [0, 1, 1, 1], [200, 50, 5])
+    {'many': 0.5, 'medium': 1.0, 'few': 0.0}
+    """
+    tally = _tally(y_true, y_pred, labels, class_counts)
+    return _shot(tally, many_threshold, few_threshold)
+
+
+def balanced_accuracy(
+    y_true: ArrayLike, y_pred: ArrayLike, *, labels: ArrayLike | None = None
+) -> float:
+    """Mean per-class accuracy, as ``sklearn.metrics.balanced_accuracy_score``.
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of shape (n_samples,)
+        True and predicted labels.
+    labels : array-like of shape (n_classes,), default=None
+        All classes; those absent from ``y_true`` are left out with a warning.
+
+    Returns
+    -------
+    score : float
+
+    Examples
+    --------
+    >>> balanced_accuracy([0, 0, 0, 1], [0, 0, 0, 0])
+    0.5
+    """
+    return _balanced(_tally(y_true, y_pred, labels))
+
+
+def harmonic_mean_accuracy(
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    *,
+    labels: ArrayLike | None = None,
+    correction: float = 1e-3,
+) -> float:
+    """Harmonic mean of per-class accuracy, dominated by the weakest classes.
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of shape (n_samples,)
+        True and predicted labels.
+    labels : array-like of shape (n_classes,), default=None
+        All classes; those absent from ``y_true`` are left out with a warning.
+    correction : float, default=1e-3
+        Per-class accuracies are clipped below at this value, so that one
+        class at 0 does not zero the whole figure (the idea of
+        imbalanced-learn's ``geometric_mean_score``). 0 gives the raw mean.
+
+    Returns
+    -------
+    score : float
+
+    Examples
+    --------
+    >>> round(harmonic_mean_accuracy([0, 0, 1, 1], [0, 1, 1, 1]), 4)
+    0.6667
+    >>> round(harmonic_mean_accuracy([0, 1], [1, 1]), 4)
+    0.002
+    """
+    return _hmean(_tally(y_true, y_pred, labels), correction)
+
+
+def geometric_mean_accuracy(
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    *,
+    labels: ArrayLike | None = None,
+    correction: float = 1e-3,
+) -> float:
+    """Geometric mean of per-class accuracy.
+
+    Parameters
+    ----------
+    y_true, y_pred, labels, correction
+        As in :func:`harmonic_mean_accuracy`.
+
+    Returns
+    -------
+    score : float
+
+    Examples
+    --------
+    >>> round(geometric_mean_accuracy([0, 0, 1, 1], [0, 1, 1, 1]), 4)
+    0.7071
+    """
+    return _gmean(_tally(y_true, y_pred, labels), correction)
+
+
+def worst_class_accuracy(
+    y_true: ArrayLike, y_pred: ArrayLike, *, labels: ArrayLike | None = None
+) -> float:
+    """Lowest accuracy among the classes present in ``y_true``.
+
+    Parameters
+    ----------
+    y_true, y_pred, labels
+        As in :func:`balanced_accuracy`.
+
+    Returns
+    -------
+    score : float
+
+    Examples
+    --------
+    >>> worst_class_accuracy([0, 0, 1, 1, 2], [0, 1, 1, 1, 2])
+    0.5
+    """
+    return _worst(_tally(y_true, y_pred, labels))
+
+
+def macro_f1(
+    y_true: ArrayLike, y_pred: ArrayLike, *, labels: ArrayLike | None = None
+) -> float:
+    """Unweighted mean F1 over the classes present in ``y_true``.
+
+    Equals ``sklearn.metrics.f1_score(average="macro", labels=present)``: a
+    class that is only ever predicted has no F1 of its own, but predicting it
+    still counts as a miss of the true class.
+
+    Parameters
+    ----------
+    y_true, y_pred, labels
+        As in :func:`balanced_accuracy`.
+
+    Returns
+    -------
+    score : float
+
+    Examples
+    --------
+    >>> round(macro_f1([0, 0, 1, 1], [0, 1, 1, 1]), 4)
+    0.7333
+    """
+    return _f1(_tally(y_true, y_pred, labels))
+
+
+def expected_calibration_error(
+    y_true: ArrayLike,
+    y_proba: ArrayLike,
+    *,
+    labels: ArrayLike | None = None,
+    n_bins: int = 15,
+    norm: str = "l1",
+) -> float:
+    """Top-label expected calibration error (lower is better).
+
+    Samples are binned on their top probability into ``n_bins`` equal-width
+    bins ``(lo, hi]`` over [0, 1]; the error is the gap between a bin's
+    accuracy and mean confidence, weighted by its share of the samples.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        True labels.
+    y_proba : array-like of shape (n_samples, n_classes)
+        Predicted probabilities, columns aligned with ``labels``.
+    labels : array-like of shape (n_classes,), default=None
+        Class of each column, like an estimator's ``classes_``; defaults to
+        ``arange(n_classes)``.
+    n_bins : int, default=15
+        Number of bins.
+    norm : {"l1", "l2", "max"}, default="l1"
+        Weighted mean gap, root of the weighted mean squared gap, or the
+        largest gap.
+
+    Returns
+    -------
+    ece : float
+
+    Examples
+    --------
+    >>> proba = [[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.4, 0.6]]
+    >>> round(expected_calibration_error([0, 1, 1, 1], proba, n_bins=5), 4)
+    0.25
+    """
+    y_true = _as_1d(y_true, "y_true")
+    y_proba = np.asarray(y_proba, dtype=float)
+    if y_proba.ndim != 2 or len(y_proba) != len(y_true):
+        raise ValueError(
+            f"y_proba must have shape (n_samples, n_classes) with n_samples = "
+            f"{len(y_true)}, got {y_proba.shape}"
+        )
+    if len(y_true) == 0:
+        raise ValueError("y_true is empty")
+    labels = np.arange(y_proba.shape[1]) if labels is None else _check_labels(labels)
+    if len(labels) != y_proba.shape[1]:
+        raise ValueError(
+            f"y_proba has {y_proba.shape[1]} columns but there are {len(labels)} labels"
+        )
+    if not np.isfinite(y_proba).all() or y_proba.min() < 0 or y_proba.max() > 1:
+        raise ValueError("y_proba must hold probabilities in [0, 1]")
+    correct = _encode(y_true, labels, "y_true") == y_proba.argmax(axis=1)
+    return _ece(y_proba.max(axis=1), correct, n_bins, norm)
+
+
+# -- report ------------------------------------------------------------------
+
+
+def _table(header, rows, first_width) -> list[str]:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        # Names read best left-aligned, numbers right-aligned.
+        cells = [row[0].ljust(first_width)]
+        cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells))
+    return lines
+
+
+def long_tail_report(
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    class_counts: Mapping | ArrayLike,
+    *,
+    labels: ArrayLike | None = None,
+    target_names: ArrayLike | None = None,
+    y_proba: ArrayLike | None = None,
+    many_threshold: int = 100,
+    few_threshold: int = 20,
+    digits: int = 3,
+    output_dict: bool = False,
+) -> str | dict:
+    """Per-class and per-group accuracy, like ``classification_report``.
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of shape (n_samples,)
+        True and predicted labels.
+    class_counts, labels, many_threshold, few_threshold
+        As in :func:`shot_groups`; ``labels`` also orders ``y_proba``.
+    target_names : list of str of shape (n_classes,), default=None
+        Display names of ``labels``.
+    y_proba : array-like of shape (n_samples, n_classes), default=None
+        Predicted probabilities; adds the expected calibration error.
+    digits : int, default=3
+        Decimals in the text.
+    output_dict : bool, default=False
+        Return a dict instead of text.
+
+    Returns
+    -------
+    report : str or dict
+        Text: each class with its training count, group, test support and
+        accuracy; then overall figures, each with the number of classes and
+        test samples behind it (for a group: the group's size). Dict:
+        ``"classes"`` (name -> ``train_count``, ``group``, ``support``,
+        ``accuracy``), ``"groups"`` (group -> ``n_classes``, ``support``,
+        ``accuracy``), ``accuracy``, ``balanced_accuracy``,
+        ``harmonic_mean_accuracy``, ``geometric_mean_accuracy``,
+        ``worst_class_accuracy``, ``macro_f1`` and, given ``y_proba``,
+        ``expected_calibration_error``. Undefined values are NaN (``-`` in
+        the text).
+
+    Examples
+    --------
+    >>> print(long_tail_report([0, 0, 1, 2], [0, 1, 1, 1], [200, 50, 5]))
+    class                 train   group  support  accuracy
+    0                       200    many        2     0.500
+    1                        50  medium        1     1.000
+    2                         5     few        1     0.000
+    <BLANKLINE>
+                          classes  support  value
+    accuracy                    3        4  0.500
+    balanced accuracy           3        4  0.500
+    many-shot (>100)            1        2  0.500
+    medium-shot (20-100)        1        1  1.000
+    few-shot (<20)              1        1  0.000
+    harmonic mean               3        4  0.003
+    geometric mean              3        4  0.079
+    worst class                 3        4  0.000
+    macro F1                    3        4  0.389
+    """
+    tally = _tally(y_true, y_pred, labels, class_counts)
+    k = len(tally.labels)
+    names = tally.labels if target_names is None else target_names
+    names = [str(name) for name in names]
+    if len(names) != k:
+        raise ValueError(f"target_names has {len(names)} entries for {k} labels")
+    groups = _groups(tally.counts, many_threshold, few_threshold)
+    group_of = np.select(list(groups.values()), list(groups), default="")
+    shot = _shot(tally, many_threshold, few_threshold)
+    # (text title, dict key, value, mask of the classes behind the value)
+    everyone = np.ones(k, dtype=bool)
+    rows = [
+        ("accuracy", "accuracy", tally.correct.sum() / tally.support.sum(), everyone),
+        ("balanced accuracy", "balanced_accuracy", _balanced(tally), everyone),
+    ]
+    bounds = {
+        "many": f">{many_threshold}",
+        "medium": f"{few_threshold}-{many_threshold}",
+        "few": f"<{few_threshold}",
+    }
+    rows += [(f"{g}-shot ({bounds[g]})", g, shot[g], groups[g]) for g in GROUPS]
+    rows += [
+        ("harmonic mean", "harmonic_mean_accuracy", _hmean(tally), everyone),
+        ("geometric mean", "geometric_mean_accuracy", _gmean(tally), everyone),
+        ("worst class", "worst_class_accuracy", _worst(tally), everyone),
+        ("macro F1", "macro_f1", _f1(tally), everyone),
+    ]
+    if y_proba is not None:
+        ece = expected_calibration_error(y_true, y_proba, labels=tally.labels)
+        rows.append(("ECE", "expected_calibration_error", ece, None))
+
+    if output_dict:
+        report: dict[str, Any] = {"classes": {}, "groups": {}}
+        for i, name in enumerate(names):
+            report["classes"][name] = {
+                "train_count": int(tally.counts[i]),
+                "group": str(group_of[i]),
+                "support": int(tally.support[i]),
+                "accuracy": float(tally.accuracy[i]),
+            }
+        for _, key, value, mask in rows:
+            if key in groups:
+                report["groups"][key] = {
+                    "n_classes": int(mask.sum()),
+                    "support": int(tally.support[mask].sum()),
+                    "accuracy": value,
+                }
+            else:
+                report[key] = float(value)
+        return report
+
+    def fmt(value):
+        return "-" if np.isnan(value) else f"{value:.{digits}f}"
+
+    class_rows = [
+        [name, str(tally.counts[i]), str(group_of[i]), str(tally.support[i]),
+         fmt(tally.accuracy[i])]
+        for i, name in enumerate(names)
+    ]
+    summary_rows = [
+        [title, "" if mask is None else str(mask.sum()),
+         str(tally.support[everyone if mask is None else mask].sum()), fmt(value)]
+        for title, _, value, mask in rows
+    ]
+    width = max(len(row[0]) for row in [["class"], *class_rows, *summary_rows])
+    header = ["class", "train", "group", "support", "accuracy"]
+    lines = _table(header, class_rows, width)
+    lines += [""] + _table(["", "classes", "support", "value"], summary_rows, width)
+    return "\n".join(lines)
+
+
+# -- scorers -----------------------------------------------------------------
+
+
+def _fitted(estimator, name: str):
+    # A Pipeline exposes classes_ but not class_counts_; its last step has both.
+    for obj in (estimator, getattr(estimator, "steps", [(None, None)])[-1][1]):
+        if obj is not None and hasattr(obj, name):
+            return getattr(obj, name)
+    raise AttributeError(
+        f"{type(estimator).__name__} has no fitted attribute {name!r}; liftlearn "
+        "estimators set classes_ and class_counts_ in fit"
+    )
+
+
+def _score_predictions(estimator, X, y, *, summary, needs_counts=False, **kwargs):
+    y = _as_1d(y, "y")
+    labels = np.asarray(_fitted(estimator, "classes_"))
+    counts = _fitted(estimator, "class_counts_") if needs_counts else None
+    known = set(labels.tolist())
+    unseen = [value for value in np.unique(y).tolist() if value not in known]
+    if unseen:
+        # A CV fold can test classes its training part lacked: seen zero
+        # times, which is exactly their training count.
+        labels = np.asarray(labels.tolist() + unseen)
+        if counts is not None:
+            counts = np.concatenate([counts, np.zeros(len(unseen), dtype=np.int64)])
+    return summary(_tally(y, estimator.predict(X), labels, counts), **kwargs)
+
+
+def _score_ece(estimator, X, y, *, n_bins=15, norm="l1") -> float:
+    proba = np.asarray(estimator.predict_proba(X), dtype=float)
+    classes = np.asarray(_fitted(estimator, "classes_"))
+    correct = classes[proba.argmax(axis=1)] == _as_1d(y, "y")
+    # Lower is better, so negate as scikit-learn's neg_* scorers do.
+    return -_ece(proba.max(axis=1), correct, n_bins, norm)
+
+
+def _shot_of(tally, group, many_threshold, few_threshold) -> float:
+    return _shot(tally, many_threshold, few_threshold)[group]
+
+
+class _Scorer:
+    """Scikit-learn scorer ``scorer(estimator, X, y) -> float``; greater is better."""
+
+    def __init__(self, name: str, score: Callable, **kwargs):
+        # Module-level functions and plain kwargs keep scorers picklable for
+        # GridSearchCV(n_jobs=...).
+        self.name, self._score, self._kwargs = name, score, kwargs
+
+    def __call__(self, estimator, X, y) -> float:
+        return self._score(estimator, X, y, **self._kwargs)
+
+    def __repr__(self) -> str:
+        return f"<liftlearn scorer {self.name!r}>"
+
+
+def make_shot_scorer(
+    group: str, *, many_threshold: int = 100, few_threshold: int = 20
+) -> Callable:
+    """Scorer for one shot group's accuracy, with custom thresholds.
+
+    Parameters
+    ----------
+    group : {"many", "medium", "few"}
+        Which group to score.
+    many_threshold, few_threshold : int, default=100, 20
+        Group boundaries, as in :func:`shot_groups`.
+
+    Returns
+    -------
+    scorer : callable
+        ``scorer(estimator, X, y)``, reading ``estimator.classes_`` and
+        ``estimator.class_counts_``; NaN when ``y`` has no class of the group.
+
+    Examples
+    --------
+    >>> make_shot_scorer("few", few_threshold=10)
+    <liftlearn scorer 'few_shot_accuracy'>
+    """
+    if group not in GROUPS:
+        raise ValueError(f"group must be one of {GROUPS}, got {group!r}")
+    _groups(np.zeros(0), many_threshold, few_threshold)  # fail now, not mid-search
+    return _Scorer(
+        f"{group}_shot_accuracy", _score_predictions, summary=_shot_of,
+        needs_counts=True, group=group, many_threshold=many_threshold,
+        few_threshold=few_threshold,
+    )
+
+
+many_shot_scorer = make_shot_scorer("many")
+medium_shot_scorer = make_shot_scorer("medium")
+few_shot_scorer = make_shot_scorer("few")
+balanced_accuracy_scorer = _Scorer(
+    "balanced_accuracy", _score_predictions, summary=_balanced
+)
+hmean_scorer = _Scorer("harmonic_mean_accuracy", _score_predictions, summary=_hmean)
+gmean_scorer = _Scorer("geometric_mean_accuracy", _score_predictions, summary=_gmean)
+worst_class_scorer = _Scorer("worst_class_accuracy", _score_predictions, summary=_worst)
+macro_f1_scorer = _Scorer("macro_f1", _score_predictions, summary=_f1)
+neg_ece_scorer = _Scorer("neg_expected_calibration_error", _score_ece)
+
+_SCORERS = {
+    scorer.name: scorer
+    for scorer in (
+        balanced_accuracy_scorer, many_shot_scorer, medium_shot_scorer,
+        few_shot_scorer, hmean_scorer, gmean_scorer, worst_class_scorer,
+        macro_f1_scorer, neg_ece_scorer,
+    )
+}
+_ALIASES = {
+    "many_shot": "many_shot_accuracy",
+    "medium_shot": "medium_shot_accuracy",
+    "few_shot": "few_shot_accuracy",
+    "hmean": "harmonic_mean_accuracy",
+    "gmean": "geometric_mean_accuracy",
+    "worst_class": "worst_class_accuracy",
+    "neg_ece": "neg_expected_calibration_error",
+}
+
+
+def long_tail_scoring(
+    *, many_threshold: int = 100, few_threshold: int = 20, calibration: bool = False
+) -> dict[str, Callable]:
+    """Multi-metric ``scoring`` for ``GridSearchCV`` and ``cross_validate``.
+
+    Parameters
+    ----------
+    many_threshold, few_threshold : int, default=100, 20
+        Group boundaries of the shot scorers, as in :func:`shot_groups`.
+    calibration : bool, default=False
+        Add ``"neg_expected_calibration_error"``, which needs ``predict_proba``.
+
+    Returns
+    -------
+    scoring : dict of str to callable
+        ``accuracy``, ``balanced_accuracy``, ``many_shot_accuracy``,
+        ``medium_shot_accuracy``, ``few_shot_accuracy``,
+        ``harmonic_mean_accuracy``, ``geometric_mean_accuracy``,
+        ``worst_class_accuracy`` and ``macro_f1``.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.model_selection import GridSearchCV
+    >>> search = GridSearchCV(LogisticRegression(), {"C": [0.1, 1.0]},
+    ...                       scoring=long_tail_scoring(), refit="balanced_accuracy")
+    >>> list(long_tail_scoring())[:3]
+    ['accuracy', 'balanced_accuracy', 'many_shot_accuracy']
+    """
+    scoring = {
+        "accuracy": _sklearn_get_scorer("accuracy"),
+        "balanced_accuracy": balanced_accuracy_scorer,
+    }
+    for group in GROUPS:
+        scoring[f"{group}_shot_accuracy"] = make_shot_scorer(
+            group, many_threshold=many_threshold, few_threshold=few_threshold
+        )
+    for scorer in (hmean_scorer, gmean_scorer, worst_class_scorer, macro_f1_scorer):
+        scoring[scorer.name] = scorer
+    if calibration:
+        scoring[neg_ece_scorer.name] = neg_ece_scorer
+    return scoring
+
+
+def get_scorer(scoring: str | Callable) -> Callable:
+    """A liftlearn scorer by name, else scikit-learn's ``get_scorer(scoring)``.
+
+    Parameters
+    ----------
+    scoring : str or callable
+        A key of :func:`long_tail_scoring` (with ``balanced_accuracy``
+        computed by liftlearn), ``neg_expected_calibration_error``, or a short
+        name: ``many_shot``, ``medium_shot``, ``few_shot``, ``hmean``,
+        ``gmean``, ``worst_class``, ``neg_ece``. Anything else goes to
+        scikit-learn (note that its ``"f1_macro"`` also averages over classes
+        that are only predicted).
+
+    Returns
+    -------
+    scorer : callable
+        ``scorer(estimator, X, y) -> float``, greater is better.
+
+    Examples
+    --------
+    >>> get_scorer("few_shot")
+    <liftlearn scorer 'few_shot_accuracy'>
+    """
+    if isinstance(scoring, str) and _ALIASES.get(scoring, scoring) in _SCORERS:
+        return _SCORERS[_ALIASES.get(scoring, scoring)]
+    return _sklearn_get_scorer(scoring)
+
+
+# -- plot --------------------------------------------------------------------
+
+
+def plot_per_class_accuracy(
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    class_counts: Mapping | ArrayLike,
+    *,
+    labels: ArrayLike | None = None,
+    ax: Any = None,
+    many_threshold: int = 100,
+    few_threshold: int = 20,
+    **scatter_kwargs: Any,
+) -> Any:
+    """Scatter per-class accuracy against training-set frequency.
+
+    The x axis is the training image count on a log scale, with the shot
+    regions shaded and a dashed line at each group's accuracy. Classes absent
+    from ``y_true`` are not drawn; classes without training images sit at
+    x = 0.5, since a log axis has no 0. Needs matplotlib
+    (``pip install liftlearn[plot]``).
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of shape (n_samples,)
+        True and predicted labels.
+    class_counts, labels, many_threshold, few_threshold
+        As in :func:`shot_groups`.
+    ax : matplotlib Axes, default=None
+        Where to draw; a new figure when None.
+    **scatter_kwargs
+        Passed to ``ax.scatter``.
+
+    Returns
+    -------
+    ax : matplotlib Axes
+
+    Examples
+    --------
+    >>> ax = plot_per_class_accuracy(y_test, clf.predict(X_test),
+    ...     clf.class_counts_, labels=clf.classes_)  # doctest: +SKIP
+    >>> ax.figure.savefig("per_class_accuracy.png")  # doctest: +SKIP
+    """
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError(
+            "plot_per_class_accuracy needs matplotlib: pip install liftlearn[plot]"
+        ) from exc
+    tally = _tally(y_true, y_pred, labels, class_counts)
+    groups = _groups(tally.counts, many_threshold, few_threshold)
+    shot = _shot(tally, many_threshold, few_threshold)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    x = np.maximum(tally.counts[tally.present], 0.5)
+    style = {"s": 14, "alpha": 0.7, "zorder": 3, **scatter_kwargs}
+    ax.scatter(x, tally.accuracy[tally.present], **style)
+    ax.set_xscale("log")
+    # Keep all three regions in view even when the data misses one.
+    lo = min(x.min() / 1.5, few_threshold / 2)
+    hi = max(x.max() * 1.5, many_threshold * 2)
+    spans = {
+        "many": (many_threshold, hi),
+        "medium": (few_threshold, many_threshold),
+        "few": (lo, few_threshold),
+    }
+    colors = {"many": "tab:blue", "medium": "tab:orange", "few": "tab:red"}
+    for name in GROUPS:
+        (x0, x1), color = spans[name], colors[name]
+        ax.axvspan(x0, x1, color=color, alpha=0.08, lw=0)
+        label = f"{name}-shot (n={int(groups[name].sum())})"
+        if not np.isnan(shot[name]):
+            ax.hlines(shot[name], x0, x1, colors=color, linestyles="--", zorder=2)
+            label += f": {shot[name]:.3f}"
+        ax.plot([], [], color=color, lw=6, alpha=0.3, label=label)  # legend swatch
+    for threshold in (few_threshold, many_threshold):
+        ax.axvline(threshold, color="grey", lw=0.8)
+    ax.set(xlim=(lo, hi), ylim=(-0.03, 1.03), ylabel="per-class accuracy",
+           xlabel="training images per class (log scale)")
+    ax.legend(loc="lower right", fontsize="small")
+    return ax
