@@ -1,0 +1,212 @@
+"""The training and prediction loops shared by liftlearn's estimators."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable, List, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from .exceptions import TrainingError
+from .losses import LogitAdjustedLoss
+
+__all__ = ["TrainConfig", "predict_logits", "resolve_device", "train"]
+
+
+def resolve_device(device) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else as torch reads it."""
+    if device is None or (isinstance(device, str) and device == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device={device!r} is not a device torch knows: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} was asked for but CUDA is not available")
+    return device
+
+
+def _autocast(device: torch.device):
+    """Mixed precision on CUDA (bf16 where supported, else fp16); fp32 elsewhere."""
+    if device.type != "cuda":
+        return contextlib.nullcontext(), None
+    if torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16), None
+    return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
+
+
+def _loader(dataset: Dataset, batch_size: int, device: torch.device, num_workers, sampler=None):
+    if num_workers is None:
+        # Decoding JPEGs is what starves a GPU; on a CPU the model needs the
+        # cores more than the loader does.
+        num_workers = min(8, max(1, (os.cpu_count() or 2) - 1)) if device.type == "cuda" else 0
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        drop_last=False,
+    )
+
+
+def _progress(iterable, verbose: int, desc: str, total: int):
+    if not verbose:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, leave=False)
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation settings of one fit (LIFT+ defaults)."""
+
+    epochs: int = 5
+    batch_size: int = 128
+    device_batch_size: Optional[int] = None
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    tau: float = 1.0
+    num_workers: Optional[int] = None
+    verbose: int = 0
+
+
+def train(
+    network: torch.nn.Module,
+    dataset_for_epoch: Callable[[int], Dataset],
+    class_counts,
+    config: TrainConfig,
+    seed: int,
+    device: torch.device,
+) -> List[dict]:
+    """Run LIFT+'s optimisation of ``network``'s trainable parameters.
+
+    SGD with momentum and weight decay on every trainable parameter, cosine
+    learning-rate schedule stepped per epoch, logit-adjusted cross-entropy,
+    and gradient accumulation when ``device_batch_size < batch_size``: each
+    micro-batch's loss is weighted by its share of the logical batch, so the
+    update equals the one a single full batch would give.
+
+    Parameters
+    ----------
+    network : LiftNetwork
+        Already on ``device``.
+    dataset_for_epoch : callable
+        ``epoch -> Dataset`` of ``(image, target)``; the epoch is passed
+        explicitly so the augmentation schedule never relies on worker state.
+    class_counts : array-like of shape (n_classes,)
+    config : TrainConfig
+    seed : int
+        Seeds the shuffling (per epoch).
+    device : torch.device
+
+    Returns
+    -------
+    history : list of dict
+        One entry per epoch: ``epoch``, ``loss`` (mean over images), ``lr``,
+        ``seconds``.
+
+    Raises
+    ------
+    TrainingError
+        If the loss stops being finite.
+    """
+    micro = config.device_batch_size or config.batch_size
+    accum = config.batch_size // micro
+    params = [p for p in network.parameters() if p.requires_grad]
+    if not params:
+        raise TrainingError("the network has no trainable parameters")
+    optimizer = torch.optim.SGD(
+        params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    criterion = LogitAdjustedLoss(class_counts, tau=config.tau).to(device)
+    autocast, scaler = _autocast(device)
+    history = []
+    network.train()
+    for epoch in range(config.epochs):
+        start = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        dataset = dataset_for_epoch(epoch)
+        n = len(dataset)
+        generator = torch.Generator().manual_seed(int(seed) + epoch)
+        loader = _loader(dataset, micro, device, config.num_workers, RandomSampler(dataset, generator=generator))
+        total_loss = torch.zeros((), device=device)
+        optimizer.zero_grad(set_to_none=True)
+        batches = _progress(loader, config.verbose, f"epoch {epoch + 1}/{config.epochs}", len(loader))
+        for j, (images, targets) in enumerate(batches):
+            images = images.to(device, non_blocking=True)
+            targets = targets.to(device, non_blocking=True)
+            step = j // accum
+            logical = min(config.batch_size, n - step * config.batch_size)
+            with autocast:
+                loss = criterion(network(images), targets)
+            weighted = loss * (len(targets) / logical)
+            if scaler is not None:
+                scaler.scale(weighted).backward()
+            else:
+                weighted.backward()
+            total_loss += loss.detach() * len(targets)
+            if (j + 1) % accum == 0 or (j + 1) == len(loader):
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        # One host sync per epoch: checking every step would stall the GPU.
+        mean_loss = float(total_loss) / max(n, 1)
+        if not math.isfinite(mean_loss):
+            raise TrainingError(
+                f"the training loss became {mean_loss} in epoch {epoch + 1}; try a "
+                f"smaller lr (now {config.lr}), check the images for extreme values, "
+                "or train in fp32 (device='cpu') to rule out mixed precision"
+            )
+        history.append(
+            {"epoch": epoch + 1, "loss": mean_loss, "lr": lr, "seconds": time.perf_counter() - start}
+        )
+        if config.verbose:
+            print(f"epoch {epoch + 1}/{config.epochs}: loss {mean_loss:.4f}, lr {lr:.5f}")
+    network.eval()
+    return history
+
+
+@torch.no_grad()
+def predict_logits(
+    network: torch.nn.Module,
+    dataset: Dataset,
+    batch_size: int,
+    device: torch.device,
+    num_workers=None,
+    verbose: int = 0,
+) -> np.ndarray:
+    """Logits averaged over each image's views.
+
+    ``dataset`` yields tensors of shape ``(n_views, 3, H, W)`` (1 view without
+    TTE, 5 with); all views of a batch run through the network together.
+
+    Returns
+    -------
+    logits : ndarray of shape (n_images, n_classes), float32
+    """
+    network.eval()
+    autocast, _ = _autocast(device)
+    loader = _loader(dataset, batch_size, device, num_workers)
+    out = []
+    for views in _progress(loader, verbose, "predict", len(loader)):
+        b, v = views.shape[:2]
+        views = views.to(device, non_blocking=True).flatten(0, 1)
+        with autocast:
+            logits = network(views)
+        out.append(logits.float().view(b, v, -1).mean(dim=1).cpu())
+    return torch.cat(out).numpy()

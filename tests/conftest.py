@@ -1,0 +1,83 @@
+"""Shared fixtures: a tiny CLIP checkpoint, real image files, offline mode."""
+
+import os
+
+# Must happen before huggingface_hub is imported anywhere: tests never touch
+# the network, and a cache miss must fail at once rather than retry.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+logging.getLogger().setLevel(logging.ERROR)  # open_clip's "initialized randomly"
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_cifar_dir():
+    """The CIFAR-10 JPEG tars in ../shared, or None where absent."""
+    env = os.environ.get("LIFTLEARN_SHARED_DATA")
+    candidates = [Path(env)] if env else []
+    candidates.append(REPO.parent / "shared" / "data" / "cifar10-jpg")
+    for c in candidates:
+        if (c / "train.tar").is_file():
+            return c
+    return None
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """The tiny ViT's weights saved as a local checkpoint file.
+
+    Loading it goes through open_clip's real ``pretrained=<file>`` path.
+    """
+    import open_clip
+
+    from liftlearn.backbones import _open_clip
+
+    _open_clip()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1234)
+        model = open_clip.create_model("liftlearn-tiny-vit")
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    torch.save(model.state_dict(), path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def sample():
+    """The embedded real CIFAR-10-LT sample: (X, y, names, X_test, y_test)."""
+    from liftlearn.datasets import load_cifar10_lt_sample
+
+    X, y, names = load_cifar10_lt_sample("train")
+    Xt, yt, _ = load_cifar10_lt_sample("test")
+    return list(X), np.asarray(y), list(names), list(Xt), np.asarray(yt)
+
+
+@pytest.fixture(scope="session")
+def small(sample):
+    """A small stratified subset (10 to 12 images per class) for fast fits."""
+    X, y, names, Xt, yt = sample
+    rng = np.random.default_rng(0)
+    idx = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:12] for c in range(10)])
+    tidx = np.concatenate([np.flatnonzero(yt == c)[:4] for c in range(10)])
+    return [X[i] for i in idx], y[idx], names, [Xt[i] for i in tidx], yt[tidx]
+
+
+@pytest.fixture
+def tiny_params(tiny_checkpoint):
+    """Constructor parameters for a fast LiftPlusClassifier."""
+    return dict(
+        backbone="liftlearn-tiny-vit",
+        pretrained=tiny_checkpoint,
+        epochs=2,
+        batch_size=32,
+        device="cpu",
+        random_state=0,
+    )
