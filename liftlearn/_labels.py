@@ -1,0 +1,137 @@
+"""Turning ``y`` and ``class_names`` into classes, names and encoded targets."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from numbers import Integral
+from typing import Optional
+
+import numpy as np
+from sklearn.utils.validation import column_or_1d
+
+__all__ = ["LabelInfo", "resolve_labels"]
+
+
+@dataclass
+class LabelInfo:
+    """What ``fit`` learns about the labels."""
+
+    classes: np.ndarray  #: sorted labels, the column order of predict_proba
+    names: list  #: one human-readable name per class (used in the prompts)
+    y_encoded: np.ndarray  #: index into ``classes`` per sample
+    counts: np.ndarray  #: training samples per class
+
+
+def _as_label_array(y) -> np.ndarray:
+    y = column_or_1d(np.asarray(y, dtype=None if not isinstance(y, (list, tuple)) else object), warn=True)
+    if y.dtype == object:
+        # Lists of ints arrive as object arrays above; make them ints again so
+        # that classes_ has a numeric dtype like sklearn's.
+        if all(isinstance(v, Integral) and not isinstance(v, bool) for v in y):
+            y = y.astype(np.int64)
+        elif all(isinstance(v, str) for v in y):
+            y = y.astype(str)
+    if y.dtype.kind == "f":
+        bad = ~np.isfinite(y)
+        if bad.any():
+            raise ValueError(
+                f"y contains {int(bad.sum())} NaN or infinite label(s), first at index "
+                f"{int(np.flatnonzero(bad)[0])}"
+            )
+        if np.all(y == np.round(y)):
+            y = y.astype(np.int64)
+    if y.dtype == object:
+        for i, v in enumerate(y):
+            if v is None or (isinstance(v, float) and not np.isfinite(v)):
+                raise ValueError(f"y[{i}] is {v!r}, which is not a label")
+    return y
+
+
+def _unknown(labels, known) -> str:
+    missing = sorted({repr(v) for v in labels if v not in known})
+    shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+    return f"{len(missing)} label(s) not among the classes: {shown}"
+
+
+def resolve_labels(y, class_names=None, *, allow_unlabeled: bool = False) -> LabelInfo:
+    """Validate labels against ``class_names`` and encode them.
+
+    Parameters
+    ----------
+    y : array-like of shape (n_samples,)
+        Integer or string labels.
+    class_names : None, sequence of str, or mapping label -> str
+        A sequence of C names means classes ``0..C-1`` (y must be integers in
+        that range); a mapping names each class label; None makes the classes
+        the labels seen in y, named ``str(label)``.
+    allow_unlabeled : bool, default=False
+        Let ``-1`` mark unlabeled samples (semi-supervised estimators); they
+        get ``y_encoded == -1`` and are not counted.
+
+    Returns
+    -------
+    LabelInfo
+    """
+    y = _as_label_array(y)
+    unlabeled = np.zeros(len(y), dtype=bool)
+    if allow_unlabeled:
+        unlabeled = np.array([isinstance(v, Integral) and not isinstance(v, bool) and v == -1 for v in y.tolist()])
+    labeled = y[~unlabeled]
+
+    names_minus_one = isinstance(class_names, Mapping) and -1 in class_names
+    if not allow_unlabeled and not names_minus_one and y.dtype.kind in "iu" and (y == -1).any():
+        raise ValueError(
+            "y contains -1, which marks unlabeled samples in scikit-learn; this "
+            "estimator is supervised (ULFineClassifier takes unlabeled images), "
+            "or name -1 as a class with class_names={-1: name, ...}"
+        )
+    if class_names is None:
+        try:
+            classes = np.unique(labeled)
+        except TypeError:
+            raise ValueError("y mixes label types that cannot be sorted (e.g. ints and strings)") from None
+        names = [str(c) for c in classes]
+    elif isinstance(class_names, Mapping):
+        keys = list(class_names)
+        try:
+            classes = np.unique(np.asarray(keys, dtype=None if not all(isinstance(k, str) for k in keys) else str))
+        except TypeError:
+            raise ValueError("class_names keys mix label types that cannot be sorted") from None
+        if len(classes) != len(keys):
+            raise ValueError("class_names has duplicate keys")
+        lookup = {k: v for k, v in class_names.items()}
+        names = [str(lookup[c.item() if hasattr(c, "item") else c]) for c in classes]
+        known = set(classes.tolist())
+        if not set(labeled.tolist()) <= known:
+            raise ValueError("y has " + _unknown(labeled.tolist(), known) + " of class_names")
+    else:
+        if isinstance(class_names, str):
+            raise ValueError("class_names must be a sequence of names or a mapping, not a single str")
+        names = [str(n) for n in class_names]
+        if not names:
+            raise ValueError("class_names is empty")
+        classes = np.arange(len(names))
+        if labeled.dtype.kind not in "iu":
+            raise ValueError(
+                "class_names given as a sequence means classes 0..C-1, so y must "
+                f"hold integers; got labels of dtype {labeled.dtype}. Pass a "
+                "mapping {label: name} for other labels."
+            )
+        bad = (labeled < 0) | (labeled >= len(names))
+        if bad.any():
+            raise ValueError(
+                f"y has labels outside 0..{len(names) - 1}, the classes named by "
+                "class_names: " + _unknown(labeled[bad].tolist(), set())
+            )
+    if len(classes) < 2:
+        raise ValueError(
+            f"need at least 2 classes, got {len(classes)}"
+            + (f" ({classes[0]!r})" if len(classes) else "")
+            + "; pass class_names to name the others"
+        )
+    y_encoded = np.full(len(y), -1, dtype=np.int64)
+    if len(labeled):
+        y_encoded[~unlabeled] = np.searchsorted(classes, labeled)
+    counts = np.bincount(y_encoded[~unlabeled], minlength=len(classes))
+    return LabelInfo(classes=classes, names=names, y_encoded=y_encoded, counts=counts)

@@ -1,0 +1,385 @@
+"""scikit-learn estimators for long-tailed classification with CLIP."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from scipy.special import softmax
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from .adapters import ADAPTERS, build_tuner
+from .backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, BackboneSpec, get_backbone
+from .data import ImageDataset, TrainDataset, check_paths
+from .heads import DEFAULT_TEMPLATE, CosineClassifier, semantic_init
+from .network import LiftNetwork
+from .training import TrainConfig, predict_logits, resolve_device, train
+from .transforms import eval_transform, mda_min_scale, train_transform, tte_transform
+from ._labels import resolve_labels
+
+__all__ = ["LiftPlusClassifier"]
+
+_MDA_SCHEDULES = ("convex", "linear", "concave", "min", "max")
+
+
+def _check_number(est, name, kind, low=None, high=None, low_open=False, allow_none=False):
+    value = getattr(est, name)
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        rng = []
+        if low is not None:
+            rng.append(f"{'>' if low_open else '>='} {low}")
+        if high is not None:
+            rng.append(f"<= {high}")
+        what = "an int" if kind is Integral else "a number"
+        none = " or None" if allow_none else ""
+        raise ValueError(
+            f"{type(est).__name__}: parameter {name}={value!r} must be {what}"
+            f" {' and '.join(rng)}{none}".rstrip()
+        )
+
+
+class LiftPlusClassifier(ClassifierMixin, BaseEstimator):
+    """LIFT+: lightweight fine-tuning of CLIP for long-tailed classification.
+
+    A frozen CLIP image encoder with a lightweight adapter (AdaptFormer by
+    default), a cosine classifier initialised from the text encoder and the
+    class names, logit-adjusted cross-entropy, minimalist data augmentation
+    and test-time ensembling (Shi, Wei & Li, 2025). The defaults are the
+    paper's recipe for CLIP ViT-B/16.
+
+    Parameters
+    ----------
+    backbone : str, default="ViT-B-16-quickgelu"
+        open_clip model name. The default is CLIP ViT-B/16 with QuickGELU, as
+        OpenAI trained it. ``"liftlearn-tiny-vit"`` is a tiny model for tests.
+    pretrained : str or None, default="openai"
+        open_clip pretrained tag, path of a local checkpoint file, or None for
+        random weights (fixed by a seed; useful only for tests and demos).
+    adapter : {"adaptformer", "none"}, default="adaptformer"
+        The lightweight module trained inside the encoder; ``"none"`` trains
+        the classifier alone.
+    adapter_dim : int or None, default=None
+        Bottleneck width; None uses LIFT+'s ``2**max(0, int(log2(C / 2L)))``
+        for C classes and L blocks.
+    class_names : sequence of str, mapping or None, default=None
+        A sequence of C names (classes ``0..C-1``) or a mapping label -> name.
+        Every named class is a column of ``predict_proba``, including classes
+        without training images. None: the labels seen in ``y``, named
+        ``str(label)``. A ``class_names`` passed to :meth:`fit` wins.
+    epochs : int, default=5
+    batch_size : int, default=128
+        Images per optimiser step.
+    device_batch_size : int or None, default=None
+        Images per forward pass; must divide ``batch_size``. Smaller values
+        save device memory through gradient accumulation without changing
+        the result. None means ``batch_size``.
+    lr : float, default=0.02
+    momentum : float, default=0.9
+    weight_decay : float, default=5e-4
+    tau : float, default=1.0
+        Strength of the logit adjustment of the training loss (0 gives plain
+        cross-entropy).
+    scale : float, default=25.0
+        Logit scale of the cosine classifier.
+    prompt_template : str, default="a photo of a {}."
+        Text prompt for each class name in the classifier's initialisation.
+    mda_schedule : {"convex", "linear", "concave", "min", "max"}, default="convex"
+        How the minimum crop scale of the minimalist augmentation grows from
+        0.08 to 1 over the epochs.
+    tte : bool, default=True
+        Test-time ensembling: average the logits of five crops.
+    tte_expand : int, default=24
+        With TTE, images are resized to ``resolution + tte_expand`` before
+        the five crops.
+    device : str, default="auto"
+        ``"auto"`` uses CUDA when available. Resolved in ``fit``, never
+        earlier, so that parallel workers can each pick their own GPU.
+    num_workers : int or None, default=None
+        DataLoader worker processes; None: 0 on CPU, up to 8 on CUDA.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the adapter initialisation, the shuffling and the crops.
+    verbose : int, default=0
+        Progress bars and a line per epoch when > 0.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels, the column order of :meth:`predict_proba`.
+    class_names_ : list of str
+    class_counts_ : ndarray of shape (n_classes,)
+        Training images per class (for many/medium/few-shot metrics).
+    module_ : LiftNetwork
+        The torch module: trainable tuner and head, plus the shared frozen
+        backbone.
+    n_trainable_params_ : int
+        Trained parameters (adapter and classifier).
+    n_adapter_params_ : int
+        Trained parameters of the adapter alone.
+    adapter_dim_ : int
+        The bottleneck width used.
+    history_ : list of dict
+        Per epoch: ``epoch``, ``loss``, ``lr``, ``seconds``.
+    device_ : torch.device
+        Where the model was fitted and predicts.
+
+    Examples
+    --------
+    >>> from liftlearn import LiftPlusClassifier
+    >>> from liftlearn.datasets import load_cifar10_lt_sample
+    >>> X, y, names = load_cifar10_lt_sample("train")
+    >>> clf = LiftPlusClassifier(backbone="liftlearn-tiny-vit", pretrained=None,
+    ...                          epochs=1, random_state=0)
+    >>> clf.fit(X[:64], y[:64], class_names=names).predict(X[:2]).shape
+    (2,)
+    """
+
+    def __init__(
+        self,
+        backbone=DEFAULT_BACKBONE,
+        pretrained=DEFAULT_PRETRAINED,
+        adapter="adaptformer",
+        adapter_dim=None,
+        class_names=None,
+        epochs=5,
+        batch_size=128,
+        device_batch_size=None,
+        lr=0.02,
+        momentum=0.9,
+        weight_decay=5e-4,
+        tau=1.0,
+        scale=25.0,
+        prompt_template=DEFAULT_TEMPLATE,
+        mda_schedule="convex",
+        tte=True,
+        tte_expand=24,
+        device="auto",
+        num_workers=None,
+        random_state=None,
+        verbose=0,
+    ):
+        self.backbone = backbone
+        self.pretrained = pretrained
+        self.adapter = adapter
+        self.adapter_dim = adapter_dim
+        self.class_names = class_names
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.device_batch_size = device_batch_size
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.tau = tau
+        self.scale = scale
+        self.prompt_template = prompt_template
+        self.mda_schedule = mda_schedule
+        self.tte = tte
+        self.tte_expand = tte_expand
+        self.device = device
+        self.num_workers = num_workers
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # X is a list of image paths, not a numeric matrix.
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        return tags
+
+    # ------------------------------------------------------------------ checks
+    def _validate_params(self):
+        if self.adapter not in ADAPTERS:
+            raise ValueError(
+                f"{type(self).__name__}: unknown adapter={self.adapter!r}; "
+                f"choose one of {sorted(ADAPTERS)}"
+            )
+        _check_number(self, "adapter_dim", Integral, low=1, allow_none=True)
+        _check_number(self, "epochs", Integral, low=1)
+        _check_number(self, "batch_size", Integral, low=1)
+        _check_number(self, "device_batch_size", Integral, low=1, allow_none=True)
+        if self.device_batch_size is not None and self.batch_size % self.device_batch_size:
+            raise ValueError(
+                f"device_batch_size={self.device_batch_size} must divide "
+                f"batch_size={self.batch_size} (gradient accumulation)"
+            )
+        _check_number(self, "lr", Real, low=0, low_open=True)
+        _check_number(self, "momentum", Real, low=0, high=1)
+        _check_number(self, "weight_decay", Real, low=0)
+        _check_number(self, "tau", Real, low=0)
+        _check_number(self, "scale", Real, low=0, low_open=True)
+        _check_number(self, "tte_expand", Integral, low=0)
+        _check_number(self, "num_workers", Integral, low=0, allow_none=True)
+        _check_number(self, "verbose", Integral, low=0)
+        if not isinstance(self.prompt_template, str) or "{}" not in self.prompt_template:
+            raise ValueError(
+                f"prompt_template={self.prompt_template!r} must be a str with one "
+                "'{}' where the class name goes"
+            )
+        if self.mda_schedule not in _MDA_SCHEDULES:
+            raise ValueError(
+                f"mda_schedule={self.mda_schedule!r}; choose one of {list(_MDA_SCHEDULES)}"
+            )
+        if not isinstance(self.tte, (bool, np.bool_)):
+            raise ValueError(f"tte={self.tte!r} must be True or False")
+        spec = BackboneSpec.create(self.backbone, self.pretrained)
+        device = resolve_device(self.device)
+        return spec, device
+
+    # --------------------------------------------------------------------- fit
+    def fit(self, X, y, class_names=None):
+        """Fit the adapter and classifier on images.
+
+        Parameters
+        ----------
+        X : sequence of str or os.PathLike
+            Image files.
+        y : array-like of shape (n_samples,)
+            Integer or string labels.
+        class_names : sequence of str, mapping or None
+            Overrides the ``class_names`` parameter (see there). Note that
+            ``GridSearchCV`` slices fit arguments whose length equals the
+            number of samples; prefer the constructor parameter there.
+
+        Returns
+        -------
+        self : LiftPlusClassifier
+            The fitted estimator. If fitting fails or is interrupted, the
+            estimator is left unfitted.
+        """
+        try:
+            return self._fit(X, y, class_names)
+        except BaseException:
+            # A failed or interrupted fit must leave no half-fitted state, nor
+            # the previous fit's state mixed with this one's.
+            self._reset_fitted()
+            raise
+
+    def _fit(self, X, y, class_names):
+        spec, device = self._validate_params()
+        paths = check_paths(X)
+        names_arg = class_names if class_names is not None else self.class_names
+        labels = resolve_labels(y, names_arg)
+        if len(labels.y_encoded) != len(paths):
+            raise ValueError(
+                f"X has {len(paths)} images but y has {len(labels.y_encoded)} labels"
+            )
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+
+        backbone = get_backbone(spec, device)
+        n_classes = len(labels.classes)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            tuner = build_tuner(self.adapter, backbone, n_classes, self.adapter_dim)
+        head = CosineClassifier(
+            semantic_init(backbone, labels.names, self.prompt_template), scale=self.scale
+        )
+        network = LiftNetwork(backbone, tuner, head).to(device)
+
+        size, mean, std = backbone.image_size, backbone.mean, backbone.std
+        epochs, schedule = int(self.epochs), self.mda_schedule
+
+        def dataset_for_epoch(epoch):
+            min_scale = mda_min_scale(epoch, epochs, schedule=schedule)
+            return TrainDataset(
+                paths, labels.y_encoded, train_transform(size, min_scale, mean, std), seed, epoch
+            )
+
+        config = TrainConfig(
+            epochs=epochs,
+            batch_size=int(self.batch_size),
+            device_batch_size=self.device_batch_size,
+            lr=float(self.lr),
+            momentum=float(self.momentum),
+            weight_decay=float(self.weight_decay),
+            tau=float(self.tau),
+            num_workers=self.num_workers,
+            verbose=int(self.verbose),
+        )
+        history = train(network, dataset_for_epoch, labels.counts, config, seed, device)
+
+        self._reset_fitted()
+        self.classes_ = labels.classes
+        self.class_names_ = labels.names
+        self.class_counts_ = labels.counts
+        self.module_ = network
+        self.adapter_dim_ = tuner.adapter_dim
+        self.n_adapter_params_ = sum(p.numel() for p in tuner.parameters())
+        self.n_trainable_params_ = network.n_trainable_params()
+        self.history_ = history
+        self.device_ = device
+        return self
+
+    def _reset_fitted(self):
+        for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("__")]:
+            delattr(self, attr)
+
+    # ----------------------------------------------------------------- predict
+    def decision_function(self, X):
+        """Class logits (cosine similarity times ``scale``), averaged over the
+        TTE views when ``tte`` is on.
+
+        Parameters
+        ----------
+        X : sequence of str or os.PathLike
+
+        Returns
+        -------
+        logits : ndarray of shape (n_samples, n_classes)
+        """
+        check_is_fitted(self)
+        paths = check_paths(X)
+        network = self.module_
+        backbone = network.backbone
+        size, mean, std = backbone.image_size, backbone.mean, backbone.std
+        if self.tte:
+            transform = tte_transform(size, mean, std, expand=int(self.tte_expand))
+        else:
+            transform = eval_transform(size, mean, std)
+        return predict_logits(
+            network,
+            ImageDataset(paths, transform),
+            batch_size=int(self.batch_size),
+            device=network.device,
+            num_workers=self.num_workers,
+            verbose=int(self.verbose),
+        )
+
+    def predict_proba(self, X):
+        """Class probabilities: the softmax of :meth:`decision_function`.
+
+        Parameters
+        ----------
+        X : sequence of str or os.PathLike
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Columns in the order of ``classes_``.
+        """
+        check_is_fitted(self)
+        return softmax(self.decision_function(X).astype(np.float64), axis=1)
+
+    def predict(self, X):
+        """Most likely class of each image.
+
+        Parameters
+        ----------
+        X : sequence of str or os.PathLike
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+            Labels from ``classes_``.
+        """
+        check_is_fitted(self)
+        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
