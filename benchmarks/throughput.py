@@ -1,0 +1,139 @@
+"""Training and prediction throughput of LiftPlusClassifier.
+
+Prints images/s for one training epoch of the full fit loop (JPEG decode,
+minimalist crop, forward, backward, optimiser step), prediction images/s and
+views/s with and without test-time ensembling, and peak host and device
+memory, as one markdown table row per run.
+
+Examples
+--------
+CPU, tiny backbone, the embedded CIFAR-10-LT sample::
+
+    python benchmarks/throughput.py --backbone liftlearn-tiny-vit --n-images 1236
+
+GPU, CLIP ViT-B/16 (random weights are fine for speed), ImageNet-sized JPEGs::
+
+    python benchmarks/throughput.py --backbone ViT-B-16-quickgelu --source synthetic \
+        --n-images 4096 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+def synthetic_jpegs(n: int, folder: Path, size=(500, 375), seed: int = 0) -> list:
+    """``n`` ImageNet-sized JPEGs (smooth random colour fields plus noise)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    w, h = size
+    for i in range(n):
+        path = folder / f"{w}x{h}_{i:06d}.jpg"
+        if not path.exists():
+            small = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+            img = Image.fromarray(small).resize((w, h), Image.BICUBIC)
+            noise = rng.integers(-20, 20, (h, w, 3))
+            arr = np.clip(np.asarray(img, dtype=np.int16) + noise, 0, 255).astype(np.uint8)
+            Image.fromarray(arr).save(path, quality=90)
+        paths.append(str(path))
+    return paths
+
+
+def sample_paths(n: int) -> list:
+    """The first ``n`` images of the embedded CIFAR-10-LT sample (repeated if needed)."""
+    from liftlearn.datasets import load_cifar10_lt_sample
+
+    X, _, _ = load_cifar10_lt_sample("train")
+    reps = -(-n // len(X))
+    return (list(X) * reps)[:n]
+
+
+def peak_host_mib() -> float:
+    # ru_maxrss is KiB on Linux, bytes on macOS.
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="liftlearn-tiny-vit")
+    parser.add_argument("--pretrained", default=None, help="default: random weights")
+    parser.add_argument("--adapter", default="adaptformer")
+    parser.add_argument("--source", choices=["sample", "synthetic"], default="sample")
+    parser.add_argument("--n-images", type=int, default=1236)
+    parser.add_argument("--n-classes", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--device-batch-size", type=int, default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--num-workers", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from liftlearn import LiftPlusClassifier
+
+    if args.source == "sample":
+        paths = sample_paths(args.n_images)
+    else:
+        paths = synthetic_jpegs(args.n_images, HERE / "_data")
+    y = np.arange(len(paths)) % args.n_classes
+    names = [f"class {i}" for i in range(args.n_classes)]
+
+    clf = LiftPlusClassifier(
+        backbone=args.backbone, pretrained=args.pretrained, adapter=args.adapter,
+        epochs=1, batch_size=args.batch_size, device_batch_size=args.device_batch_size,
+        device=args.device, num_workers=args.num_workers, random_state=0,
+        class_names=names,
+    )
+    # Load the backbone (and warm up) outside the timed fit.
+    clf.set_params(epochs=1).fit(paths[: args.batch_size], y[: args.batch_size])
+    device = clf.device_
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+    clf.fit(paths, y)
+    train_ips = len(paths) / clf.history_[0]["seconds"]
+
+    results = {}
+    for tte in (False, True):
+        clf.set_params(tte=tte)
+        start = time.perf_counter()
+        clf.decision_function(paths)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        results[tte] = len(paths) / (time.perf_counter() - start)
+
+    device_mem = (
+        f"{torch.cuda.max_memory_allocated() / 2**20:.0f}" if device.type == "cuda" else "n/a"
+    )
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else (
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    )
+    print(f"# {args.backbone} ({args.adapter}), {len(paths)} {args.source} images, "
+          f"batch {args.batch_size}, on {device} [{where}], torch {torch.__version__}")
+    print("| backbone | device | train img/s | predict img/s | TTE img/s (views/s) "
+          "| peak host MiB | peak device MiB |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| {args.backbone} | {device.type} | {train_ips:.1f} | {results[False]:.1f} | "
+          f"{results[True]:.1f} ({5 * results[True]:.1f}) | {peak_host_mib():.0f} | {device_mem} |")
+
+
+if __name__ == "__main__":
+    main()
