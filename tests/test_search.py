@@ -1,0 +1,66 @@
+"""LiftPlusClassifier inside scikit-learn's model selection tools."""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_predict
+
+from liftlearn import LiftPlusClassifier
+from liftlearn.metrics import few_shot_scorer, long_tail_scoring
+
+
+@pytest.fixture(scope="module")
+def data(sample):
+    X, y, names, Xt, yt = sample
+    # 8 images per class except a 4-image tail, so 2-fold CV keeps every
+    # class in every training fold except where we drop it on purpose.
+    rng = np.random.default_rng(0)
+    idx = np.concatenate([rng.permutation(np.flatnonzero(y == c))[: (4 if c >= 8 else 8)] for c in range(10)])
+    return [X[i] for i in idx], y[idx], names
+
+
+def test_grid_search_over_adapter_settings_with_liftlearn_scorers(data, tiny_checkpoint):
+    X, y, names = data
+    est = LiftPlusClassifier(
+        backbone="liftlearn-tiny-vit", pretrained=tiny_checkpoint, epochs=1,
+        batch_size=16, device="cpu", random_state=0, class_names=names,
+    )
+    search = GridSearchCV(
+        est,
+        {"adapter": ["adaptformer", "none"], "lr": [0.02, 0.05]},
+        scoring=long_tail_scoring(many_threshold=3, few_threshold=3),  # 4 vs 2 images a class per fold
+        refit="balanced_accuracy",
+        cv=2,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # absent-class / non-finite score warnings
+        search.fit(X, y)
+    # sklearn sees a classifier, so cv=2 is stratified.
+    assert isinstance(search.cv, int)
+    assert search.best_estimator_.classes_.tolist() == list(range(10))
+    assert set(search.cv_results_["param_adapter"]) == {"adaptformer", "none"}
+    for key in ("mean_test_balanced_accuracy", "mean_test_few_shot_accuracy", "mean_test_many_shot_accuracy"):
+        assert np.isfinite(search.cv_results_[key]).all(), key
+    # The few-shot scorer reads the training counts of the fitted estimator.
+    assert 0.0 <= few_shot_scorer(search.best_estimator_, X, y) <= 1.0 or np.isnan(
+        few_shot_scorer(search.best_estimator_, X, y)
+    )
+
+
+def test_folds_without_tail_classes_keep_all_columns(data, tiny_checkpoint):
+    X, y, names = data
+    # A fold whose training part has no image of class 9 still predicts 10 columns.
+    est = LiftPlusClassifier(
+        backbone="liftlearn-tiny-vit", pretrained=tiny_checkpoint, epochs=1,
+        batch_size=16, device="cpu", random_state=0, class_names=names,
+    )
+    order = np.argsort(y == 9, kind="stable")  # class 9 last
+    X2, y2 = [X[i] for i in order], y[order]
+    train, test = np.flatnonzero(y2 != 9), np.flatnonzero(y2 == 9)
+    fitted = est.fit([X2[i] for i in train], y2[train])
+    assert fitted.class_counts_[9] == 0
+    assert fitted.predict_proba([X2[i] for i in test]).shape == (4, 10)
+    proba = cross_val_predict(est, X2, y2, cv=StratifiedKFold(2, shuffle=True, random_state=0), method="predict_proba")
+    assert proba.shape == (len(X2), 10)
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-6)
