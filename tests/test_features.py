@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.frozen import FrozenEstimator
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import cross_val_score
+from sklearn.pipeline import make_pipeline
+
+from liftlearn import LiftPlusClassifier
+from liftlearn.data import ImageDataset
+from liftlearn.features import CLIPFeatures
+from liftlearn.transforms import eval_transform
+
+
+def test_linear_probe_pipeline(small, tiny_checkpoint):
+    X, y, names, Xt, yt = small
+    probe = make_pipeline(
+        CLIPFeatures(backbone="liftlearn-tiny-vit", pretrained=tiny_checkpoint, device="cpu"),
+        LogisticRegression(class_weight="balanced", max_iter=2000),
+    )
+    probe.fit(X, y)
+    assert probe.predict_proba(Xt).shape == (len(Xt), 10)
+    scores = cross_val_score(probe, X, y, cv=2)
+    assert np.all((0 <= scores) & (scores <= 1))
+
+
+def test_features_are_the_normalised_pre_projection_cls(small, tiny_checkpoint):
+    X = small[0][:3]
+    feats = CLIPFeatures(backbone="liftlearn-tiny-vit", pretrained=tiny_checkpoint, device="cpu").fit().transform(X)
+    ext = CLIPFeatures(backbone="liftlearn-tiny-vit", pretrained=tiny_checkpoint, device="cpu").fit()
+    bb = ext.network_.backbone
+    images = torch.cat([eval_transform(bb.image_size, bb.mean, bb.std)(ImageDataset(X, lambda im: im)[i]) for i in range(3)])
+    with torch.no_grad():
+        ref = bb.visual._pool(bb.visual.transformer(bb.visual._embeds(images)))[0]
+    np.testing.assert_allclose(feats, torch.nn.functional.normalize(ref, dim=-1).numpy(), atol=1e-5)
+    assert feats.shape == (3, 64) and ext.get_feature_names_out()[0] == "clip0"
+
+
+def test_features_through_a_fitted_adapter(small, tiny_params):
+    X, y, names, Xt, _ = small
+    clf = LiftPlusClassifier(**{**tiny_params, "epochs": 1, "lr": 0.5}, class_names=names).fit(X, y)
+    ext = CLIPFeatures(adapter_from=FrozenEstimator(clf), normalize=False, device="cpu")
+    adapted = ext.fit().transform(Xt[:4])
+    frozen = CLIPFeatures(backbone="liftlearn-tiny-vit", pretrained=tiny_params["pretrained"], normalize=False, device="cpu").fit().transform(Xt[:4])
+    assert not np.allclose(adapted, frozen)
+    assert clone(ext).fit().transform(Xt[:4]).shape == adapted.shape
+    with pytest.raises(Exception, match="fitted"):
+        CLIPFeatures(adapter_from=LiftPlusClassifier()).fit()
