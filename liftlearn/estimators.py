@@ -13,11 +13,11 @@ from sklearn.utils.validation import check_is_fitted
 
 from .adapters import ADAPTERS, build_tuner
 from .backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, BackboneSpec, get_backbone
-from .data import ImageDataset, TrainDataset, check_paths
+from .data import TrainDataset, check_paths
 from .heads import DEFAULT_TEMPLATE, CosineClassifier, semantic_init
-from .network import LiftNetwork
-from .training import TrainConfig, predict_logits, resolve_device, train
-from .transforms import eval_transform, mda_min_scale, train_transform, tte_transform
+from .network import LiftNetwork, predict_images
+from .training import TrainConfig, resolve_device, train
+from .transforms import mda_min_scale, train_transform
 from ._labels import resolve_labels
 
 __all__ = ["LiftPlusClassifier"]
@@ -65,12 +65,28 @@ class LiftPlusClassifier(ClassifierMixin, BaseEstimator):
     pretrained : str or None, default="openai"
         open_clip pretrained tag, path of a local checkpoint file, or None for
         random weights (fixed by a seed; useful only for tests and demos).
-    adapter : {"adaptformer", "none"}, default="adaptformer"
-        The lightweight module trained inside the encoder; ``"none"`` trains
-        the classifier alone.
+    adapter : str, default="adaptformer"
+        The module trained inside the encoder (the fine-tuning strategies of
+        the LIFT+ study): ``"adaptformer"`` (parallel bottleneck, LIFT+'s
+        default), ``"adapter"`` (sequential bottleneck on the MLP output),
+        ``"lora"`` (low-rank q and v updates, scale 1/r), ``"vpt"`` (deep
+        prompts after CLS, replaced in every block), ``"vpt-shallow"``
+        (prompts at the first block only), ``"ssf"`` (scale and shift after
+        qkv, attention out, fc1 and fc2), ``"bitfit"`` (block biases),
+        ``"full"`` (every parameter of the blocks, trained in a private
+        copy), ``"none"`` (the classifier alone: linear probing). CLIP
+        ResNets take ``"none"``, ``"bitfit"``, ``"ssf"`` (on the pooled
+        feature) and ``"full"``.
     adapter_dim : int or None, default=None
-        Bottleneck width; None uses LIFT+'s ``2**max(0, int(log2(C / 2L)))``
-        for C classes and L blocks.
+        Bottleneck width ("adaptformer", "adapter"), LoRA rank or prompt
+        length ("vpt", "vpt-shallow"); None uses LIFT+'s automatic sizes
+        ``2**max(0, int(log2(C / 2L)))``, ``2**max(0, int(log2(C / 4L)))``
+        and ``2**max(0, int(log2(C / L)))`` for C classes and L blocks. An
+        error for the modules without a size.
+    adapter_layers : None, int or list of int, default=None
+        The blocks that get the module: None all, an int k the last k blocks,
+        a list the block indices. An error for "none", "vpt-shallow" and
+        ResNets.
     class_names : sequence of str, mapping or None, default=None
         A sequence of C names (classes ``0..C-1``) or a mapping label -> name.
         Every named class is a column of ``predict_proba``, including classes
@@ -125,8 +141,11 @@ class LiftPlusClassifier(ClassifierMixin, BaseEstimator):
         Trained parameters (adapter and classifier).
     n_adapter_params_ : int
         Trained parameters of the adapter alone.
-    adapter_dim_ : int
-        The bottleneck width used.
+    trainable_fraction_ : float
+        ``n_adapter_params_`` over the parameters of the frozen image tower.
+    adapter_dim_ : int or None
+        The bottleneck width, LoRA rank or prompt length used (None for the
+        modules without a size).
     history_ : list of dict
         Per epoch: ``epoch``, ``loss``, ``lr``, ``seconds``.
     device_ : torch.device
@@ -149,6 +168,7 @@ class LiftPlusClassifier(ClassifierMixin, BaseEstimator):
         pretrained=DEFAULT_PRETRAINED,
         adapter="adaptformer",
         adapter_dim=None,
+        adapter_layers=None,
         class_names=None,
         epochs=5,
         batch_size=128,
@@ -171,6 +191,7 @@ class LiftPlusClassifier(ClassifierMixin, BaseEstimator):
         self.pretrained = pretrained
         self.adapter = adapter
         self.adapter_dim = adapter_dim
+        self.adapter_layers = adapter_layers
         self.class_names = class_names
         self.epochs = epochs
         self.batch_size = batch_size
@@ -204,6 +225,30 @@ class LiftPlusClassifier(ClassifierMixin, BaseEstimator):
                 f"choose one of {sorted(ADAPTERS)}"
             )
         _check_number(self, "adapter_dim", Integral, low=1, allow_none=True)
+        layers = self.adapter_layers
+        if not (
+            layers is None
+            or (isinstance(layers, Integral) and not isinstance(layers, bool) and layers >= 1)
+            or (
+                isinstance(layers, (list, tuple, np.ndarray))
+                and len(layers) > 0
+                and all(isinstance(i, Integral) and not isinstance(i, bool) for i in layers)
+            )
+        ):
+            raise ValueError(
+                f"{type(self).__name__}: adapter_layers={layers!r} must be None, an "
+                "int k >= 1 (the last k blocks) or a non-empty list of block indices"
+            )
+        if self.adapter_dim is not None and self.adapter in ("ssf", "bitfit", "full", "none"):
+            raise ValueError(
+                f"{type(self).__name__}: adapter_dim does not apply to "
+                f"adapter={self.adapter!r}; leave it None"
+            )
+        if layers is not None and self.adapter in ("none", "vpt-shallow"):
+            raise ValueError(
+                f"{type(self).__name__}: adapter_layers does not apply to "
+                f"adapter={self.adapter!r}; leave it None"
+            )
         _check_number(self, "epochs", Integral, low=1)
         _check_number(self, "batch_size", Integral, low=1)
         _check_number(self, "device_batch_size", Integral, low=1, allow_none=True)
@@ -276,14 +321,7 @@ class LiftPlusClassifier(ClassifierMixin, BaseEstimator):
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
         backbone = get_backbone(spec, device)
-        n_classes = len(labels.classes)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            tuner = build_tuner(self.adapter, backbone, n_classes, self.adapter_dim)
-        head = CosineClassifier(
-            semantic_init(backbone, labels.names, self.prompt_template), scale=self.scale
-        )
-        network = LiftNetwork(backbone, tuner, head).to(device)
+        network = self._build_network(backbone, labels.names, seed).to(device)
 
         size, mean, std = backbone.image_size, backbone.mean, backbone.std
         epochs, schedule = int(self.epochs), self.mda_schedule
@@ -294,8 +332,18 @@ class LiftPlusClassifier(ClassifierMixin, BaseEstimator):
                 paths, labels.y_encoded, train_transform(size, min_scale, mean, std), seed, epoch
             )
 
-        config = TrainConfig(
-            epochs=epochs,
+        config = self._train_config()
+        history = train(network, dataset_for_epoch, labels.counts, config, seed, device)
+
+        self._set_fitted(
+            classes=labels.classes, names=labels.names, counts=labels.counts,
+            network=network, history=history, device=device,
+        )
+        return self
+
+    def _train_config(self) -> TrainConfig:
+        return TrainConfig(
+            epochs=int(self.epochs),
             batch_size=int(self.batch_size),
             device_batch_size=self.device_batch_size,
             lr=float(self.lr),
@@ -305,19 +353,44 @@ class LiftPlusClassifier(ClassifierMixin, BaseEstimator):
             num_workers=self.num_workers,
             verbose=int(self.verbose),
         )
-        history = train(network, dataset_for_epoch, labels.counts, config, seed, device)
 
+    def _build_network(self, backbone, class_names, seed: int) -> LiftNetwork:
+        """The untrained network for these parameters: tuner seeded by
+        ``seed``, cosine head initialised from the class names' prompts."""
+        return LiftNetwork(
+            backbone, self._build_tuner(backbone, len(class_names), seed),
+            CosineClassifier(self._semantic_init(backbone, class_names), scale=self.scale),
+        )
+
+    def _build_tuner(self, backbone, n_classes: int, seed: int):
+        layers = self.adapter_layers
+        if isinstance(layers, np.ndarray):
+            layers = layers.tolist()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return build_tuner(self.adapter, backbone, n_classes, self.adapter_dim, layers=layers)
+
+    def _semantic_init(self, backbone, class_names):
+        return semantic_init(backbone, class_names, self.prompt_template)
+
+    def _set_fitted(self, *, classes, names, counts, network, history, device, **extra):
+        """Replace the fitted state at once (fit and the model loaders)."""
         self._reset_fitted()
-        self.classes_ = labels.classes
-        self.class_names_ = labels.names
-        self.class_counts_ = labels.counts
+        self.classes_ = classes
+        self.class_names_ = list(names)
+        self.class_counts_ = counts
         self.module_ = network
+        tuner = network.tuner
         self.adapter_dim_ = tuner.adapter_dim
-        self.n_adapter_params_ = sum(p.numel() for p in tuner.parameters())
+        self.n_adapter_params_ = tuner.n_trainable_params()
+        self.trainable_fraction_ = self.n_adapter_params_ / sum(
+            p.numel() for p in network.backbone.visual.parameters()
+        )
         self.n_trainable_params_ = network.n_trainable_params()
         self.history_ = history
         self.device_ = device
-        return self
+        for name, value in extra.items():
+            setattr(self, name, value)
 
     def _reset_fitted(self):
         for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("__")]:
@@ -337,22 +410,22 @@ class LiftPlusClassifier(ClassifierMixin, BaseEstimator):
         logits : ndarray of shape (n_samples, n_classes)
         """
         check_is_fitted(self)
-        paths = check_paths(X)
         network = self.module_
-        backbone = network.backbone
-        size, mean, std = backbone.image_size, backbone.mean, backbone.std
-        if self.tte:
-            transform = tte_transform(size, mean, std, expand=int(self.tte_expand))
-        else:
-            transform = eval_transform(size, mean, std)
-        return predict_logits(
-            network,
-            ImageDataset(paths, transform),
-            batch_size=int(self.batch_size),
-            device=network.device,
-            num_workers=self.num_workers,
-            verbose=int(self.verbose),
+        return predict_images(
+            network, network.backbone, check_paths(X), tte=bool(self.tte),
+            tte_expand=int(self.tte_expand), batch_size=int(self.batch_size),
+            device=network.device, num_workers=self.num_workers, verbose=int(self.verbose),
         )
+
+    # ------------------------------------------------------------ persistence
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "module_" in state:
+            # Fitted on a GPU, loaded where there is none: predict on the CPU.
+            from .persistence import map_device
+
+            self.device_ = map_device(self.device_)
+            self.module_.to_device(self.device_)
 
     def predict_proba(self, X):
         """Class probabilities: the softmax of :meth:`decision_function`.
