@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from numbers import Integral
-from typing import Optional
+
 
 import numpy as np
 from sklearn.utils.validation import column_or_1d

@@ -64,3 +64,33 @@ def test_folds_without_tail_classes_keep_all_columns(data, tiny_checkpoint):
     proba = cross_val_predict(est, X2, y2, cv=StratifiedKFold(2, shuffle=True, random_state=0), method="predict_proba")
     assert proba.shape == (len(X2), 10)
     np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-6)
+
+
+def test_calibrated_classifier_on_a_fitted_model(data, tiny_checkpoint):
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+
+    X, y, names = data
+    clf = LiftPlusClassifier(
+        backbone="liftlearn-tiny-vit", pretrained=tiny_checkpoint, epochs=1,
+        batch_size=16, device="cpu", random_state=0, class_names=names, tte=False,
+    ).fit(X, y)
+    calibrated = CalibratedClassifierCV(FrozenEstimator(clf), method="temperature").fit(X, y)
+    proba = calibrated.predict_proba(X[:5])
+    assert proba.shape == (5, 10)
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-6)
+    # Temperature scaling keeps the ranking of the classes.
+    np.testing.assert_array_equal(proba.argmax(1), clf.predict_proba(X[:5]).argmax(1))
+
+
+def test_set_params_is_validated_at_fit(data, tiny_checkpoint):
+    from sklearn.base import clone
+
+    X, y, names = data
+    est = LiftPlusClassifier(backbone="liftlearn-tiny-vit", pretrained=tiny_checkpoint, class_names=names)
+    est.set_params(adapter="lorax")  # no error until fit, as in scikit-learn
+    with pytest.raises(ValueError, match="unknown adapter='lorax'"):
+        est.fit(X, y)
+    with pytest.raises(ValueError, match="Invalid parameter 'adaptor'"):
+        est.set_params(adaptor="lora")
+    assert clone(est).get_params()["adapter"] == "lorax"

@@ -1,0 +1,156 @@
+"""Pickle/joblib and safetensors model files."""
+
+import pickle
+import warnings
+
+import joblib
+import numpy as np
+import pytest
+import torch
+
+from liftlearn import BackboneError, LiftPlusClassifier
+from liftlearn.backbones import clear_backbone_cache, get_backbone
+from liftlearn.persistence import DeviceWarning, load, save, weights_fingerprint
+
+
+@pytest.fixture(scope="module")
+def own_checkpoint(tmp_path_factory, tiny_checkpoint):
+    # A checkpoint this module may overwrite without disturbing other tests.
+    import shutil
+
+    path = tmp_path_factory.mktemp("own") / "tiny.pt"
+    shutil.copy(tiny_checkpoint, path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def fitted(small, own_checkpoint):
+    X, y, names, _, _ = small
+    return LiftPlusClassifier(
+        backbone="liftlearn-tiny-vit", pretrained=own_checkpoint, epochs=1, batch_size=32,
+        device="cpu", random_state=0, class_names=names,
+    ).fit(X, y)
+
+
+@pytest.mark.parametrize("adapter", ["adaptformer", "lora", "bitfit", "full"])
+def test_joblib_and_safetensors_round_trips(adapter, small, tiny_params, tmp_path):
+    X, y, names, Xt, _ = small
+    clf = LiftPlusClassifier(**{**tiny_params, "epochs": 1, "adapter": adapter}, class_names=names).fit(X, y)
+    expected = clf.predict_proba(Xt)
+    joblib.dump(clf, tmp_path / "m.joblib")
+    np.testing.assert_array_equal(joblib.load(tmp_path / "m.joblib").predict_proba(Xt), expected)
+    save(clf, tmp_path / "m.safetensors")
+    loaded = load(tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(loaded.predict_proba(Xt), expected)
+    assert loaded.get_params() == {**clf.get_params(), "class_names": None}
+    assert loaded.class_names_ == names and loaded.n_trainable_params_ == clf.n_trainable_params_
+    np.testing.assert_array_equal(loaded.class_counts_, clf.class_counts_)
+    assert loaded.history_ == clf.history_
+
+
+def test_files_hold_only_what_was_learned(fitted, tmp_path):
+    joblib.dump(fitted, tmp_path / "m.joblib")
+    save(fitted, tmp_path / "m.safetensors")
+    learned = fitted.n_trainable_params_ * 4
+    # The backbone (1.7M parameters, ~7 MB) is not in either file.
+    assert (tmp_path / "m.joblib").stat().st_size < learned + 100_000
+    assert (tmp_path / "m.safetensors").stat().st_size < learned + 100_000
+
+
+def test_vit_b16_model_for_1000_classes_is_a_few_megabytes():
+    # The default backbone with random weights: the file holds the AdaptFormer
+    # (617,868) and the classifier (768,000) parameters only.
+    from liftlearn.heads import CosineClassifier
+    from liftlearn.network import LiftNetwork
+
+    est = LiftPlusClassifier(backbone="ViT-B-16-quickgelu", pretrained=None)
+    bb = get_backbone("ViT-B-16-quickgelu", "cpu", pretrained=None)
+    # The head's values do not change the size; random rows spare encoding
+    # 1000 prompts on the CPU.
+    net = LiftNetwork(bb, est._build_tuner(bb, 1000, seed=0), CosineClassifier(torch.randn(1000, 768)))
+    assert net.tuner.n_trainable_params() == 617_868
+    size = len(pickle.dumps(net))
+    assert 5.4e6 < size < 6.0e6, size
+
+
+def test_string_labels_and_ulfine_extras_survive_save(small, tiny_params, tmp_path):
+    from liftlearn.semi_supervised import ULFineClassifier
+
+    X, y, names, Xt, _ = small
+    ys = np.array(names, dtype=object)[y]
+    ys[::3] = -1
+    clf = ULFineClassifier(**{**tiny_params, "epochs": 1}).fit(X, ys)
+    save(clf, tmp_path / "u.safetensors")
+    loaded = load(tmp_path / "u.safetensors")
+    assert type(loaded) is ULFineClassifier and loaded.classes_.tolist() == clf.classes_.tolist()
+    np.testing.assert_allclose(loaded.predict_proba(Xt), clf.predict_proba(Xt), atol=1e-6)
+    assert loaded.transduction_.tolist() == clf.transduction_.tolist()
+    np.testing.assert_allclose(loaded.unlabeled_prior_, clf.unlabeled_prior_)
+
+
+def test_a_backbone_with_other_weights_is_refused(fitted, own_checkpoint, tmp_path):
+    joblib.dump(fitted, tmp_path / "m.joblib")
+    save(fitted, tmp_path / "m.safetensors")
+    state = torch.load(own_checkpoint, weights_only=True)
+    original = {k: v.clone() for k, v in state.items()}
+    state["visual.ln_post.bias"] += 1.0
+    torch.save(state, own_checkpoint)
+    clear_backbone_cache()
+    try:
+        with pytest.raises(BackboneError, match="fingerprint"):
+            joblib.load(tmp_path / "m.joblib")
+        with pytest.raises(BackboneError, match="fingerprint"):
+            load(tmp_path / "m.safetensors")
+    finally:
+        torch.save(original, own_checkpoint)
+        clear_backbone_cache()
+
+
+def test_model_fitted_on_cuda_loads_on_a_cpu_only_machine(fitted, small, tmp_path, monkeypatch):
+    # Simulated: the CPU fit is labelled as a CUDA fit. What a real CUDA fit
+    # adds (tensors on the GPU) never reaches the file: pickling moves the
+    # learned tensors to the CPU first.
+    Xt = small[3]
+    expected = fitted.predict_proba(Xt)
+    fitted.device_ = torch.device("cuda", 0)
+    try:
+        data = pickle.dumps(fitted)
+        save(fitted, tmp_path / "m.safetensors")
+    finally:
+        fitted.device_ = torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.warns(DeviceWarning, match="CUDA is not available"):
+        loaded = pickle.loads(data)
+    assert loaded.device_.type == "cpu"
+    np.testing.assert_array_equal(loaded.predict_proba(Xt), expected)
+    with pytest.warns(DeviceWarning):
+        loaded = load(tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(loaded.predict_proba(Xt), expected)
+
+
+def test_safetensors_file_is_data_only(fitted, tmp_path):
+    path = tmp_path / "m.safetensors"
+    save(fitted, path)
+    raw = path.read_bytes()
+    assert b"__reduce__" not in raw and not raw.startswith(b"\x80")  # not a pickle
+    other = tmp_path / "other.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(other))
+    with pytest.raises(ValueError, match="not a liftlearn model file"):
+        load(other)
+
+
+def test_estimators_share_one_backbone(small, tiny_params):
+    X, y, names, _, _ = small
+    a, b = (LiftPlusClassifier(**{**tiny_params, "epochs": 1, "adapter": adapter}, class_names=names).fit(X, y)
+            for adapter in ("adaptformer", "lora"))
+    assert a.module_.backbone is b.module_.backbone
+
+
+def test_weights_fingerprint_sees_every_change():
+    m = torch.nn.Linear(3, 2)
+    a = weights_fingerprint(m)
+    with torch.no_grad():
+        m.bias[0] += 1e-6
+    assert weights_fingerprint(m) != a
