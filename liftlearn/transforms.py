@@ -412,3 +412,79 @@ def tte_transform(
     size = _check_int(size, "size", 1)
     expand = _check_int(expand, "expand", 0)
     return _TTETransform(size, expand, _ToNormalizedTensor(mean, std))
+
+
+# --------------------------------------------------------------------------
+# Strong augmentation for semi-supervised learning (ULFineClassifier).
+
+
+class _StrongTransform:
+    """Minimalist crop, then torchvision's RandAugment, then tensor.
+
+    RandAugment draws its operations from torch's global generator, so the
+    draw is made inside ``fork_rng`` with a seed taken from the sample's own
+    ``rng``: the strong view of image ``i`` then depends only on that
+    generator (hence on ``(seed, epoch, i)``), never on the worker or on the
+    caller's torch random state.
+    """
+
+    def __init__(
+        self, crop: MinimalistCrop, to_tensor: _ToNormalizedTensor, num_ops: int, magnitude: int
+    ) -> None:
+        from torchvision.transforms import v2
+
+        self.crop = crop
+        self.to_tensor = to_tensor
+        self.num_ops = num_ops
+        self.magnitude = magnitude
+        self.randaugment = v2.RandAugment(num_ops=num_ops, magnitude=magnitude)
+
+    def __call__(self, img: Image.Image, rng: np.random.Generator) -> torch.Tensor:
+        img = self.crop(img, rng)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(rng.integers(0, 2**63 - 1)))
+            img = self.randaugment(img)
+        return self.to_tensor(img)
+
+    def __repr__(self) -> str:
+        return (
+            f"strong_transform({self.crop!r}, RandAugment(num_ops={self.num_ops}, "
+            f"magnitude={self.magnitude}), {self.to_tensor!r})"
+        )
+
+
+def strong_transform(
+    size: int,
+    min_scale: float,
+    mean: Sequence[float],
+    std: Sequence[float],
+    num_ops: int = 2,
+    magnitude: int = 9,
+) -> Callable[[Image.Image, np.random.Generator], torch.Tensor]:
+    """FixMatch's strong view: the weak view (minimalist crop) + RandAugment.
+
+    Parameters
+    ----------
+    size, min_scale, mean, std
+        As in :func:`train_transform`; the crop is the weak view's.
+    num_ops : int, default=2
+        RandAugment operations per image (FixMatch's 2).
+    magnitude : int, default=9
+        RandAugment magnitude, 0..30 (torchvision's default bins).
+
+    Returns
+    -------
+    callable
+        ``transform(img, rng) -> Tensor`` of shape ``(3, size, size)``,
+        float32, deterministic given ``rng``.  Picklable.
+    """
+    num_ops = _check_int(num_ops, "num_ops", 0)
+    magnitude = _check_int(magnitude, "magnitude", 0)
+    if magnitude > 30:
+        raise ValueError(f"magnitude must be <= 30, got {magnitude}")
+    return _StrongTransform(
+        MinimalistCrop(size, min_scale), _ToNormalizedTensor(mean, std), num_ops, magnitude
+    )
+
+
+__all__.append("strong_transform")
