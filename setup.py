@@ -24,8 +24,11 @@ setup(
     include_package_data=True,
     package_data={
         "liftlearn": ["model_configs/*.json"],
-        "liftlearn.datasets": ["data/*.txt", "data/*.csv", "data/**/*"],
+        "liftlearn.datasets": [
+            "data/*.txt", "data/*.csv", "data/**/*", "data/classnames/*.txt",
+        ],
     },
+    entry_points={"console_scripts": ["liftlearn=liftlearn.cli:main"]},
     install_requires=[
         "torch",
         "torchvision",
@@ -37,8 +40,10 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis"],
+        # dask[distributed] runs the scale-out test (a local CPU cluster).
+        "test": ["pytest", "hypothesis", "dask[distributed]"],
         "plot": ["matplotlib"],
+        "dask": ["dask[distributed]"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -5,6 +5,13 @@
 for training (imbalance 100, 500 images in the head class, 5 in the tail)
 and balanced for testing (100 per class).  :func:`extract_cifar10_lt`
 builds larger subsets from the full CIFAR-10 JPEG archives.
+
+The benchmark loaders read the files users download and return
+``(paths, y, class_names)``: :func:`load_imagenet_lt`,
+:func:`load_places_lt`, :func:`load_inat2018`, :func:`load_cifar10_lt`,
+:func:`load_cifar100_lt` and :func:`load_image_folder` (any
+``root/<class>/<image>`` tree). :func:`get_class_names` gives the class-name
+lists shipped with liftlearn (CLIP's ImageNet names, Places365, CIFAR).
 """
 
 from __future__ import annotations
@@ -14,9 +21,37 @@ from pathlib import Path
 
 import numpy as np
 
+from ._benchmarks import (
+    IMAGE_EXTENSIONS,
+    DatasetFileError,
+    get_class_names,
+    load_cifar10_lt,
+    load_cifar100_lt,
+    load_image_folder,
+    load_imagenet_lt,
+    load_inat2018,
+    load_places_lt,
+    read_list_file,
+)
 from ._cifar10 import extract_cifar10_lt, long_tailed_counts
+from ._ssl import make_long_tailed_ssl_split
 
-__all__ = ["extract_cifar10_lt", "load_cifar10_lt_sample", "long_tailed_counts"]
+__all__ = [
+    "DatasetFileError",
+    "IMAGE_EXTENSIONS",
+    "extract_cifar10_lt",
+    "get_class_names",
+    "load_cifar10_lt",
+    "load_cifar100_lt",
+    "load_cifar10_lt_sample",
+    "load_image_folder",
+    "load_imagenet_lt",
+    "load_inat2018",
+    "load_places_lt",
+    "long_tailed_counts",
+    "make_long_tailed_ssl_split",
+    "read_list_file",
+]
 
 # A plain path inside the installed package: the sample is read by PIL in
 # DataLoader workers, so it must be real files (no zip imports).

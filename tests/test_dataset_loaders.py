@@ -1,0 +1,354 @@
+"""Benchmark loaders on small files made here, the shipped names and shared data."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from liftlearn.datasets import (
+    DatasetFileError,
+    extract_cifar10_lt,
+    get_class_names,
+    load_cifar10_lt,
+    load_cifar100_lt,
+    load_image_folder,
+    load_imagenet_lt,
+    load_inat2018,
+    load_places_lt,
+    long_tailed_counts,
+    read_list_file,
+)
+
+from conftest import REPO, shared_cifar_dir
+
+SPLITS_DIR = REPO.parent / "shared" / "data" / "lt-splits"
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------ names
+
+
+@pytest.mark.parametrize(
+    "name, n, first, last",
+    [
+        ("imagenet", 1000, "tench", "toilet paper"),
+        ("places365", 365, "airfield", "zen_garden"),
+        ("cifar10", 10, "airplane", "truck"),
+        ("cifar100", 100, "apple", "worm"),
+    ],
+)
+def test_shipped_class_names(name, n, first, last):
+    names = get_class_names(name)
+    assert len(names) == n and names[0] == first and names[-1] == last
+    assert all(x == x.strip() and x for x in names)
+
+
+def test_cifar100_names_sorted_and_unique():
+    names = get_class_names("cifar100-lt")
+    assert names == sorted(names) and len(set(names)) == 100
+    assert "aquarium_fish" in names and "sweet_pepper" in names
+
+
+def test_unknown_class_names():
+    with pytest.raises(ValueError, match="no class names shipped"):
+        get_class_names("mnist")
+
+
+@pytest.mark.skipif(not SPLITS_DIR.is_dir(), reason="shared split files absent")
+def test_shipped_names_match_shared_files():
+    for sub, name in (("ImageNet_LT", "imagenet"), ("Places_LT", "places365")):
+        shared = (SPLITS_DIR / sub / "classnames.txt").read_text().splitlines()
+        assert get_class_names(name) == shared
+
+
+# ------------------------------------------------------------- list files
+
+
+def test_read_list_file(tmp_path):
+    f = _write(tmp_path / "lists" / "train.txt", "a/x.jpg 1\n\nb/y.jpg 0\n")
+    paths, y = read_list_file(f, tmp_path / "img")
+    assert paths == [str((tmp_path / "img" / "a" / "x.jpg").resolve()),
+                     str((tmp_path / "img" / "b" / "y.jpg").resolve())]
+    assert y.tolist() == [1, 0] and y.dtype == np.int64
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("a.jpg 0\nb.jpg\n", r"train.txt line 2: expected '<path> <label>'"),
+        ("a.jpg 0\nb.jpg 1 2\n", r"line 2: expected '<path> <label>'"),
+        ("a.jpg zero\n", r"line 1: label 'zero' is not an integer"),
+        ("a.jpg 0\na.jpg -1\n", r"line 2: label '-1'"),
+        ("a.jpg 0\n\na.jpg 5\n", r"line 3: label '5' is not an integer in 0..2"),
+        ("\n\n", r"train.txt: no '<path> <label>' lines"),
+    ],
+)
+def test_read_list_file_errors(tmp_path, text, match):
+    f = _write(tmp_path / "train.txt", text)
+    with pytest.raises(DatasetFileError, match=match):
+        read_list_file(f, n_classes=3)
+
+
+def test_read_list_file_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.txt"):
+        read_list_file(tmp_path / "nope.txt")
+
+
+@pytest.mark.parametrize("file_name", ["ImageNet_LT_val.txt", "val.txt"])
+def test_imagenet_lt_both_list_names(tmp_path, file_name):
+    _write(tmp_path / "lists" / file_name, "train/n1/a.JPEG 0\ntrain/n2/b.JPEG 999\n")
+    (tmp_path / "imagenet").mkdir()
+    paths, y, names = load_imagenet_lt(tmp_path / "imagenet", "val", list_dir=tmp_path / "lists")
+    assert y.tolist() == [0, 999] and len(names) == 1000
+    assert paths[1].endswith(str(Path("imagenet/train/n2/b.JPEG")))
+
+
+def test_oltr_name_preferred_and_file_accepted(tmp_path):
+    _write(tmp_path / "ImageNet_LT_test.txt", "val/a.JPEG 3\n")
+    _write(tmp_path / "test.txt", "val/b.JPEG 4\n")
+    assert load_imagenet_lt(tmp_path, "test")[1].tolist() == [3]
+    assert load_imagenet_lt(tmp_path, "test", list_dir=tmp_path / "test.txt")[1].tolist() == [4]
+
+
+def test_imagenet_lt_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="ImageNet_LT_train.txt, train.txt"):
+        load_imagenet_lt(tmp_path, "train")
+    with pytest.raises(ValueError, match="split must be"):
+        load_imagenet_lt(tmp_path, "dev")
+    with pytest.raises(FileNotFoundError, match="image root not found"):
+        load_imagenet_lt(tmp_path / "missing", "train")
+    _write(tmp_path / "ImageNet_LT_train.txt", "a 0\n" * 16 + "broken line here\n")
+    with pytest.raises(DatasetFileError, match="ImageNet_LT_train.txt line 17"):
+        load_imagenet_lt(tmp_path, "train")
+
+
+def test_places_lt(tmp_path):
+    _write(tmp_path / "Places_LT_train.txt", "train/airfield/1.jpg 0\ntrain/zen_garden/2.jpg 364\n")
+    paths, y, names = load_places_lt(tmp_path, "train")
+    assert names[y[1]] == "zen_garden" and len(names) == 365
+    _write(tmp_path / "Places_LT_test.txt", "val/x.jpg 365\n")
+    with pytest.raises(DatasetFileError, match=r"Places_LT_test.txt line 1: .* 0..364"):
+        load_places_lt(tmp_path, "test")
+
+
+@pytest.mark.skipif(not SPLITS_DIR.is_dir(), reason="shared split files absent")
+def test_shared_split_files(tmp_path):
+    _, y, names = load_places_lt(tmp_path, "train", list_dir=SPLITS_DIR / "Places_LT")
+    counts = np.bincount(y, minlength=365)
+    assert len(y) == 62500 and counts.max() == 4980 and counts.min() == 5
+    assert [(counts > 100).sum(), ((counts >= 20) & (counts <= 100)).sum(),
+            (counts < 20).sum()] == [131, 163, 71]
+    paths, y, names = load_imagenet_lt(tmp_path, "test", list_dir=SPLITS_DIR / "ImageNet_LT")
+    assert len(paths) == 50000 and np.bincount(y).tolist() == [50] * 1000
+    paths, y, names = load_inat2018(
+        tmp_path, "val", annotations=SPLITS_DIR / "iNaturalist2018" / "val.txt")
+    assert len(paths) == 24426 and len(names) == 8142
+    # Labels are category ids: the folder in each path is the label.
+    assert all(Path(p).parent.name == str(label) for p, label in zip(paths[:500], y[:500]))
+
+
+# ------------------------------------------------------------- iNat 2018
+
+
+def _inat_categories(n=3):
+    return [{"id": i, "name": f"Genus species{i}", "supercategory": "Plantae"} for i in range(n)]
+
+
+def test_inat_official_json(tmp_path):
+    data = {
+        "images": [{"id": 10, "file_name": "train_val2018/Plantae/2/a.jpg"},
+                   {"id": 11, "file_name": "train_val2018/Plantae/0/b.jpg"}],
+        "annotations": [{"image_id": 10, "category_id": 2}, {"image_id": 11, "category_id": 0}],
+        "categories": list(reversed(_inat_categories())),  # order in the file does not matter
+    }
+    _write(tmp_path / "val2018.json", json.dumps(data))
+    paths, y, names = load_inat2018(tmp_path, "val")
+    assert y.tolist() == [2, 0] and names == ["Genus species0", "Genus species1", "Genus species2"]
+    assert paths[0] == str((tmp_path / "train_val2018/Plantae/2/a.jpg").resolve())
+
+
+def test_inat_list_and_categories(tmp_path):
+    _write(tmp_path / "categories.json", json.dumps(_inat_categories()))
+    _write(tmp_path / "iNaturalist18_train.txt", "train_val2018/P/1/x.jpg 1\n")
+    paths, y, names = load_inat2018(tmp_path, "train")
+    assert y.tolist() == [1] and names[1] == "Genus species1"
+
+
+def test_inat_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train2018.json"):
+        load_inat2018(tmp_path, "train")
+    _write(tmp_path / "val.txt", "a.jpg 0\n")
+    with pytest.raises(FileNotFoundError, match="categories.json"):
+        load_inat2018(tmp_path, "val")
+    _write(tmp_path / "categories.json", '[{"id": 0, "name": "a"},\n{"id": 1 "name": "b"}]')
+    with pytest.raises(DatasetFileError, match=r"categories.json line 2: invalid JSON"):
+        load_inat2018(tmp_path, "val")
+    _write(tmp_path / "categories.json", json.dumps([{"id": 0, "name": "a"}, {"id": 2, "name": "b"}]))
+    with pytest.raises(DatasetFileError, match=r"category ids are not 0..1"):
+        load_inat2018(tmp_path, "val")
+    _write(tmp_path / "categories.json", json.dumps(_inat_categories(1)))
+    _write(tmp_path / "val.txt", "a.jpg 0\nb.jpg 1\n")
+    with pytest.raises(DatasetFileError, match=r"val.txt line 2: label '1'"):
+        load_inat2018(tmp_path, "val")
+    bad = {"images": [], "annotations": [{"image_id": 1, "category_id": 0}],
+           "categories": _inat_categories()}
+    _write(tmp_path / "train2018.json", json.dumps(bad))
+    with pytest.raises(DatasetFileError, match="annotation #0 refers to unknown image"):
+        load_inat2018(tmp_path, "train")
+    _write(tmp_path / "train2018.json", json.dumps({"images": []}))
+    with pytest.raises(DatasetFileError, match="train2018.json: expected a JSON object"):
+        load_inat2018(tmp_path, "train")
+
+
+# ---------------------------------------------------------- image folders
+
+
+def _png(path: Path, value: int = 0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((8, 8, 3), value, np.uint8)).save(path)
+
+
+def test_image_folder(tmp_path):
+    for cls, n in (("cat", 3), ("dog", 1)):
+        for i in range(n):
+            _png(tmp_path / cls / "sub" / f"{i}.png")
+    (tmp_path / "cat" / "notes.txt").write_text("not an image")
+    paths, y, names = load_image_folder(tmp_path)
+    assert names == ["cat", "dog"] and y.tolist() == [0, 0, 0, 1]
+    assert all(Path(p).is_absolute() and p.endswith(".png") for p in paths)
+    # class_names fixes the order and may name classes without a folder.
+    _, y, names = load_image_folder(tmp_path, class_names=["dog", "bird", "cat"])
+    assert y.tolist() == [0, 2, 2, 2] and names == ["dog", "bird", "cat"]
+    with pytest.raises(DatasetFileError, match=r"\['dog'\] are not in class_names"):
+        load_image_folder(tmp_path, class_names=["cat"])
+
+
+def test_image_folder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="image folder not found"):
+        load_image_folder(tmp_path / "none")
+    (tmp_path / "empty_class").mkdir()
+    with pytest.raises(DatasetFileError, match="no images"):
+        load_image_folder(tmp_path)
+
+
+# ------------------------------------------------------------ CIFAR pickles
+
+
+def _fake_cifar100(root: Path, per_class: int = 20, n_test: int = 2) -> Path:
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = [n.encode() for n in get_class_names("cifar100")]
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({b"fine_label_names": names, b"coarse_label_names": []}, f)
+    for split, n in (("train", per_class), ("test", n_test)):
+        labels = np.repeat(np.arange(100), n)
+        rng.shuffle(labels)
+        data = rng.integers(0, 256, size=(len(labels), 3072), dtype=np.uint8)
+        with open(folder / split, "wb") as f:
+            pickle.dump({b"data": data, b"fine_labels": labels.tolist()}, f)
+    return folder
+
+
+def test_cifar100_lt_pickles(tmp_path):
+    _fake_cifar100(tmp_path / "src")
+    cache = tmp_path / "cache"
+    paths, y, names = load_cifar100_lt(tmp_path / "src", "train", imbalance=10, n_max=20,
+                                       cache_dir=cache)
+    counts = long_tailed_counts(20, 100, 10)
+    assert np.bincount(y, minlength=100).tolist() == counts
+    assert names[0] == "apple" and len(names) == 100
+    assert all(Path(p).is_file() and Path(p).parent.name == names[k] for p, k in zip(paths, y))
+    with Image.open(paths[0]) as im:
+        assert im.size == (32, 32) and im.mode == "RGB"
+    # Pixels survive the round trip (channel-first rows of 1024 per colour).
+    with open(tmp_path / "src" / "cifar-100-python" / "train", "rb") as f:
+        raw = pickle.load(f)
+    index = int(Path(paths[0]).stem)
+    expected = raw[b"data"][index].reshape(3, 32, 32).transpose(1, 2, 0)
+    assert np.array_equal(np.asarray(Image.open(paths[0])), expected)
+    # Deterministic, and a second call reuses the files.
+    mtimes = [Path(p).stat().st_mtime_ns for p in paths]
+    again, y2, _ = load_cifar100_lt(tmp_path / "src" / "cifar-100-python", "train",
+                                    imbalance=10, n_max=20, cache_dir=cache)
+    assert again == paths and y2.tolist() == y.tolist()
+    assert [Path(p).stat().st_mtime_ns for p in again] == mtimes
+    other, _, _ = load_cifar100_lt(tmp_path / "src", "train", imbalance=10, n_max=20,
+                                   cache_dir=cache, random_state=1)
+    assert other != paths
+    paths, y, _ = load_cifar100_lt(tmp_path / "src", "test", cache_dir=cache)
+    assert np.bincount(y).tolist() == [2] * 100
+
+
+def test_cifar_lt_selection_matches_ldam_recipe(tmp_path):
+    """Seed 0: np.random.seed(0), then shuffle each class's indices in turn."""
+    _fake_cifar100(tmp_path / "src", per_class=12)
+    paths, y, _ = load_cifar100_lt(tmp_path / "src", "train", imbalance=4, n_max=12,
+                                   cache_dir=tmp_path / "c")
+    with open(tmp_path / "src" / "cifar-100-python" / "train", "rb") as f:
+        labels = np.asarray(pickle.load(f)[b"fine_labels"])
+    np.random.seed(0)
+    expected = []
+    for c, n in enumerate(long_tailed_counts(12, 100, 4)):
+        idx = np.where(labels == c)[0]
+        np.random.shuffle(idx)
+        expected.extend(sorted(idx[:n].tolist()))
+    assert [int(Path(p).stem) for p in paths] == expected
+
+
+def test_cifar10_lt_pickles_and_errors(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    names = get_class_names("cifar10")
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [n.encode() for n in names]}, f)
+    rng = np.random.default_rng(1)
+    for i in range(1, 6):
+        with open(folder / f"data_batch_{i}", "wb") as f:
+            pickle.dump({b"data": rng.integers(0, 256, (20, 3072), dtype=np.uint8),
+                         b"labels": list(range(10)) * 2}, f)
+    with pytest.raises(FileNotFoundError, match="test_batch"):
+        load_cifar10_lt(tmp_path, "test", cache_dir=tmp_path / "c")
+    paths, y, got = load_cifar10_lt(tmp_path, "train", imbalance=10, n_max=10,
+                                    cache_dir=tmp_path / "c")
+    assert got == names and np.bincount(y).tolist() == long_tailed_counts(10, 10, 10)
+    with pytest.raises(ValueError, match="requested"):
+        load_cifar10_lt(tmp_path, "train", n_max=11, imbalance=10, cache_dir=tmp_path / "c")
+    (folder / "data_batch_3").write_bytes(b"not a pickle")
+    with pytest.raises(DatasetFileError, match="data_batch_3: not a CIFAR python pickle"):
+        load_cifar10_lt(tmp_path, "train", cache_dir=tmp_path / "c")
+    with pytest.raises(FileNotFoundError, match="expected the python pickles"):
+        load_cifar10_lt(tmp_path / "elsewhere", "train")
+
+
+def test_cifar_lt_from_image_folders(tmp_path):
+    for c, name in enumerate(get_class_names("cifar10")):
+        for i in range(6):
+            _png(tmp_path / "train" / name / f"{i:04d}.png", c)
+    paths, y, names = load_cifar10_lt(tmp_path, "train", imbalance=6, n_max=6)
+    assert names == get_class_names("cifar10")
+    assert np.bincount(y).tolist() == long_tailed_counts(6, 10, 6)
+    assert all(Path(p).parent.name == names[k] for p, k in zip(paths, y))
+
+
+# --------------------------------------------------------- shared CIFAR-10
+
+
+@pytest.mark.skipif(shared_cifar_dir() is None, reason="shared CIFAR-10 JPEGs absent")
+def test_shared_cifar10_as_image_folder(tmp_path):
+    extract_cifar10_lt(shared_cifar_dir(), tmp_path, split="train", imbalance=10, n_max=30)
+    paths, y, names = load_cifar10_lt(tmp_path, "train", imbalance=10, n_max=30)
+    assert names == get_class_names("cifar10")
+    assert np.bincount(y).tolist() == long_tailed_counts(30, 10, 10)
+    with Image.open(paths[-1]) as im:
+        assert im.size == (32, 32)
