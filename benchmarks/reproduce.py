@@ -129,7 +129,7 @@ def run_one(name: str, args) -> dict:
     print(f"[{name}] {len(X)} training / {len(Xt)} test images, {len(names)} classes, "
           f"{epochs} epochs", flush=True)
     start = time.perf_counter()
-    clf.fit(X, y, class_names=names)
+    clf.set_params(class_names=names).fit(X, y)
     train_s = time.perf_counter() - start
     start = time.perf_counter()
     y_pred = clf.predict(Xt)

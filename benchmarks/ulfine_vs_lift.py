@@ -109,10 +109,11 @@ def main(argv=None) -> None:
     print("|---|---|---|---|---|---|")
     for name, clf, data in runs:
         start = time.perf_counter()
+        clf.set_params(class_names=names)
         if data == "labeled":
-            clf.fit([x for x, m in zip(X, labeled) if m], y_ssl[labeled].astype(int), class_names=names)
+            clf.fit([x for x, m in zip(X, labeled) if m], y_ssl[labeled].astype(int))
         else:
-            clf.fit(X, y_ssl, class_names=names)
+            clf.fit(X, y_ssl)
         seconds = time.perf_counter() - start
         pred = clf.predict(X_test)
         shots = shot_accuracy(y_test, pred, counts, labels=np.arange(10),

@@ -369,7 +369,7 @@ def cmd_fit(args) -> int:
     _log(args, f"{len(X)} training images, {len(names)} classes")
     clf = LiftPlusClassifier(**params)
     start = time.perf_counter()
-    clf.fit(X, y, class_names=names)
+    clf.set_params(class_names=names).fit(X, y)
     _log(args, f"fit in {time.perf_counter() - start:.1f} s on {clf.device_}; "
                f"{clf.n_trainable_params_:,} trained parameters")
     save_model(clf, args.out)

@@ -309,10 +309,30 @@ class LiftPlusClassifier(ClassifierMixin, BaseEstimator):
             self._reset_fitted()
             raise
 
+    def _class_names_for(self, class_names, n_samples: int):
+        """The fit argument if given, else the parameter.
+
+        scikit-learn's cross-validation tools slice every fit argument whose
+        length equals the number of samples, so a fit argument of that
+        length may be a fold's slice rather than the names: refuse it rather
+        than train on the wrong names.
+        """
+        if class_names is None:
+            return self.class_names
+        if not isinstance(class_names, (str, bytes)) and hasattr(class_names, "__len__") \
+                and len(class_names) == n_samples:
+            raise ValueError(
+                f"class_names passed to fit has as many entries as X ({n_samples}); "
+                "GridSearchCV and cross_validate slice such fit arguments per fold, so "
+                "they cannot be told apart from a slice. Pass class_names to the "
+                f"constructor instead: {type(self).__name__}(class_names=...)"
+            )
+        return class_names
+
     def _fit(self, X, y, class_names):
         spec, device = self._validate_params()
         paths = check_paths(X)
-        names_arg = class_names if class_names is not None else self.class_names
+        names_arg = self._class_names_for(class_names, len(paths))
         labels = resolve_labels(y, names_arg)
         if len(labels.y_encoded) != len(paths):
             raise ValueError(
@@ -441,6 +461,37 @@ class LiftPlusClassifier(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         return softmax(self.decision_function(X).astype(np.float64), axis=1)
+
+    def score(self, X, y, sample_weight=None):
+        """Accuracy on images whose labels are among ``classes_``.
+
+        Parameters
+        ----------
+        X : sequence of str or os.PathLike
+        y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        score : float
+
+        Raises
+        ------
+        ValueError
+            If ``y`` holds a label the model does not know: it could never be
+            predicted, so the accuracy would silently count it as an error.
+        """
+        check_is_fitted(self)
+        y_arr = np.asarray(y, dtype=object).ravel()
+        known = set(self.classes_.tolist())
+        unknown = sorted({repr(v) for v in y_arr.tolist() if v not in known})
+        if unknown:
+            raise ValueError(
+                f"y has {len(unknown)} label(s) the model was not fitted with: "
+                f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}; "
+                f"known classes: {self.classes_.tolist()[:10]}"
+            )
+        return super().score(X, y, sample_weight=sample_weight)
 
     def predict(self, X):
         """Most likely class of each image.

@@ -346,7 +346,7 @@ trainable_fraction_, n_trainable_params_, device_
         spec, device = self._validate_params()
         paths = check_paths(X)
         self._check_ssl_labels(y)
-        names_arg = class_names if class_names is not None else self.class_names
+        names_arg = self._class_names_for(class_names, len(paths))
         labels = resolve_labels(y, names_arg, allow_unlabeled=True)
         if labels.classes.dtype.kind in "iuf" and (labels.classes == -1).any():
             raise ValueError("-1 marks unlabeled images and cannot be a class of class_names")

@@ -256,3 +256,24 @@ def test_predictions_do_not_depend_on_batch_composition(fitted, small, idx):
     sub = fitted.predict_proba([Xt[i] for i in idx])
     np.testing.assert_allclose(sub, full[idx], atol=1e-5)
     np.testing.assert_allclose(sub.sum(1), 1.0, rtol=1e-6)
+
+
+def test_fit_does_not_change_parameters_or_touch_cuda(small, tiny_params):
+    import torch
+    from sklearn.base import clone
+
+    X, y, names, _, _ = small
+    est = LiftPlusClassifier(**{**tiny_params, "epochs": 1, "adapter_layers": [0, 2]}, class_names=list(names))
+    before = clone(est).get_params()
+    assert not torch.cuda.is_initialized()  # nothing at import or in __init__
+    est.fit(X, y)
+    after = est.get_params()
+    assert after.keys() == before.keys()
+    assert all(after[k] == before[k] for k in before)
+
+
+def test_refit_is_idempotent(fitted, small):
+    X, y, names, Xt, _ = small
+    first = fitted.predict_proba(Xt)
+    fitted.fit(X, y, class_names=names)
+    np.testing.assert_array_equal(fitted.predict_proba(Xt), first)

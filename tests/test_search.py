@@ -94,3 +94,28 @@ def test_set_params_is_validated_at_fit(data, tiny_checkpoint):
     with pytest.raises(ValueError, match="Invalid parameter 'adaptor'"):
         est.set_params(adaptor="lora")
     assert clone(est).get_params()["adapter"] == "lorax"
+
+
+def test_class_names_through_search_fit(data, tiny_checkpoint):
+    X, y, names = data
+    est = LiftPlusClassifier(backbone="liftlearn-tiny-vit", pretrained=tiny_checkpoint, epochs=1,
+                             batch_size=16, device="cpu", random_state=0)
+    search = GridSearchCV(est, {"lr": [0.02]}, cv=2, scoring="balanced_accuracy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        search.fit(X, y, class_names=names)
+    assert search.best_estimator_.class_names_ == names
+    # A fit argument as long as X would be sliced per fold: refused, clearly.
+    with pytest.raises(ValueError, match="pass class_names to the constructor|Pass class_names to the"):
+        est.fit(X[:10], y[:10] % 10, class_names=names)
+
+
+def test_score_refuses_unknown_labels(data, tiny_checkpoint):
+    X, y, names = data
+    keep = y < 5
+    clf = LiftPlusClassifier(backbone="liftlearn-tiny-vit", pretrained=tiny_checkpoint, epochs=1,
+                             batch_size=16, device="cpu", random_state=0).fit(
+        [x for x, k in zip(X, keep) if k], y[keep])
+    with pytest.raises(ValueError, match="not fitted with: 7"):
+        clf.score(X[-3:], [7, 1, 2])
+    assert 0 <= clf.score([x for x, k in zip(X, keep) if k][:4], y[keep][:4]) <= 1
