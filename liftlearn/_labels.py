@@ -94,6 +94,8 @@ def resolve_labels(y, class_names=None, *, allow_unlabeled: bool = False) -> Lab
         names = [str(c) for c in classes]
     elif isinstance(class_names, Mapping):
         keys = list(class_names)
+        if len({str if isinstance(k, str) else "other" for k in keys}) > 1:
+            raise ValueError("class_names keys mix strings with other label types; use one type")
         try:
             classes = np.unique(np.asarray(keys, dtype=None if not all(isinstance(k, str) for k in keys) else str))
         except TypeError:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import operator
 import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence, Union
 
 import numpy as np
@@ -27,7 +28,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .exceptions import BadImageError
 
-__all__ = ["ImageDataset", "TrainDataset", "check_paths", "load_image"]
+__all__ = [
+    "ImageDataset",
+    "TrainDataset",
+    "check_paths",
+    "find_bad_images",
+    "load_image",
+]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -121,22 +128,33 @@ def load_image(path: PathLike) -> Image.Image:
                 img = src
             rgb = _to_rgb(img)
             return rgb.copy() if rgb is src else rgb
-    except FileNotFoundError:
-        reason = "no such file"
-    except IsADirectoryError:
-        reason = "is a directory"
-    except PermissionError:
+    except Exception as exc:  # noqa: BLE001 - classified, or re-raised below
+        reason = _failure_reason(exc, fspath)
+        if reason is None:
+            raise
+    raise BadImageError(fspath, reason)
+
+
+def _failure_reason(exc: BaseException, fspath: str) -> str | None:
+    """The BadImageError wording for an exception raised while reading an
+    image, or None for an exception that is not about the file (a bug)."""
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory"
+    if isinstance(exc, PermissionError):
         # Windows reports opening a directory as a permission error.
-        reason = "is a directory" if os.path.isdir(fspath) else "permission denied"
-    except UnidentifiedImageError:
-        reason = "not an image PIL can read"
-    except Image.DecompressionBombError as exc:
-        reason = f"too large to decode safely: {exc}"
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+        return "is a directory" if os.path.isdir(fspath) else "permission denied"
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image PIL can read"
+    # The warning only escapes where warnings are turned into errors.
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return f"too large to decode safely: {exc}"
+    if isinstance(exc, (OSError, SyntaxError, ValueError, EOFError, MemoryError)):
         # PIL signals truncated data and broken headers with OSError,
         # SyntaxError or ValueError depending on the plugin.
-        reason = f"truncated or corrupt: {exc}"
-    raise BadImageError(fspath, reason)
+        return f"truncated or corrupt: {exc}"
+    return None
 
 
 def _stat_problem(path: str) -> str | None:
@@ -158,7 +176,9 @@ def _stat_problem(path: str) -> str | None:
     return None
 
 
-def check_paths(X: Sequence[PathLike], *, name: str = "X") -> np.ndarray:
+def check_paths(
+    X: Sequence[PathLike], *, name: str = "X", must_exist: bool = True
+) -> np.ndarray:
     """Validate a sequence of image paths without decoding the images.
 
     Parameters
@@ -167,6 +187,10 @@ def check_paths(X: Sequence[PathLike], *, name: str = "X") -> np.ndarray:
         One path per sample, 1-D and non-empty.
     name : str, default="X"
         Name of the argument, used in error messages.
+    must_exist : bool, default=True
+        Check that every path is an existing regular file.  False checks
+        only the shape and types, for callers that deal with bad paths
+        themselves (see :func:`find_bad_images`).
 
     Returns
     -------
@@ -180,8 +204,8 @@ def check_paths(X: Sequence[PathLike], *, name: str = "X") -> np.ndarray:
     TypeError
         If ``X`` is not a sequence or an entry is not a path.
     BadImageError
-        For the first path that does not exist or is not a regular file;
-        the reason also counts the other bad paths.
+        With ``must_exist``, for the first path that does not exist or is
+        not a regular file; the reason also counts the other bad paths.
     """
     if isinstance(X, (str, bytes, os.PathLike)):
         raise ValueError(
@@ -222,7 +246,7 @@ def check_paths(X: Sequence[PathLike], *, name: str = "X") -> np.ndarray:
 
     first_bad: tuple[str, str] | None = None
     n_bad = 0
-    for path in paths:
+    for path in paths if must_exist else ():
         problem = _stat_problem(path)
         if problem is not None:
             n_bad += 1
@@ -240,6 +264,156 @@ def check_paths(X: Sequence[PathLike], *, name: str = "X") -> np.ndarray:
     out = np.empty(len(paths), dtype=object)
     out[:] = paths
     return out
+
+
+FIND_BAD_MODES = ("header", "decode")
+
+
+def _header_problem(fspath: str) -> str | None:
+    """Why ``fspath`` fails the cheap header check, or None if it passes."""
+    problem = _stat_problem(fspath)  # also keeps FIFOs from blocking open()
+    if problem is not None:
+        return problem
+    try:
+        img = Image.open(fspath)
+    except Exception as exc:  # noqa: BLE001 - load_image fails the same way
+        reason = _failure_reason(exc, fspath)
+        if reason is None:
+            reason = f"truncated or corrupt: {type(exc).__name__}: {exc}"
+        return reason
+    try:
+        with img:
+            width, height = img.size
+            if width < 1 or height < 1:
+                raise ValueError(f"image size is {width}x{height}")
+            img.verify()
+    except Exception:  # noqa: BLE001
+        # verify() is stricter than decoding in places (a PNG cut after its
+        # pixel data fails verify but loads), and the header check must
+        # never reject what load_image accepts: let a full decode decide.
+        # This costs time only for the rare suspicious file.
+        return _decode_problem(fspath)
+    return None
+
+
+def _decode_problem(fspath: str) -> str | None:
+    """Why :func:`load_image` rejects ``fspath``, or None if it loads."""
+    problem = _stat_problem(fspath)
+    if problem is not None:
+        return problem
+    try:
+        load_image(fspath)
+    except BadImageError as exc:
+        return exc.reason
+    return None
+
+
+def find_bad_images(
+    paths: Sequence[PathLike], *, mode: str = "header", n_jobs: int | None = None
+) -> list[tuple[int, str]]:
+    """List the image paths that cannot be used, without raising.
+
+    Meant as a fast validation pass over a whole training set before any
+    training time is spent, or to clean a folder of images.
+
+    Parameters
+    ----------
+    paths : sequence of str or os.PathLike
+        Image files (a list, tuple, 1-D array or Series).  An entry that is
+        not a path at all is reported as bad rather than raised.
+    mode : {"header", "decode"}, default="header"
+        ``"header"`` opens each file and checks what PIL can check without
+        decoding pixels: the path exists and is a regular file, the format
+        is recognised, the header parses, the size is non-zero and not a
+        decompression bomb, and ``Image.verify()`` passes (for PNG this
+        walks every chunk and its checksum, so truncated PNGs are caught).
+        A file failing ``verify()`` is then fully decoded, so this mode
+        never flags a file that :func:`load_image` accepts.  It does **not**
+        decode pixel data otherwise, so a JPEG, WebP, TIFF, BMP or GIF whose
+        body is truncated or corrupt after an intact header passes.
+        ``"decode"`` runs :func:`load_image` on every file and therefore
+        flags exactly the files it would reject, at the cost of a full
+        decode (a few times slower).
+    n_jobs : int or None, default=None
+        Threads to use.  ``None`` means ``min(8, os.cpu_count())``, ``-1``
+        all CPUs, ``1`` no thread pool.  PIL releases the GIL while reading
+        and decoding, so threads help.
+
+    Returns
+    -------
+    list of (int, str)
+        ``(index, reason)`` for every unusable path, in index order; empty
+        when all are fine.  ``reason`` uses the same wording as
+        :class:`~liftlearn.exceptions.BadImageError` (``"no such file"``,
+        ``"is a directory"``, ``"not an image PIL can read"``,
+        ``"truncated or corrupt: ..."``, ``"too large to decode safely:
+        ..."``, ...).
+
+    Raises
+    ------
+    ValueError
+        If ``paths`` is a single path or is not 1-D, or ``mode`` or
+        ``n_jobs`` is invalid.
+    TypeError
+        If ``paths`` is not a sequence.
+
+    See Also
+    --------
+    check_paths : existence check only, raising on the first bad path.
+    """
+    if mode not in FIND_BAD_MODES:
+        raise ValueError(f"mode={mode!r}; choose one of {list(FIND_BAD_MODES)}")
+    if n_jobs is None:
+        n_jobs = min(8, os.cpu_count() or 1)
+    elif isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or not (
+        n_jobs >= 1 or n_jobs == -1
+    ):
+        raise ValueError(f"n_jobs={n_jobs!r} must be None, -1 or an integer >= 1")
+    elif n_jobs == -1:
+        n_jobs = os.cpu_count() or 1
+    n_jobs = int(n_jobs)
+
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        raise ValueError(
+            f"paths must be a list of image paths, got a single path {paths!r}; "
+            f"wrap it in a list: [{paths!r}]"
+        )
+    if hasattr(paths, "to_numpy"):  # pandas Series / Index
+        paths = paths.to_numpy()
+    if isinstance(paths, np.ndarray):
+        if paths.ndim != 1:
+            raise ValueError(f"paths must be 1-D, got an array of shape {paths.shape}")
+        entries = paths.tolist()
+    elif isinstance(paths, (list, tuple)):
+        entries = list(paths)
+    else:
+        raise TypeError(
+            "paths must be a list, tuple, 1-D array or Series of image paths, "
+            f"got {type(paths).__name__}"
+        )
+
+    check = _header_problem if mode == "header" else _decode_problem
+
+    def problem_of(entry) -> str | None:
+        if not isinstance(entry, (str, os.PathLike)):
+            return f"not a path but {type(entry).__name__}"
+        return check(os.fspath(entry))
+
+    if n_jobs == 1 or len(entries) <= 1:
+        problems = [problem_of(e) for e in entries]
+    else:
+        # A few chunks per thread: one task per file would cost more in
+        # scheduling than a header check of a small file takes.
+        n_chunks = min(len(entries), 4 * n_jobs)
+        bounds = np.linspace(0, len(entries), n_chunks + 1).astype(int)
+        chunks = [entries[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        with ThreadPoolExecutor(max_workers=min(n_jobs, n_chunks)) as pool:
+            # map keeps input order.
+            problems = [
+                p for chunk in pool.map(lambda c: [problem_of(e) for e in c], chunks)
+                for p in chunk
+            ]
+    return [(i, p) for i, p in enumerate(problems) if p is not None]
 
 
 def _as_path_list(paths: Sequence[PathLike]) -> list[str]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -13,10 +16,11 @@ from sklearn.utils.validation import check_is_fitted
 
 from .adapters import ADAPTERS, build_tuner
 from .backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, BackboneSpec, get_backbone
-from .data import TrainDataset, check_paths
+from .data import TrainDataset, check_paths, find_bad_images
+from .exceptions import BadImageError, LiftLearnWarning
 from .heads import DEFAULT_TEMPLATE, CosineClassifier, semantic_init
 from .network import LiftNetwork, predict_images
-from .training import TrainConfig, resolve_device, train
+from .training import Checkpoint, TrainConfig, resolve_device, train
 from .transforms import mda_min_scale, train_transform
 from ._labels import resolve_labels
 
@@ -122,6 +126,21 @@ class LiftPlusClassifier(ClassifierMixin, BaseEstimator):
         earlier, so that parallel workers can each pick their own GPU.
     num_workers : int or None, default=None
         DataLoader worker processes; None: 0 on CPU, up to 8 on CUDA.
+    check_images : {"header", "decode"} or None, default="header"
+        Check every training image before any training time is spent:
+        ``"header"`` opens each file and reads its header (fast; misses a
+        truncated image body), ``"decode"`` decodes every image fully, None
+        checks only that the files exist.
+    on_bad_image : {"raise", "skip"}, default="raise"
+        What to do with training images the check finds unusable: raise a
+        :class:`~liftlearn.BadImageError` naming the first, or leave them out
+        of the fit (with a warning) and list them in ``skipped_images_``.
+        Prediction always raises on a bad image: it owes one row per image.
+    checkpoint_dir : str, os.PathLike or None, default=None
+        Save the fit's state after every epoch to
+        ``checkpoint_dir/liftlearn-checkpoint.pt``; a later fit of the same
+        data with the same parameters resumes from the last finished epoch
+        and gives the same model as an uninterrupted fit.
     random_state : int, RandomState instance or None, default=None
         Seeds the adapter initialisation, the shuffling and the crops.
     verbose : int, default=0
@@ -150,6 +169,8 @@ class LiftPlusClassifier(ClassifierMixin, BaseEstimator):
         Per epoch: ``epoch``, ``loss``, ``lr``, ``seconds``.
     device_ : torch.device
         Where the model was fitted and predicts.
+    skipped_images_ : list of (str, str)
+        Training images left out by ``on_bad_image="skip"``, with the reason.
 
     Examples
     --------
@@ -184,6 +205,9 @@ class LiftPlusClassifier(ClassifierMixin, BaseEstimator):
         tte_expand=24,
         device="auto",
         num_workers=None,
+        check_images="header",
+        on_bad_image="raise",
+        checkpoint_dir=None,
         random_state=None,
         verbose=0,
     ):
@@ -207,6 +231,9 @@ class LiftPlusClassifier(ClassifierMixin, BaseEstimator):
         self.tte_expand = tte_expand
         self.device = device
         self.num_workers = num_workers
+        self.check_images = check_images
+        self.on_bad_image = on_bad_image
+        self.checkpoint_dir = checkpoint_dir
         self.random_state = random_state
         self.verbose = verbose
 
@@ -276,6 +303,16 @@ class LiftPlusClassifier(ClassifierMixin, BaseEstimator):
             )
         if not isinstance(self.tte, (bool, np.bool_)):
             raise ValueError(f"tte={self.tte!r} must be True or False")
+        if self.check_images not in ("header", "decode", None):
+            raise ValueError(
+                f"check_images={self.check_images!r}; choose 'header', 'decode' or None"
+            )
+        if self.on_bad_image not in ("raise", "skip"):
+            raise ValueError(f"on_bad_image={self.on_bad_image!r}; choose 'raise' or 'skip'")
+        if self.on_bad_image == "skip" and self.check_images is None:
+            raise ValueError("on_bad_image='skip' needs check_images='header' or 'decode'")
+        if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir, (str, os.PathLike)):
+            raise ValueError(f"checkpoint_dir={self.checkpoint_dir!r} must be a path or None")
         spec = BackboneSpec.create(self.backbone, self.pretrained)
         device = resolve_device(self.device)
         return spec, device
@@ -329,16 +366,61 @@ class LiftPlusClassifier(ClassifierMixin, BaseEstimator):
             )
         return class_names
 
-    def _fit(self, X, y, class_names):
-        spec, device = self._validate_params()
-        paths = check_paths(X)
+    def _training_images(self, X, y, class_names, allow_unlabeled=False):
+        """Validated paths and labels, bad images handled per ``on_bad_image``.
+
+        Returns the kept paths and their labels, the skipped ``(path,
+        reason)`` pairs and the boolean mask of kept images over ``X``.
+        """
+        skip = self.on_bad_image == "skip"
+        # With a check pass, it reports missing files too, in index order.
+        paths = check_paths(X, must_exist=self.check_images is None)
         names_arg = self._class_names_for(class_names, len(paths))
-        labels = resolve_labels(y, names_arg)
+        labels = resolve_labels(y, names_arg, allow_unlabeled=allow_unlabeled)
         if len(labels.y_encoded) != len(paths):
             raise ValueError(
                 f"X has {len(paths)} images but y has {len(labels.y_encoded)} labels"
             )
+        bad = find_bad_images(paths, mode=self.check_images) if self.check_images else []
+        if bad and not skip:
+            i, reason = bad[0]
+            more = f" ({len(bad) - 1} more bad image(s) follow)" if len(bad) > 1 else ""
+            raise BadImageError(paths[i], reason + more)
+        skipped = [(str(paths[i]), reason) for i, reason in bad]
+        keep = np.ones(len(paths), dtype=bool)
+        if skipped:
+            warnings.warn(
+                f"skipping {len(skipped)} unusable training image(s), e.g. "
+                f"{skipped[0][0]!r}: {skipped[0][1]} (see skipped_images_)",
+                LiftLearnWarning, stacklevel=4,
+            )
+            keep[[i for i, _ in bad]] = False
+            y_kept = [v for v, k in zip(y, keep) if k] if isinstance(y, (list, tuple)) else np.asarray(y)[keep]
+            paths = paths[keep]
+            labels = resolve_labels(y_kept, names_arg, allow_unlabeled=allow_unlabeled)
+        return paths, labels, skipped, keep
+
+    def _checkpoint(self, paths, labels):
+        if self.checkpoint_dir is None:
+            return None
+        h = hashlib.sha256()
+        ignore = {"verbose", "num_workers", "device", "checkpoint_dir", "check_images", "on_bad_image"}
+        params = {k: v for k, v in self.get_params(deep=False).items() if k not in ignore}
+        if not isinstance(params.get("random_state"), Integral):
+            params.pop("random_state", None)  # resume whatever run was saved
+        h.update(repr(sorted((k, repr(v)) for k, v in params.items())).encode())
+        h.update("\0".join(map(str, paths)).encode())
+        h.update(labels.y_encoded.tobytes())
+        h.update("\0".join(labels.names).encode())
+        return Checkpoint(self.checkpoint_dir, h.hexdigest())
+
+    def _fit(self, X, y, class_names):
+        spec, device = self._validate_params()
+        paths, labels, skipped, _ = self._training_images(X, y, class_names)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        checkpoint = self._checkpoint(paths, labels)
+        if checkpoint is not None and checkpoint.read() is not None:
+            seed = int(checkpoint.read()["seed"])
 
         backbone = get_backbone(spec, device)
         network = self._build_network(backbone, labels.names, seed).to(device)
@@ -353,11 +435,11 @@ class LiftPlusClassifier(ClassifierMixin, BaseEstimator):
             )
 
         config = self._train_config()
-        history = train(network, dataset_for_epoch, labels.counts, config, seed, device)
+        history = train(network, dataset_for_epoch, labels.counts, config, seed, device, checkpoint)
 
         self._set_fitted(
             classes=labels.classes, names=labels.names, counts=labels.counts,
-            network=network, history=history, device=device,
+            network=network, history=history, device=device, skipped_images_=skipped,
         )
         return self
 

@@ -42,7 +42,7 @@ from sklearn.utils import check_random_state
 from torch.utils.data import Dataset, RandomSampler
 
 from .backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, get_backbone
-from .data import _as_path_list, check_paths, load_image
+from .data import _as_path_list, load_image
 from .estimators import LiftPlusClassifier, _check_number
 from .exceptions import TrainingError
 from .heads import DEFAULT_TEMPLATE, CosineClassifier
@@ -50,7 +50,6 @@ from .losses import log_prior
 from .network import LiftNetwork
 from .training import TrainConfig, _autocast, _loader, _progress
 from .transforms import mda_min_scale, strong_transform, train_transform
-from ._labels import resolve_labels
 from . import ulfine_math as um
 
 __all__ = ["SSLDataset", "ULFineClassifier", "ULFineNetwork"]
@@ -252,6 +251,9 @@ trainable_fraction_, n_trainable_params_, device_
         tte_expand=24,
         device="auto",
         num_workers=None,
+        check_images="header",
+        on_bad_image="raise",
+        checkpoint_dir=None,
         random_state=None,
         verbose=0,
         pseudo_label=True,
@@ -273,7 +275,8 @@ trainable_fraction_, n_trainable_params_, device_
             device_batch_size=device_batch_size, lr=lr, momentum=momentum,
             weight_decay=weight_decay, tau=tau, scale=scale, prompt_template=prompt_template,
             mda_schedule=mda_schedule, tte=tte, tte_expand=tte_expand, device=device,
-            num_workers=num_workers, random_state=random_state, verbose=verbose,
+            num_workers=num_workers, check_images=check_images, on_bad_image=on_bad_image,
+            checkpoint_dir=checkpoint_dir, random_state=random_state, verbose=verbose,
         )
         self.pseudo_label = pseudo_label
         self.threshold = threshold
@@ -344,15 +347,16 @@ trainable_fraction_, n_trainable_params_, device_
 
     def _fit(self, X, y, class_names):
         spec, device = self._validate_params()
-        paths = check_paths(X)
+        if self.checkpoint_dir is not None:
+            raise ValueError(
+                "ULFineClassifier does not support checkpoint_dir yet (its state "
+                "includes the prototypes and pseudo-label statistics); leave it None"
+            )
         self._check_ssl_labels(y)
-        names_arg = self._class_names_for(class_names, len(paths))
-        labels = resolve_labels(y, names_arg, allow_unlabeled=True)
+        paths, labels, skipped, kept = self._training_images(X, y, class_names, allow_unlabeled=True)
         if labels.classes.dtype.kind in "iuf" and (labels.classes == -1).any():
             raise ValueError("-1 marks unlabeled images and cannot be a class of class_names")
         enc = labels.y_encoded
-        if len(enc) != len(paths):
-            raise ValueError(f"X has {len(paths)} images but y has {len(enc)} labels")
         is_labeled = enc >= 0
         if not is_labeled.any():
             raise ValueError("y has no labeled image (all are -1); at least one is needed")
@@ -380,7 +384,9 @@ trainable_fraction_, n_trainable_params_, device_
         state = _train_ulfine(network, datasets_for_epoch, labels.counts, len(paths), config,
                               self._ssl_options(), seed, device)
 
-        transduction_enc = np.where(is_labeled, enc, state["pseudo"])
+        # Over every image of X: skipped images have no label (-1).
+        transduction_enc = np.full(len(kept), -1, dtype=np.int64)
+        transduction_enc[kept] = np.where(is_labeled, enc, state["pseudo"])
         if labels.classes.dtype.kind in "iu":
             transduction = np.where(transduction_enc >= 0, labels.classes[np.maximum(transduction_enc, 0)], -1)
         else:
@@ -392,6 +398,7 @@ trainable_fraction_, n_trainable_params_, device_
             network=network, history=state["history"], device=device,
             n_unlabeled_=int((~is_labeled).sum()), transduction_=transduction,
             unlabeled_prior_=state["unlabeled_prior"], class_prior_=state["class_prior"],
+            skipped_images_=skipped,
         )
         return self
 

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from .exceptions import TrainingError
 from .losses import LogitAdjustedLoss
 
-__all__ = ["TrainConfig", "predict_logits", "resolve_device", "train"]
+__all__ = ["Checkpoint", "TrainConfig", "predict_logits", "resolve_device", "train"]
 
 
 def resolve_device(device) -> torch.device:
@@ -65,6 +65,54 @@ def _progress(iterable, verbose: int, desc: str, total: int):
     return tqdm(iterable, desc=desc, total=total, leave=False)
 
 
+class Checkpoint:
+    """The state of a fit after its last finished epoch, in one file.
+
+    ``key`` identifies the run (data, labels and parameters); a file written
+    for another run is ignored, so a directory can be reused safely.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+    key : str
+    """
+
+    FILENAME = "liftlearn-checkpoint.pt"
+
+    def __init__(self, directory, key: str):
+        self.directory = os.fspath(directory)
+        self.key = key
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.directory, self.FILENAME)
+
+    def read(self) -> Optional[dict]:
+        """The saved state of this run, or None (read from disk once)."""
+        if not hasattr(self, "_state"):
+            self._state = self._read()
+        return self._state
+
+    def _read(self) -> Optional[dict]:
+        if not os.path.isfile(self.path):
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a torn or foreign file: start afresh
+            import warnings
+
+            warnings.warn(f"ignoring unreadable checkpoint {self.path!r}: {exc}", stacklevel=2)
+            return None
+        return state if state.get("key") == self.key else None
+
+    def write(self, state: dict) -> None:
+        """Save atomically: a crash while writing never leaves a torn file."""
+        os.makedirs(self.directory, exist_ok=True)
+        tmp = self.path + ".tmp"
+        torch.save({**state, "key": self.key}, tmp)
+        os.replace(tmp, self.path)
+
+
 @dataclass
 class TrainConfig:
     """The optimisation settings of one fit (LIFT+ defaults)."""
@@ -87,6 +135,7 @@ def train(
     config: TrainConfig,
     seed: int,
     device: torch.device,
+    checkpoint: Optional[Checkpoint] = None,
 ) -> List[dict]:
     """Run LIFT+'s optimisation of ``network``'s trainable parameters.
 
@@ -108,6 +157,11 @@ def train(
     seed : int
         Seeds the shuffling (per epoch).
     device : torch.device
+    checkpoint : Checkpoint or None
+        Saved after every epoch; a saved state of the same run is resumed
+        from (network, optimiser, schedule and history), which gives the
+        same result as an uninterrupted run because the shuffling and the
+        crops depend only on the seed, the epoch and the image.
 
     Returns
     -------
@@ -132,8 +186,16 @@ def train(
     criterion = LogitAdjustedLoss(class_counts, tau=config.tau).to(device)
     autocast, scaler = _autocast(device)
     history = []
+    saved = checkpoint.read() if checkpoint is not None else None
+    if saved is not None:
+        network.load_state_dict(saved["network"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        if scaler is not None and saved.get("scaler"):
+            scaler.load_state_dict(saved["scaler"])
+        history = list(saved["history"])
     network.train()
-    for epoch in range(config.epochs):
+    for epoch in range(len(history), config.epochs):
         start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         dataset = dataset_for_epoch(epoch)
@@ -177,6 +239,15 @@ def train(
         )
         if config.verbose:
             print(f"epoch {epoch + 1}/{config.epochs}: loss {mean_loss:.4f}, lr {lr:.5f}")
+        if checkpoint is not None:
+            checkpoint.write({
+                "network": network.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else {},
+                "history": history,
+                "seed": int(seed),
+            })
     network.eval()
     return history
 

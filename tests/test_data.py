@@ -385,3 +385,154 @@ def test_image_dataset(image_files):
     assert torch.equal(x, eval_transform(16, MEAN, STD)(load_image(image_files[1])))
     batch = next(iter(DataLoader(ds, batch_size=3)))
     assert batch.shape == (3, 1, 3, 16, 16)
+
+
+# --- find_bad_images ----------------------------------------------------------
+
+from liftlearn.data import find_bad_images  # noqa: E402
+
+
+@pytest.fixture
+def mixed_folder(tmp_path, jpeg):
+    """Good and bad files: (paths, {index: reason prefix} per mode)."""
+    data = jpeg.read_bytes()
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image at all\n")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    cut_jpeg = tmp_path / "cut.jpg"  # header intact, body cut: decode only
+    cut_jpeg.write_bytes(data[: len(data) // 2])
+    png = tmp_path / "ok.png"
+    Image.fromarray(noise(30, 20)).save(png)
+    cut_png = tmp_path / "cut.png"  # PNG's verify() walks the chunks
+    cut_png.write_bytes(png.read_bytes()[: png.stat().st_size // 2])
+    head_only = tmp_path / "head.jpg"  # not even a full header
+    head_only.write_bytes(data[:20])
+    paths = [
+        jpeg, text, png, tmp_path / "missing.webp", tmp_path, empty, cut_jpeg,
+        str(png), cut_png, head_only,
+    ]
+    header = {
+        1: "not an image PIL can read",
+        3: "no such file",
+        4: "is a directory",
+        5: "not an image PIL can read",
+        8: "truncated or corrupt",
+        9: "",
+    }
+    decode = {**header, 6: "truncated or corrupt"}
+    return paths, {"header": header, "decode": decode}
+
+
+@pytest.mark.parametrize("mode", ["header", "decode"])
+@pytest.mark.parametrize("n_jobs", [1, 3, None, -1])
+def test_find_bad_images_kinds_and_order(mixed_folder, mode, n_jobs):
+    paths, expected = mixed_folder
+    bad = find_bad_images(paths, mode=mode, n_jobs=n_jobs)
+    assert [i for i, _ in bad] == sorted(expected[mode])
+    for i, reason in bad:
+        assert reason.startswith(expected[mode][i]), (i, reason)
+
+
+def test_find_bad_images_reasons_match_load_image(mixed_folder):
+    paths, _ = mixed_folder
+    for i, reason in find_bad_images(paths, mode="decode"):
+        with pytest.raises(BadImageError) as info:
+            load_image(paths[i])
+        assert info.value.reason == reason
+
+
+def test_find_bad_images_all_good_and_empty(image_files):
+    assert find_bad_images(image_files) == []
+    assert find_bad_images(image_files, mode="decode", n_jobs=2) == []
+    assert find_bad_images([]) == []
+    assert find_bad_images(np.array(image_files, dtype=object)) == []
+
+
+def test_find_bad_images_many_threads_keep_order(tmp_path, image_files):
+    missing = str(tmp_path / "missing.png")
+    paths = [image_files[i % 6] if i % 7 else missing for i in range(200)]
+    expected = [(i, "no such file") for i in range(0, 200, 7)]
+    for n_jobs in (1, 2, 8, 64):
+        assert find_bad_images(paths, n_jobs=n_jobs) == expected
+        assert find_bad_images(paths, mode="decode", n_jobs=n_jobs) == expected
+
+
+def test_find_bad_images_non_path_entries(jpeg):
+    bad = find_bad_images([jpeg, None, 3, str(jpeg)])
+    assert bad == [(1, "not a path but NoneType"), (2, "not a path but int")]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("mode", ["header", "decode"])
+def test_find_bad_images_fifo_does_not_block(tmp_path, mode):
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    assert find_bad_images([fifo], mode=mode) == [(0, "not a regular file")]
+
+
+def test_find_bad_images_decompression_bomb(tmp_path):
+    path = tmp_path / "bomb.png"
+    Image.new("1", (8, 8)).save(path)
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = 16  # errors above 2 * 16 pixels
+    try:
+        for mode in ("header", "decode"):
+            [(i, reason)] = find_bad_images([path], mode=mode)
+            assert i == 0 and reason.startswith("too large to decode safely")
+        with pytest.raises(BadImageError, match="too large"):
+            load_image(path)
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+def test_load_image_bomb_warning_as_error_is_bad_image(tmp_path):
+    # Between 1x and 2x MAX_IMAGE_PIXELS PIL only warns; where warnings are
+    # errors, the warning must still come out as a BadImageError.
+    import warnings
+
+    path = tmp_path / "big.png"
+    Image.new("L", (6, 5)).save(path)
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = 20
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with pytest.raises(BadImageError, match="too large"):
+                load_image(path)
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+def test_load_image_one_pixel(tmp_path):
+    for ext in ("png", "jpg", "webp", "bmp", "tiff", "gif"):
+        path = tmp_path / f"one.{ext}"
+        Image.new("RGB", (1, 1), (200, 10, 10)).save(path)
+        img = load_image(path)
+        assert img.mode == "RGB" and img.size == (1, 1)
+    assert find_bad_images(sorted(tmp_path.iterdir()), mode="decode") == []
+
+
+@pytest.mark.parametrize(
+    "paths, error",
+    [("a.jpg", ValueError), (Path("a.jpg"), ValueError), (np.array([["a"]]), ValueError),
+     ({"a.jpg"}, TypeError)],
+)
+def test_find_bad_images_argument_errors(paths, error):
+    with pytest.raises(error):
+        find_bad_images(paths)
+
+
+@pytest.mark.parametrize("kwargs", [{"mode": "full"}, {"n_jobs": 0}, {"n_jobs": 1.5},
+                                    {"n_jobs": True}, {"n_jobs": -2}])
+def test_find_bad_images_parameter_errors(jpeg, kwargs):
+    with pytest.raises(ValueError):
+        find_bad_images([jpeg], **kwargs)
+
+
+def test_find_bad_images_header_is_fast(jpeg):
+    paths = [str(jpeg)] * 2000
+    start = time.perf_counter()
+    assert find_bad_images(paths) == []
+    # A few thousand per second even on slow CI; typically >10,000/s.
+    assert time.perf_counter() - start < 4.0
