@@ -30,7 +30,6 @@ study of LP, LFT and FFT.
 
 from __future__ import annotations
 
-import math
 import time
 from numbers import Integral, Real
 from typing import Callable, List, Optional, Sequence
@@ -48,7 +47,9 @@ from .exceptions import TrainingError
 from .heads import DEFAULT_TEMPLATE, CosineClassifier
 from .losses import log_prior
 from .network import LiftNetwork
-from .training import TrainConfig, _autocast, _loader, _progress
+from .training import (
+    TrainConfig, _autocast, _loader, _progress, backward, check_finite_loss, optimizer_step,
+)
 from .transforms import mda_min_scale, strong_transform, train_transform
 from . import ulfine_math as um
 
@@ -500,11 +501,7 @@ def _train_ulfine(network: ULFineNetwork, datasets_for_epoch, labeled_counts, n_
                 loss = loss_x + ssl["unlabeled_weight"] * loss_u
                 if ssl["orthogonality_weight"] > 0:
                     loss = loss + ssl["orthogonality_weight"] * um.orthogonality_penalty(network.head.weight)
-            weighted = loss * (len(yl) / logical)
-            if scaler is not None:
-                scaler.scale(weighted).backward()
-            else:
-                weighted.backward()
+            backward(loss * (len(yl) / logical), scaler)
             with torch.no_grad():
                 sums["loss"] += loss.detach() * len(yl)
                 sums["loss_labeled"] += loss_x.detach() * len(yl)
@@ -520,21 +517,12 @@ def _train_ulfine(network: ULFineNetwork, datasets_for_epoch, labeled_counts, n_
                     network.text_prototypes.copy_(um.paf_update(
                         network.text_prototypes, visual, seen, unlabeled_prior, ssl["paf_momentum"]))
             if (j + 1) % accum == 0 or (j + 1) == len(lab_loader):
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                optimizer_step(optimizer, scaler)
         scheduler.step()
         # One host sync per epoch, as in training.train.
         record = {"epoch": epoch + 1}
         record.update({k: float(v) / max(n, 1) for k, v in sums.items()})
-        if not math.isfinite(record["loss"]):
-            raise TrainingError(
-                f"the training loss became {record['loss']} in epoch {epoch + 1}; try a "
-                f"smaller lr (now {config.lr}) or train in fp32 (device='cpu')"
-            )
+        check_finite_loss(record["loss"], epoch, config.lr)
         n_pseudo_prev = int(n_pseudo)
         record.update({
             "n_pseudo_labels": n_pseudo_prev,

@@ -41,6 +41,31 @@ def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
 
 
+def backward(loss: torch.Tensor, scaler) -> None:
+    """``loss.backward()``, through the fp16 gradient scaler when there is one."""
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+
+
+def optimizer_step(optimizer, scaler) -> None:
+    """Step (unscaling fp16 gradients first when needed) and clear the gradients."""
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def check_finite_loss(loss: float, epoch: int, lr: float) -> None:
+    """Stop a diverged fit with advice (checked once per epoch, not per step)."""
+    if not math.isfinite(loss):
+        raise TrainingError(
+            f"the training loss became {loss} in epoch {epoch + 1}; try a smaller lr "
+            f"(now {lr}), check the images for extreme values, or train in fp32 "
+            "(device='cpu') to rule out mixed precision"
+        )
+
+
 def _loader(dataset: Dataset, batch_size: int, device: torch.device, num_workers, sampler=None):
     if num_workers is None:
         # Decoding JPEGs is what starves a GPU; on a CPU the model needs the
@@ -212,28 +237,14 @@ def train(
             logical = min(config.batch_size, n - step * config.batch_size)
             with autocast:
                 loss = criterion(network(images), targets)
-            weighted = loss * (len(targets) / logical)
-            if scaler is not None:
-                scaler.scale(weighted).backward()
-            else:
-                weighted.backward()
+            backward(loss * (len(targets) / logical), scaler)
             total_loss += loss.detach() * len(targets)
             if (j + 1) % accum == 0 or (j + 1) == len(loader):
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                optimizer_step(optimizer, scaler)
         scheduler.step()
         # One host sync per epoch: checking every step would stall the GPU.
         mean_loss = float(total_loss) / max(n, 1)
-        if not math.isfinite(mean_loss):
-            raise TrainingError(
-                f"the training loss became {mean_loss} in epoch {epoch + 1}; try a "
-                f"smaller lr (now {config.lr}), check the images for extreme values, "
-                "or train in fp32 (device='cpu') to rule out mixed precision"
-            )
+        check_finite_loss(mean_loss, epoch, config.lr)
         history.append(
             {"epoch": epoch + 1, "loss": mean_loss, "lr": lr, "seconds": time.perf_counter() - start}
         )
