@@ -112,6 +112,9 @@ def _encode_extra(estimator) -> dict:
             continue
         if isinstance(value, np.ndarray):
             extra[name] = {"array": value.tolist(), "dtype": value.dtype.str if value.dtype != object else "object"}
+        elif isinstance(value, list) and all(isinstance(v, tuple) for v in value):
+            extra[name] = {"tuples": [list(v) for v in value]}  # e.g. skipped_images_
+            json.dumps(extra[name])
         elif isinstance(value, (int, float, str, bool, type(None))) or isinstance(value, np.generic):
             extra[name] = {"value": value.item() if isinstance(value, np.generic) else value}
         else:
@@ -130,6 +133,8 @@ def _decode_extra(extra: dict) -> dict:
                 out[name] = arr
             else:
                 out[name] = np.asarray(item["array"], dtype=dtype)
+        elif "tuples" in item:
+            out[name] = [tuple(v) for v in item["tuples"]]
         else:
             out[name] = item["value"]
     return out

@@ -43,12 +43,12 @@ from torch.utils.data import Dataset, RandomSampler
 from .backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, get_backbone
 from .data import _as_path_list, load_image
 from .estimators import LiftPlusClassifier, _check_number
-from .exceptions import TrainingError
 from .heads import DEFAULT_TEMPLATE, CosineClassifier
 from .losses import log_prior
 from .network import LiftNetwork
 from .training import (
-    TrainConfig, _autocast, _loader, _progress, backward, check_finite_loss, optimizer_step,
+    TrainConfig, _autocast, _loader, _progress, backward, check_finite_loss, make_optimizer,
+    optimizer_step,
 )
 from .transforms import mda_min_scale, strong_transform, train_transform
 from . import ulfine_math as um
@@ -252,6 +252,7 @@ trainable_fraction_, n_trainable_params_, device_
         tte_expand=24,
         device="auto",
         num_workers=None,
+        compile=False,
         check_images="header",
         on_bad_image="raise",
         checkpoint_dir=None,
@@ -276,7 +277,8 @@ trainable_fraction_, n_trainable_params_, device_
             device_batch_size=device_batch_size, lr=lr, momentum=momentum,
             weight_decay=weight_decay, tau=tau, scale=scale, prompt_template=prompt_template,
             mda_schedule=mda_schedule, tte=tte, tte_expand=tte_expand, device=device,
-            num_workers=num_workers, check_images=check_images, on_bad_image=on_bad_image,
+            num_workers=num_workers, compile=compile, check_images=check_images,
+            on_bad_image=on_bad_image,
             checkpoint_dir=checkpoint_dir, random_state=random_state, verbose=verbose,
         )
         self.pseudo_label = pseudo_label
@@ -348,6 +350,8 @@ trainable_fraction_, n_trainable_params_, device_
 
     def _fit(self, X, y, class_names):
         spec, device = self._validate_params()
+        if self.compile:
+            raise ValueError("ULFineClassifier does not support compile=True yet; leave it False")
         if self.checkpoint_dir is not None:
             raise ValueError(
                 "ULFineClassifier does not support checkpoint_dir yet (its state "
@@ -439,12 +443,7 @@ def _train_ulfine(network: ULFineNetwork, datasets_for_epoch, labeled_counts, n_
     """
     micro = config.device_batch_size or config.batch_size
     accum = config.batch_size // micro
-    params = [p for p in network.parameters() if p.requires_grad]
-    if not params:
-        raise TrainingError("the network has no trainable parameters")
-    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    optimizer, scheduler = make_optimizer(network, config, device)
     autocast, scaler = _autocast(device)
 
     n_classes, dim = network.text_prototypes.shape

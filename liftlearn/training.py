@@ -41,6 +41,20 @@ def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
 
 
+def make_optimizer(network: torch.nn.Module, config: "TrainConfig", device: torch.device):
+    """LIFT+'s SGD over every trainable parameter and its per-epoch cosine schedule."""
+    params = [p for p in network.parameters() if p.requires_grad]
+    if not params:
+        raise TrainingError("the network has no trainable parameters")
+    # One fused kernel per update on CUDA; the CPU keeps the default path.
+    fused = {"fused": True} if device.type == "cuda" else {}
+    optimizer = torch.optim.SGD(
+        params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+        **fused,
+    )
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+
+
 def backward(loss: torch.Tensor, scaler) -> None:
     """``loss.backward()``, through the fp16 gradient scaler when there is one."""
     (scaler.scale(loss) if scaler is not None else loss).backward()
@@ -66,11 +80,25 @@ def check_finite_loss(loss: float, epoch: int, lr: float) -> None:
         )
 
 
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 2
+
+
 def _loader(dataset: Dataset, batch_size: int, device: torch.device, num_workers, sampler=None):
     if num_workers is None:
-        # Decoding JPEGs is what starves a GPU; on a CPU the model needs the
-        # cores more than the loader does.
-        num_workers = min(8, max(1, (os.cpu_count() or 2) - 1)) if device.type == "cuda" else 0
+        # Decoding JPEGs is what starves a GPU (one process decodes and crops
+        # about 260 ImageNet-sized JPEGs/s: benchmarks/perf_profile.py); on a
+        # CPU the model needs the cores more than the loader does.
+        num_workers = min(16, max(1, _usable_cpus() - 1)) if device.type == "cuda" else 0
+    extra = {}
+    if num_workers > 0:
+        # Loaders are rebuilt every epoch (the epoch is a dataset argument),
+        # so persistent workers would buy nothing; a deeper queue evens out
+        # slow files without changing which crops are drawn.
+        extra["prefetch_factor"] = 4
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -79,6 +107,7 @@ def _loader(dataset: Dataset, batch_size: int, device: torch.device, num_workers
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
         drop_last=False,
+        **extra,
     )
 
 
@@ -151,6 +180,7 @@ class TrainConfig:
     tau: float = 1.0
     num_workers: Optional[int] = None
     verbose: int = 0
+    compile: bool = False
 
 
 def train(
@@ -201,15 +231,12 @@ def train(
     """
     micro = config.device_batch_size or config.batch_size
     accum = config.batch_size // micro
-    params = [p for p in network.parameters() if p.requires_grad]
-    if not params:
-        raise TrainingError("the network has no trainable parameters")
-    optimizer = torch.optim.SGD(
-        params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    optimizer, scheduler = make_optimizer(network, config, device)
     criterion = LogitAdjustedLoss(class_counts, tau=config.tau).to(device)
     autocast, scaler = _autocast(device)
+    # The compiled module shares the parameters: optimiser, checkpoints and
+    # the fitted network are untouched; only the training forward is traced.
+    model = torch.compile(network) if config.compile else network
     history = []
     saved = checkpoint.read() if checkpoint is not None else None
     if saved is not None:
@@ -236,7 +263,7 @@ def train(
             step = j // accum
             logical = min(config.batch_size, n - step * config.batch_size)
             with autocast:
-                loss = criterion(network(images), targets)
+                loss = criterion(model(images), targets)
             backward(loss * (len(targets) / logical), scaler)
             total_loss += loss.detach() * len(targets)
             if (j + 1) % accum == 0 or (j + 1) == len(loader):
@@ -290,5 +317,6 @@ def predict_logits(
         views = views.to(device, non_blocking=True).flatten(0, 1)
         with autocast:
             logits = network(views)
-        out.append(logits.float().view(b, v, -1).mean(dim=1).cpu())
-    return torch.cat(out).numpy()
+        # Stay on the device: a copy per batch would be a host sync per batch.
+        out.append(logits.float().view(b, v, -1).mean(dim=1))
+    return torch.cat(out).cpu().numpy()

@@ -277,3 +277,13 @@ def test_refit_is_idempotent(fitted, small):
     first = fitted.predict_proba(Xt)
     fitted.fit(X, y, class_names=names)
     np.testing.assert_array_equal(fitted.predict_proba(Xt), first)
+
+
+def test_compile_option_trains_the_same_model(small, tiny_params):
+    pytest.importorskip("torch._dynamo")
+    X, y, names, Xt, _ = small
+    X, y = X[:40], y[:40]
+    plain = LiftPlusClassifier(**{**tiny_params, "epochs": 1}, class_names=names).fit(X, y)
+    compiled = LiftPlusClassifier(**{**tiny_params, "epochs": 1, "compile": True}, class_names=names).fit(X, y)
+    np.testing.assert_allclose(compiled.history_[0]["loss"], plain.history_[0]["loss"], rtol=1e-4)
+    np.testing.assert_allclose(compiled.predict_proba(Xt), plain.predict_proba(Xt), atol=1e-4)

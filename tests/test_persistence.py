@@ -46,6 +46,7 @@ def test_joblib_and_safetensors_round_trips(adapter, small, tiny_params, tmp_pat
     assert loaded.class_names_ == names and loaded.n_trainable_params_ == clf.n_trainable_params_
     np.testing.assert_array_equal(loaded.class_counts_, clf.class_counts_)
     assert loaded.history_ == clf.history_
+    assert loaded.skipped_images_ == clf.skipped_images_ == []
 
 
 def test_files_hold_only_what_was_learned(fitted, tmp_path):
@@ -154,3 +155,13 @@ def test_weights_fingerprint_sees_every_change():
     with torch.no_grad():
         m.bias[0] += 1e-6
     assert weights_fingerprint(m) != a
+
+
+def test_skipped_images_survive_save(small, tiny_params, tmp_path):
+    X, y, names, _, _ = small
+    missing = str(tmp_path / "gone.jpg")
+    with pytest.warns(UserWarning, match="skipping 1"):
+        clf = LiftPlusClassifier(**{**tiny_params, "epochs": 1}, class_names=names,
+                                 on_bad_image="skip").fit(X[:-1] + [missing], y)
+    save(clf, tmp_path / "m.safetensors")
+    assert load(tmp_path / "m.safetensors").skipped_images_ == clf.skipped_images_ == [(missing, "no such file")]
