@@ -119,3 +119,23 @@ def test_score_refuses_unknown_labels(data, tiny_checkpoint):
     with pytest.raises(ValueError, match="not fitted with: 7"):
         clf.score(X[-3:], [7, 1, 2])
     assert 0 <= clf.score([x for x, k in zip(X, keep) if k][:4], y[keep][:4]) <= 1
+
+
+def test_pipeline_with_the_classifier_last(data, tiny_checkpoint):
+    from sklearn.model_selection import cross_val_score
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    X, y, names = data
+    # e.g. a step that maps relative names to files; here the identity.
+    pipe = Pipeline([
+        ("paths", FunctionTransformer(lambda paths: list(paths))),
+        ("lift", LiftPlusClassifier(backbone="liftlearn-tiny-vit", pretrained=tiny_checkpoint,
+                                    epochs=1, batch_size=16, device="cpu", random_state=0,
+                                    class_names=names)),
+    ])
+    scores = cross_val_score(pipe, X, y, cv=2, scoring="balanced_accuracy")
+    assert scores.shape == (2,) and np.all((scores >= 0) & (scores <= 1))
+    pipe.set_params(lift__adapter="none").fit(X, y)
+    assert pipe.named_steps["lift"].n_adapter_params_ == 0
+    assert pipe.predict_proba(X[:3]).shape == (3, 10)
