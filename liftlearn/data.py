@@ -176,6 +176,18 @@ def _stat_problem(path: str) -> str | None:
     return None
 
 
+def path_input_tags(tags):
+    """scikit-learn tags of an estimator whose X is a sequence of image paths.
+
+    ``two_d_array=False`` stops scikit-learn's common checks from feeding
+    numeric matrices (they skip such estimators; liftlearn's own tests run
+    path-based versions), and ``string=True`` says X holds strings.
+    """
+    tags.input_tags.two_d_array = False
+    tags.input_tags.string = True
+    return tags
+
+
 def check_paths(
     X: Sequence[PathLike], *, name: str = "X", must_exist: bool = True
 ) -> np.ndarray:

@@ -16,7 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .adapters import ADAPTERS, build_tuner
 from .backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, BackboneSpec, get_backbone
-from .data import TrainDataset, check_paths, find_bad_images
+from .data import TrainDataset, check_paths, find_bad_images, path_input_tags
 from .exceptions import BadImageError, LiftLearnWarning
 from .heads import DEFAULT_TEMPLATE, CosineClassifier, semantic_init
 from .network import LiftNetwork, predict_images
@@ -245,11 +245,7 @@ class LiftPlusClassifier(ClassifierMixin, BaseEstimator):
         self.verbose = verbose
 
     def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        # X is a list of image paths, not a numeric matrix.
-        tags.input_tags.two_d_array = False
-        tags.input_tags.string = True
-        return tags
+        return path_input_tags(super().__sklearn_tags__())
 
     # ------------------------------------------------------------------ checks
     def _validate_params(self):

@@ -15,9 +15,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from .adapters import build_tuner
 from .backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, BackboneSpec, get_backbone
-from .data import ImageDataset, check_paths
-from .training import predict_logits, resolve_device
-from .transforms import eval_transform, tte_transform
+from .data import check_paths, path_input_tags
+from .network import predict_images
+from .training import resolve_device
 
 __all__ = ["CLIPFeatures"]
 
@@ -103,9 +103,7 @@ class CLIPFeatures(TransformerMixin, BaseEstimator):
         self.verbose = verbose
 
     def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.string = True
+        tags = path_input_tags(super().__sklearn_tags__())
         tags.requires_fit = True
         return tags
 
@@ -152,15 +150,10 @@ class CLIPFeatures(TransformerMixin, BaseEstimator):
         features : ndarray of shape (n_samples, n_features_out_), float32
         """
         check_is_fitted(self)
-        paths = check_paths(X)
-        bb = self.network_.backbone
-        if self.tte:
-            transform = tte_transform(bb.image_size, bb.mean, bb.std)
-        else:
-            transform = eval_transform(bb.image_size, bb.mean, bb.std)
-        return predict_logits(
-            self.network_, ImageDataset(paths, transform), int(self.batch_size),
-            self.device_, self.num_workers, int(self.verbose),
+        return predict_images(
+            self.network_, self.network_.backbone, check_paths(X), tte=bool(self.tte),
+            tte_expand=24, batch_size=int(self.batch_size), device=self.device_,  # LIFT+ TTE
+            num_workers=self.num_workers, verbose=int(self.verbose),
         ).astype(np.float32)
 
     def get_feature_names_out(self, input_features=None):

@@ -14,7 +14,7 @@ from torch import nn
 
 from ._labels import resolve_labels
 from .backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, BackboneSpec, get_backbone
-from .data import check_paths
+from .data import check_paths, path_input_tags
 from .estimators import _check_number
 from .heads import DEFAULT_TEMPLATE, class_prompts
 from .network import predict_images
@@ -136,10 +136,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         self.verbose = verbose
 
     def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.string = True
-        return tags
+        return path_input_tags(super().__sklearn_tags__())
 
     def _validate_params(self):
         _templates(self.prompt_template)

@@ -1,10 +1,12 @@
-"""benchmarks/perf_profile.py runs end to end and prints every section of its report."""
+"""The benchmark scripts run end to end and print every section of their reports."""
 
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "benchmarks" / "perf_profile.py"
@@ -89,3 +91,24 @@ def test_peak_table_and_targets():
     assert lines[1].startswith("FAIL: whole fit")
     assert lines[2].startswith("PASS: TTE prediction")
     assert profile.judge(res, torch.device("cpu"))[0].startswith("not judged")
+
+
+def test_ulfine_vs_lift_benchmark_runs(tmp_path):
+    from conftest import shared_cifar_dir
+
+    source = shared_cifar_dir()
+    if source is None:
+        pytest.skip("../shared/data/cifar10-jpg not found")
+    script = ROOT / "benchmarks" / "ulfine_vs_lift.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--source", str(source), "--dest", str(tmp_path),
+         "--backbone", "liftlearn-tiny-vit", "--pretrained", "none", "--n-max-labeled", "20",
+         "--n-max-unlabeled", "40", "--imbalance-labeled", "10", "--imbalance-unlabeled", "10",
+         "--n-test", "5", "--epochs", "1", "--batch-size", "16", "--device", "cpu",
+         "--many-threshold", "10", "--few-threshold", "4"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    for row in ("| LIFT+ (labeled only) |", "| FixMatch + LFT |", "| ULFine |"):
+        assert row in out.stdout
+    assert "| method | overall | many | medium | few | fit s |" in out.stdout
