@@ -52,6 +52,16 @@ def _check_number(est, name, kind, low=None, high=None, low_open=False, allow_no
         )
 
 
+def _check_predict_params(est):
+    """The prediction settings every path-input classifier shares."""
+    _check_number(est, "batch_size", Integral, low=1)
+    _check_number(est, "tte_expand", Integral, low=0)
+    _check_number(est, "num_workers", Integral, low=0, allow_none=True)
+    _check_number(est, "verbose", Integral, low=0)
+    if not isinstance(est.tte, (bool, np.bool_)):
+        raise ValueError(f"tte={est.tte!r} must be True or False")
+
+
 class LiftPlusClassifier(ClassifierMixin, BaseEstimator):
     """LIFT+: lightweight fine-tuning of CLIP for long-tailed classification.
 
@@ -280,7 +290,7 @@ class LiftPlusClassifier(ClassifierMixin, BaseEstimator):
                 f"adapter={self.adapter!r}; leave it None"
             )
         _check_number(self, "epochs", Integral, low=1)
-        _check_number(self, "batch_size", Integral, low=1)
+        _check_predict_params(self)
         _check_number(self, "device_batch_size", Integral, low=1, allow_none=True)
         if self.device_batch_size is not None and self.batch_size % self.device_batch_size:
             raise ValueError(
@@ -292,9 +302,6 @@ class LiftPlusClassifier(ClassifierMixin, BaseEstimator):
         _check_number(self, "weight_decay", Real, low=0)
         _check_number(self, "tau", Real, low=0)
         _check_number(self, "scale", Real, low=0, low_open=True)
-        _check_number(self, "tte_expand", Integral, low=0)
-        _check_number(self, "num_workers", Integral, low=0, allow_none=True)
-        _check_number(self, "verbose", Integral, low=0)
         if not isinstance(self.prompt_template, str) or "{}" not in self.prompt_template:
             raise ValueError(
                 f"prompt_template={self.prompt_template!r} must be a str with one "
@@ -304,8 +311,6 @@ class LiftPlusClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"mda_schedule={self.mda_schedule!r}; choose one of {list(_MDA_SCHEDULES)}"
             )
-        if not isinstance(self.tte, (bool, np.bool_)):
-            raise ValueError(f"tte={self.tte!r} must be True or False")
         if not isinstance(self.compile, (bool, np.bool_)):
             raise ValueError(f"compile={self.compile!r} must be True or False")
         if self.check_images not in ("header", "decode", None):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from numbers import Integral
 
 import numpy as np
 import torch
@@ -15,7 +14,7 @@ from torch import nn
 from ._labels import resolve_labels
 from .backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, BackboneSpec, get_backbone
 from .data import check_paths, path_input_tags
-from .estimators import _check_number
+from .estimators import _check_predict_params
 from .heads import DEFAULT_TEMPLATE, class_prompts
 from .network import predict_images
 from .training import resolve_device
@@ -140,12 +139,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
 
     def _validate_params(self):
         _templates(self.prompt_template)
-        _check_number(self, "tte_expand", Integral, low=0)
-        _check_number(self, "batch_size", Integral, low=1)
-        _check_number(self, "num_workers", Integral, low=0, allow_none=True)
-        _check_number(self, "verbose", Integral, low=0)
-        if not isinstance(self.tte, (bool, np.bool_)):
-            raise ValueError(f"tte={self.tte!r} must be True or False")
+        _check_predict_params(self)
         return BackboneSpec.create(self.backbone, self.pretrained), resolve_device(self.device)
 
     def fit(self, X, y, class_names=None):

@@ -1,7 +1,6 @@
 """Pickle/joblib and safetensors model files."""
 
 import pickle
-import warnings
 
 import joblib
 import numpy as np
