@@ -24,6 +24,7 @@ script, not the method (its accuracy is near chance)::
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import os
@@ -50,15 +51,15 @@ PUBLISHED = {
     "cifar100-lt": 81.7,  # imbalance 100
     "cifar10-lt": None,
 }
-TITLES = {
-    "imagenet-lt": "ImageNet-LT",
-    "places-lt": "Places-LT",
-    "inat2018": "iNaturalist 2018",
-    "cifar100-lt": "CIFAR-100-LT",
-    "cifar10-lt": "CIFAR-10-LT",
-}
-EPOCHS = {"inat2018": 15}  # LIFT+: 5 epochs elsewhere
+# The benchmarks among liftlearn's data sources (titles, loaders, split names
+# and the recipe's epochs come from ds.SOURCES).
+BENCHMARKS = [name for name, source in ds.SOURCES.items() if source.benchmark]
 DEFAULT_DATASETS = ["imagenet-lt", "places-lt", "inat2018", "cifar100-lt"]
+# The recipe's epochs where a source names none: the estimator's default (5).
+_DEFAULT_EPOCHS = inspect.signature(LiftPlusClassifier.__init__).parameters["epochs"].default
+# Each benchmark's flags: --root-<stem> and, where there is one, --list-dir-<stem>.
+FLAG_STEMS = {"imagenet-lt": "imagenet", "places-lt": "places", "inat2018": "inat",
+              "cifar100-lt": "cifar100", "cifar10-lt": "cifar10"}
 
 
 def shared_cifar_dir() -> Path | None:
@@ -72,42 +73,25 @@ def shared_cifar_dir() -> Path | None:
 
 def load_splits(name: str, args) -> tuple:
     """(X_train, y_train, X_test, y_test, class_names) of one dataset."""
-    if name == "imagenet-lt":
-        root = _need(args.root_imagenet, "--root-imagenet", name)
-        tr = ds.load_imagenet_lt(root, "train", list_dir=args.list_dir_imagenet)
-        te = ds.load_imagenet_lt(root, "test", list_dir=args.list_dir_imagenet)
-    elif name == "places-lt":
-        root = _need(args.root_places, "--root-places", name)
-        tr = ds.load_places_lt(root, "train", list_dir=args.list_dir_places)
-        te = ds.load_places_lt(root, "test", list_dir=args.list_dir_places)
-    elif name == "inat2018":
-        root = _need(args.root_inat, "--root-inat", name)
-        tr = ds.load_inat2018(root, "train")
-        te = ds.load_inat2018(root, "val")
-    elif name == "cifar100-lt":
-        root = _need(args.root_cifar100, "--root-cifar100", name)
-        kw = dict(imbalance=args.imbalance, cache_dir=args.cache_dir, random_state=0)
-        tr = ds.load_cifar100_lt(root, "train", **kw)
-        te = ds.load_cifar100_lt(root, "test", **kw)
-    elif name == "cifar10-lt":
-        if args.smoke:
-            source = Path(args.root_cifar10 or shared_cifar_dir() or "")
-            if not (source / "train.tar").is_file():
-                raise SystemExit(
-                    "reproduce.py: error: --smoke needs the CIFAR-10 JPEG archives "
-                    "(train.tar, test.tar): pass --root-cifar10 or set LIFTLEARN_SHARED_DATA"
-                )
-            dest = args.cache_dir or os.path.join(tempfile.gettempdir(), "liftlearn-smoke")
-            tr = ds.extract_cifar10_lt(source, dest, split="train", imbalance=args.imbalance,
-                                       n_max=args.n_max, random_state=0)
-            te = ds.extract_cifar10_lt(source, dest, split="test", n_max=args.n_test)
-        else:
-            root = _need(args.root_cifar10, "--root-cifar10", name)
-            kw = dict(imbalance=args.imbalance, cache_dir=args.cache_dir, random_state=0)
-            tr = ds.load_cifar10_lt(root, "train", **kw)
-            te = ds.load_cifar10_lt(root, "test", **kw)
-    else:  # pragma: no cover - argparse restricts the names
-        raise ValueError(name)
+    if name == "cifar10-lt" and args.smoke:
+        source = Path(args.root_cifar10 or shared_cifar_dir() or "")
+        if not (source / "train.tar").is_file():
+            raise SystemExit(
+                "reproduce.py: error: --smoke needs the CIFAR-10 JPEG archives "
+                "(train.tar, test.tar): pass --root-cifar10 or set LIFTLEARN_SHARED_DATA"
+            )
+        dest = args.cache_dir or os.path.join(tempfile.gettempdir(), "liftlearn-smoke")
+        tr = ds.extract_cifar10_lt(source, dest, split="train", imbalance=args.imbalance,
+                                   n_max=args.n_max, random_state=0)
+        te = ds.extract_cifar10_lt(source, dest, split="test", n_max=args.n_test)
+        return tr[0], tr[1], te[0], te[1], tr[2]
+    stem = FLAG_STEMS[name]
+    root = _need(getattr(args, f"root_{stem}"), f"--root-{stem}", name)
+    # Options a source does not use are ignored; the CIFAR subset is the papers' (seed 0).
+    options = dict(root=root, list_dir=getattr(args, f"list_dir_{stem}", None),
+                   imbalance=args.imbalance, cache_dir=args.cache_dir, seed=0)
+    tr = ds.load_source(name, "train", **options)
+    te = ds.load_source(name, "test", **options)  # iNaturalist 2018: its val set
     return tr[0], tr[1], te[0], te[1], tr[2]
 
 
@@ -120,7 +104,7 @@ def _need(value, flag: str, name: str):
 def run_one(name: str, args) -> dict:
     """Fit and evaluate one dataset; returns the row of the table."""
     X, y, Xt, yt, names = load_splits(name, args)
-    epochs = args.epochs or EPOCHS.get(name, 5)
+    epochs = args.epochs or ds.SOURCES[name].epochs or _DEFAULT_EPOCHS
     clf = LiftPlusClassifier(
         backbone=args.backbone, pretrained=args.pretrained, epochs=epochs,
         batch_size=args.batch_size, device=args.device, random_state=args.seed,
@@ -178,7 +162,7 @@ def markdown_table(rows: list[dict], args) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
-        title = TITLES[r["dataset"]]
+        title = ds.SOURCES[r["dataset"]].title
         if r["dataset"].startswith("cifar"):
             title += f" (IR {args.imbalance:g})"
         published = r["published"]
@@ -213,9 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=__doc__.split("::", 1)[1].split("``--smoke``")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--datasets", nargs="+", choices=sorted(TITLES), default=None,
+    p.add_argument("--datasets", nargs="+", choices=BENCHMARKS, default=None,
                    metavar="NAME",
-                   help=f"datasets to run, among {', '.join(TITLES)} "
+                   help=f"datasets to run, among {', '.join(BENCHMARKS)} "
                         f"(default: {' '.join(DEFAULT_DATASETS)}; with --smoke: cifar10-lt)")
     p.add_argument("--root-imagenet", help="ImageNet root (train/, val/)")
     p.add_argument("--list-dir-imagenet", help="folder with ImageNet_LT_{train,test}.txt "
@@ -271,11 +255,10 @@ def main(argv=None) -> int:
     if str(args.pretrained).lower() in ("none", "random"):
         args.pretrained = None
     # Check every dataset's flags before hours of training on the first ones.
-    flags = {"imagenet-lt": "root_imagenet", "places-lt": "root_places",
-             "inat2018": "root_inat", "cifar100-lt": "root_cifar100"}
     for name in args.datasets:
-        if name in flags:
-            _need(getattr(args, flags[name]), "--" + flags[name].replace("_", "-"), name)
+        if not (name == "cifar10-lt" and args.smoke):  # --smoke finds its own data
+            stem = FLAG_STEMS[name]
+            _need(getattr(args, f"root_{stem}"), f"--root-{stem}", name)
     rows = [run_one(name, args) for name in args.datasets]
     text = markdown_table(rows, args)
     out = Path(args.out)

@@ -1,4 +1,4 @@
-"""Benchmark loaders on small files made here, the shipped names and shared data."""
+"""Benchmark loaders and data sources: small files made here, shipped names, shared data."""
 
 from __future__ import annotations
 
@@ -11,15 +11,19 @@ import pytest
 from PIL import Image
 
 from liftlearn.datasets import (
+    SOURCES,
+    DataSource,
     DatasetFileError,
     extract_cifar10_lt,
     get_class_names,
     load_cifar10_lt,
     load_cifar100_lt,
+    load_cifar10_lt_sample,
     load_image_folder,
     load_imagenet_lt,
     load_inat2018,
     load_places_lt,
+    load_source,
     long_tailed_counts,
     read_list_file,
 )
@@ -352,3 +356,149 @@ def test_shared_cifar10_as_image_folder(tmp_path):
     assert np.bincount(y).tolist() == long_tailed_counts(30, 10, 10)
     with Image.open(paths[-1]) as im:
         assert im.size == (32, 32)
+
+
+# ----------------------------------------------------------- data sources
+
+CLI_NAMES = ["cifar10-lt-sample", "imagefolder", "imagenet-lt", "places-lt", "inat2018",
+             "cifar10-lt", "cifar100-lt"]
+
+
+def test_sources_table():
+    assert list(SOURCES) == CLI_NAMES
+    assert all(isinstance(s, DataSource) and s.name == name for name, s in SOURCES.items())
+    assert {n for n, s in SOURCES.items() if s.benchmark} == {
+        "imagenet-lt", "places-lt", "inat2018", "cifar10-lt", "cifar100-lt"}
+    assert SOURCES["imagenet-lt"].title == "ImageNet-LT"
+    assert SOURCES["inat2018"].title == "iNaturalist 2018"
+    assert SOURCES["cifar100-lt"].title == "CIFAR-100-LT"
+    assert {n: s.epochs for n, s in SOURCES.items() if s.epochs} == {"inat2018": 15}
+    with pytest.raises(TypeError):
+        SOURCES["new"] = SOURCES["imagenet-lt"]  # read-only
+
+
+@pytest.mark.parametrize(
+    "name, options, needs_root",
+    [
+        ("cifar10-lt-sample", (), False),
+        ("imagefolder", ("root",), True),
+        ("imagenet-lt", ("root", "list_dir"), True),
+        ("places-lt", ("root", "list_dir"), True),
+        ("inat2018", ("root", "list_dir"), True),
+        ("cifar10-lt", ("root", "imbalance", "n_max", "cache_dir", "seed"), True),
+        ("cifar100-lt", ("root", "imbalance", "n_max", "cache_dir", "seed"), True),
+    ],
+)
+def test_source_options(name, options, needs_root):
+    assert SOURCES[name].options == options
+    assert SOURCES[name].needs_root is needs_root
+
+
+@pytest.mark.parametrize(
+    "name, mapped",
+    [
+        ("cifar10-lt-sample", {"train": "train", "val": "test", "test": "test"}),
+        ("imagefolder", {"train": "train", "val": "val", "test": "test"}),
+        ("imagenet-lt", {"train": "train", "val": "val", "test": "test"}),
+        ("places-lt", {"train": "train", "val": "val", "test": "test"}),
+        ("inat2018", {"train": "train", "val": "val", "test": "val"}),
+        ("cifar10-lt", {"train": "train", "val": "test", "test": "test"}),
+        ("cifar100-lt", {"train": "train", "val": "test", "test": "test"}),
+    ],
+)
+def test_source_split_names(name, mapped):
+    assert {split: SOURCES[name].split_name(split) for split in mapped} == mapped
+
+
+def test_load_source_sample_val_is_test():
+    paths, y, names = load_source("cifar10-lt-sample", "val")
+    expected = load_cifar10_lt_sample("test")
+    assert paths == expected[0] and y.tolist() == expected[1].tolist() and names == expected[2]
+    # The sample needs no root, and ignores one.
+    assert load_source("cifar10-lt-sample", root="/nowhere")[0] == load_cifar10_lt_sample()[0]
+    with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
+        load_source("cifar10-lt-sample", "dev")
+
+
+def test_load_source_image_folder_split_or_root(tmp_path):
+    for split, classes in (("train", ("b", "a")), ("test", ("a",))):
+        for cls in classes:
+            _png(tmp_path / "split" / split / cls / "0.png")
+    _, y, names = load_source("imagefolder", "train", root=tmp_path / "split")
+    assert names == ["a", "b"] and len(y) == 2
+    paths, _, names = load_source("imagefolder", "test", root=str(tmp_path / "split"))
+    assert names == ["a"] and all(Path(p).parent.parent.name == "test" for p in paths)
+    # Without root/<split>, root itself holds the class folders.
+    for cls in ("x", "y"):
+        _png(tmp_path / "flat" / cls / "0.png")
+    assert load_source("imagefolder", "val", root=tmp_path / "flat")[2] == ["x", "y"]
+
+
+def test_load_source_list_files(tmp_path):
+    _write(tmp_path / "lists" / "ImageNet_LT_val.txt", "train/n1/a.JPEG 7\n")
+    _write(tmp_path / "lists" / "Places_LT_test.txt", "val/a.jpg 3\n")
+    (tmp_path / "img").mkdir()
+    paths, y, names = load_source("imagenet-lt", "val", root=tmp_path / "img",
+                                  list_dir=tmp_path / "lists", imbalance=10, seed=3)
+    assert y.tolist() == [7] and len(names) == 1000 and "img" in paths[0]
+    _, y, names = load_source("places-lt", "test", root=tmp_path / "img",
+                              list_dir=tmp_path / "lists")
+    assert y.tolist() == [3] and len(names) == 365
+    with pytest.raises(FileNotFoundError, match="ImageNet_LT_train.txt, train.txt"):
+        load_source("imagenet-lt", "train", root=tmp_path / "img", list_dir=tmp_path / "lists")
+
+
+def test_load_source_inat_test_is_val(tmp_path):
+    _write(tmp_path / "categories.json", json.dumps(_inat_categories()))
+    _write(tmp_path / "val.txt", "a/2/x.jpg 2\n")
+    _, y, names = load_source("inat2018", "test", root=tmp_path)
+    assert y.tolist() == [2] and names[2] == "Genus species2"
+    # list_dir is the annotation file.
+    _write(tmp_path / "other" / "mine.txt", "a/1/y.jpg 1\n")
+    _, y, _ = load_source("inat2018", "train", root=tmp_path,
+                          list_dir=tmp_path / "other" / "mine.txt")
+    assert y.tolist() == [1]
+
+
+def test_load_source_cifar_options_and_val(tmp_path):
+    for c, name in enumerate(get_class_names("cifar10")):
+        for i in range(6):
+            _png(tmp_path / "train" / name / f"{i:04d}.png", c)
+        _png(tmp_path / "test" / name / "0.png", c)
+    paths, y, _ = load_source("cifar10-lt", "train", root=tmp_path, imbalance=6, n_max=6,
+                              seed=1, list_dir="ignored")
+    expected = load_cifar10_lt(tmp_path, "train", imbalance=6, n_max=6, random_state=1)
+    assert paths == expected[0] and np.bincount(y).tolist() == long_tailed_counts(6, 10, 6)
+    assert paths != load_source("cifar10-lt", "train", root=tmp_path, imbalance=6, n_max=6)[0]
+    _, y, _ = load_source("cifar10-lt", "val", root=tmp_path)
+    assert y.tolist() == list(range(10))
+
+
+def test_load_source_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown data source 'mnist'; choose one of cifar10"):
+        load_source("mnist", "train")
+    with pytest.raises(ValueError, match="data source 'places-lt' needs root"):
+        load_source("places-lt", "train")
+    with pytest.raises(ValueError, match="needs root"):
+        load_source("imagefolder", "train", root=None)
+    with pytest.raises(TypeError, match="unknown data source option.* listdir"):
+        load_source("imagenet-lt", "train", root=tmp_path, listdir=tmp_path)
+
+
+def test_loaders_live_in_one_module_per_source():
+    import liftlearn.datasets as ds
+    from liftlearn.datasets import _benchmarks
+
+    modules = {
+        "load_imagenet_lt": "_imagenet_lt", "load_places_lt": "_places_lt",
+        "load_inat2018": "_inat2018", "load_cifar10_lt": "_cifar_lt",
+        "load_cifar100_lt": "_cifar_lt", "load_image_folder": "_image_folder",
+        "load_cifar10_lt_sample": "_sample", "read_list_file": "_base",
+        "get_class_names": "_base", "load_source": "_sources",
+    }
+    for name, module in modules.items():
+        assert getattr(ds, name).__module__ == f"liftlearn.datasets.{module}", name
+    # The old module re-exports the same objects for one release.
+    assert _benchmarks.__all__ and all(
+        getattr(_benchmarks, name) is getattr(ds, name) for name in _benchmarks.__all__)
+    assert _benchmarks.DatasetFileError is ds.DatasetFileError

@@ -116,6 +116,15 @@ def test_sample_bad_split():
         load_cifar10_lt_sample("val")
 
 
+def test_sample_loader_reads_what_make_sample_writes(monkeypatch, tmp_path):
+    from liftlearn.datasets import _sample
+
+    assert _sample._SAMPLE_DIR == SAMPLE_DIR
+    monkeypatch.setattr(_sample, "_SAMPLE_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="python -m liftlearn.datasets._make_sample"):
+        load_cifar10_lt_sample()
+
+
 def test_sample_has_provenance():
     text = (SAMPLE_DIR / "PROVENANCE.txt").read_text()
     assert "d7d05618061fe37d830fb0419063d113c575ccbc" in text

@@ -13,6 +13,8 @@ import pytest
 
 from conftest import REPO, shared_cifar_dir
 
+from liftlearn.datasets import SOURCES
+
 SCRIPT = REPO / "benchmarks" / "reproduce.py"
 
 
@@ -28,7 +30,31 @@ def test_published_numbers(reproduce):
     assert reproduce.PUBLISHED["imagenet-lt"] == 78.3
     assert reproduce.PUBLISHED["places-lt"] == 52.2
     assert reproduce.PUBLISHED["cifar100-lt"] == 81.7
-    assert reproduce.EPOCHS["inat2018"] == 15
+    # The recipe's epochs: the data source's where it names them, else the estimator's.
+    assert SOURCES["inat2018"].epochs == 15 and reproduce._DEFAULT_EPOCHS == 5
+
+
+def test_datasets_are_the_benchmark_sources(reproduce):
+    parser = reproduce.build_parser()
+    (action,) = [a for a in parser._actions if "--datasets" in a.option_strings]
+    benchmarks = [name for name, source in SOURCES.items() if source.benchmark]
+    assert list(action.choices) == benchmarks
+    assert set(reproduce.PUBLISHED) == set(benchmarks) == set(reproduce.FLAG_STEMS)
+    assert set(reproduce.DEFAULT_DATASETS) <= set(benchmarks)
+    flags = {flag for a in parser._actions for flag in a.option_strings}
+    assert {f"--root-{stem}" for stem in reproduce.FLAG_STEMS.values()} <= flags
+
+
+def test_load_splits_through_sources(reproduce, tmp_path):
+    (tmp_path / "categories.json").write_text(json.dumps([{"id": 0, "name": "a"},
+                                                          {"id": 1, "name": "b"}]))
+    (tmp_path / "train.txt").write_text("x/0.jpg 0\nx/1.jpg 1\n")
+    (tmp_path / "val.txt").write_text("y/1.jpg 1\n")
+    args = reproduce.build_parser().parse_args(["--root-inat", str(tmp_path)])
+    X, y, Xt, yt, names = reproduce.load_splits("inat2018", args)  # test: the val set
+    assert y.tolist() == [0, 1] and yt.tolist() == [1] and names == ["a", "b"]
+    with pytest.raises(SystemExit, match="places-lt needs --root-places"):
+        reproduce.load_splits("places-lt", args)
 
 
 def test_markdown_table(reproduce):
