@@ -23,7 +23,7 @@ setup(
     packages=find_packages(include=["liftlearn", "liftlearn.*"]),
     include_package_data=True,
     package_data={
-        "liftlearn": ["model_configs/*.json"],
+        "liftlearn.nn": ["model_configs/*.json"],
         "liftlearn.datasets": [
             "data/*.txt", "data/*.csv", "data/**/*", "data/classnames/*.txt",
         ],

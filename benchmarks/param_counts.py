@@ -14,8 +14,8 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 logging.disable(logging.WARNING)  # open_clip's "initialized randomly"
 
-from liftlearn.adapters import ADAPTERS, RESNET_ADAPTERS, build_tuner  # noqa: E402
-from liftlearn.backbones import get_backbone  # noqa: E402
+from liftlearn.nn.tuners import ADAPTERS, RESNET_ADAPTERS, build_tuner  # noqa: E402
+from liftlearn.nn.backbones import get_backbone  # noqa: E402
 
 CLASSES = (1000, 365, 100)
 

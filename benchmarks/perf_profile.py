@@ -210,8 +210,8 @@ def _build(args, backbone, class_names):
 def profile_step(args, backbone, class_names, device) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from liftlearn.losses import LogitAdjustedLoss
-    from liftlearn.training import _autocast
+    from liftlearn.nn.losses import LogitAdjustedLoss
+    from liftlearn._device import autocast_for as _autocast
 
     network = _build(args, backbone, class_names).to(device)
     network.train()
@@ -286,7 +286,7 @@ def profile_step(args, backbone, class_names, device) -> dict:
 
 @torch.no_grad()
 def profile_predict(args, backbone, class_names, device) -> dict:
-    from liftlearn.training import _autocast
+    from liftlearn._device import autocast_for as _autocast
 
     network = _build(args, backbone, class_names).to(device).eval()
     model = torch.compile(network) if args.compile else network
@@ -473,8 +473,8 @@ def main(argv=None):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.threads:
         torch.set_num_threads(args.threads)
-    from liftlearn.backbones import get_backbone
-    from liftlearn.training import resolve_device
+    from liftlearn.nn.backbones import get_backbone
+    from liftlearn._device import resolve_device
 
     device = resolve_device(args.device)
     backbone = get_backbone(args.backbone, device, pretrained=args.pretrained)

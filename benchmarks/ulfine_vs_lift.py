@@ -74,7 +74,7 @@ def main(argv=None) -> None:
     from liftlearn.datasets import extract_cifar10_lt
     from liftlearn.datasets._ssl import make_long_tailed_ssl_split
     from liftlearn.metrics import shot_accuracy
-    from liftlearn.semi_supervised import ULFineClassifier
+    from liftlearn import ULFineClassifier
 
     if not (Path(args.source) / "train.tar").is_file():
         sys.exit(f"no CIFAR-10 tars in {args.source}; pass --source")

@@ -12,28 +12,42 @@ The public API:
 - :func:`save` / :func:`load`: pickle-free model files (safetensors + JSON).
 - :mod:`liftlearn.metrics`: long-tail metrics, reports and scorers.
 - :mod:`liftlearn.datasets`: the embedded CIFAR-10-LT sample and loaders.
-- :mod:`liftlearn.backbones`: the frozen CLIP backbones and their cache.
+- :mod:`liftlearn.nn`: the torch modules (backbones and their cache,
+  fine-tuning methods, heads, networks).
+
+The names above are imported on first use, so ``import liftlearn`` (and the
+``liftlearn`` command's ``--help``) does not pay for importing torch.
 """
+
+from importlib import import_module
 
 __version__ = "0.1.0.dev0"
 
-from .estimators import LiftPlusClassifier
-from .exceptions import BackboneError, BadImageError, NotFittedError, TrainingError
-from .features import CLIPFeatures
-from .persistence import load, save
-from .semi_supervised import ULFineClassifier
-from .zero_shot import ZeroShotClassifier
+# name -> module that defines it; resolved lazily by __getattr__ (PEP 562).
+_LAZY = {
+    "LiftPlusClassifier": "liftlearn.estimators",
+    "ULFineClassifier": "liftlearn.estimators",
+    "ZeroShotClassifier": "liftlearn.estimators",
+    "CLIPFeatures": "liftlearn.estimators",
+    "load": "liftlearn.persistence",
+    "save": "liftlearn.persistence",
+    "BackboneError": "liftlearn.exceptions",
+    "BadImageError": "liftlearn.exceptions",
+    "NotFittedError": "liftlearn.exceptions",
+    "TrainingError": "liftlearn.exceptions",
+}
 
-__all__ = [
-    "BackboneError",
-    "BadImageError",
-    "CLIPFeatures",
-    "LiftPlusClassifier",
-    "NotFittedError",
-    "TrainingError",
-    "ULFineClassifier",
-    "ZeroShotClassifier",
-    "__version__",
-    "load",
-    "save",
-]
+__all__ = sorted([*_LAZY, "__version__"])
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'liftlearn' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

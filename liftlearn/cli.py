@@ -32,17 +32,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .datasets import SOURCES, load_source
+
 __all__ = ["DATA_SOURCES", "load_data", "load_model", "main", "save_model"]
 
-DATA_SOURCES = (
-    "cifar10-lt-sample",
-    "imagefolder",
-    "imagenet-lt",
-    "places-lt",
-    "inat2018",
-    "cifar10-lt",
-    "cifar100-lt",
-)
+#: The names ``--data`` accepts: the keys of :data:`liftlearn.datasets.SOURCES`.
+DATA_SOURCES = tuple(SOURCES)
 
 
 class UserError(Exception):
@@ -117,39 +112,22 @@ def load_data(
     source : str
         One of :data:`DATA_SOURCES`.
     split : str
-        ``"train"``, ``"val"`` or ``"test"``; for ``imagefolder`` the
-        sub-folder ``root/<split>`` when it exists, else ``root`` itself.
+        ``"train"``, ``"val"`` or ``"test"``, mapped as
+        :func:`liftlearn.datasets.load_source` says (CIFAR-LT and the sample:
+        val -> test; inat2018: test -> val; ``imagefolder``: the sub-folder
+        ``root/<split>`` when it exists, else ``root`` itself).
     root, list_dir, imbalance, n_max, cache_dir, seed
-        Passed to the loader of ``source`` (see :mod:`liftlearn.datasets`);
-        ``seed`` is the CIFAR-LT subset's (0: the papers' subset).
+        Options of :func:`liftlearn.datasets.load_source`; each source uses
+        those it needs. ``seed`` is the CIFAR-LT subset's (0: the papers'
+        subset).
     """
-    from . import datasets as ds
-
-    if source == "cifar10-lt-sample":
-        if split == "val":
-            split = "test"
-        return ds.load_cifar10_lt_sample(split)
-    if root is None:
+    spec = SOURCES.get(source)
+    if spec is None:
+        raise UserError(f"unknown data source {source!r}")
+    if spec.needs_root and root is None:
         raise UserError(f"--data {source} needs --root")
-    if source == "imagefolder":
-        base = Path(root)
-        folder = base / split if (base / split).is_dir() else base
-        return ds.load_image_folder(folder)
-    if source == "imagenet-lt":
-        return ds.load_imagenet_lt(root, split, list_dir=list_dir)
-    if source == "places-lt":
-        return ds.load_places_lt(root, split, list_dir=list_dir)
-    if source == "inat2018":
-        if split == "test":
-            split = "val"  # iNat 2018 is evaluated on its val set
-        return ds.load_inat2018(root, split, annotations=list_dir)
-    if source in ("cifar10-lt", "cifar100-lt"):
-        if split == "val":
-            split = "test"
-        loader = ds.load_cifar10_lt if source == "cifar10-lt" else ds.load_cifar100_lt
-        return loader(root, split, imbalance=imbalance, n_max=n_max,
-                      random_state=seed, cache_dir=cache_dir)
-    raise UserError(f"unknown data source {source!r}")
+    return load_source(source, split, root=root, list_dir=list_dir, imbalance=imbalance,
+                       n_max=n_max, cache_dir=cache_dir, seed=seed)
 
 
 def _subset(paths, y, n: int | None, seed: int):
@@ -168,6 +146,11 @@ def _estimator_params() -> dict[str, inspect.Parameter]:
 
     sig = inspect.signature(LiftPlusClassifier.__init__)
     return {k: v for k, v in sig.parameters.items() if k != "self"}
+
+
+def _estimator_defaults() -> dict[str, Any]:
+    """The defaults of LiftPlusClassifier's parameters, by parameter name."""
+    return {name: p.default for name, p in _estimator_params().items()}
 
 
 def _parse_param(text: str) -> tuple[str, Any]:
@@ -251,10 +234,11 @@ def _add_data_args(p: argparse.ArgumentParser, default_split: str, required: boo
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .adapters import ADAPTERS
-
     """The argument parser of the ``liftlearn`` command."""
     from . import __version__
+    from .nn.tuners import ADAPTERS
+
+    default = _estimator_defaults()  # the fit options' defaults are the estimator's
 
     parser = argparse.ArgumentParser(
         prog="liftlearn",
@@ -278,15 +262,18 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--max-train", type=_positive_int, metavar="N",
                      help="train on a seeded random subset of N images (quick runs)")
     m = fit.add_argument_group("model")
-    m.add_argument("--backbone", default="ViT-B-16-quickgelu", help="open_clip model name")
-    m.add_argument("--pretrained", type=_pretrained, default="openai",
+    m.add_argument("--backbone", default=default["backbone"], help="open_clip model name")
+    m.add_argument("--pretrained", type=_pretrained, default=default["pretrained"],
                    help="open_clip tag, checkpoint file, or 'none' for random weights")
-    m.add_argument("--adapter", default="adaptformer", choices=sorted(ADAPTERS),
+    m.add_argument("--adapter", default=default["adapter"], choices=sorted(ADAPTERS),
                    help="module trained inside the encoder")
-    m.add_argument("--epochs", type=_positive_int, default=5, help="training epochs")
-    m.add_argument("--batch-size", type=_positive_int, default=128, help="SGD batch size")
-    m.add_argument("--lr", type=float, default=0.02, help="learning rate")
-    m.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    m.add_argument("--epochs", type=_positive_int, default=default["epochs"],
+                   help="training epochs")
+    m.add_argument("--batch-size", type=_positive_int, default=default["batch_size"],
+                   help="SGD batch size")
+    m.add_argument("--lr", type=float, default=default["lr"], help="learning rate")
+    m.add_argument("--device", default=default["device"],
+                   help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
     m.add_argument("--seed", type=int, default=0, help="random_state, also of --max-train")
     m.add_argument("--param", type=_parse_param, action="append", default=[],
                    metavar="KEY=VALUE",

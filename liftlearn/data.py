@@ -26,10 +26,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ._validation import check_int
 from .exceptions import BadImageError
 
 __all__ = [
     "ImageDataset",
+    "SSLDataset",
     "TrainDataset",
     "check_paths",
     "find_bad_images",
@@ -174,18 +176,6 @@ def _stat_problem(path: str) -> str | None:
     if not stat.S_ISREG(st.st_mode):
         return "not a regular file"
     return None
-
-
-def path_input_tags(tags):
-    """scikit-learn tags of an estimator whose X is a sequence of image paths.
-
-    ``two_d_array=False`` stops scikit-learn's common checks from feeding
-    numeric matrices (they skip such estimators; liftlearn's own tests run
-    path-based versions), and ``string=True`` says X holds strings.
-    """
-    tags.input_tags.two_d_array = False
-    tags.input_tags.string = True
-    return tags
 
 
 def check_paths(
@@ -475,8 +465,8 @@ class TrainDataset(torch.utils.data.Dataset):
         self.transform = transform
         # SeedSequence needs non-negative integers; check here rather than
         # in a worker process at the first item.
-        self.seed = _non_negative_int(seed, "seed")
-        self.epoch = _non_negative_int(epoch, "epoch")
+        self.seed = check_int(seed, "seed", 0)
+        self.epoch = check_int(epoch, "epoch", 0)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -514,16 +504,6 @@ class ImageDataset(torch.utils.data.Dataset):
         return self.transform(load_image(self.paths[_normalize_index(i, len(self))]))
 
 
-def _non_negative_int(value, name: str) -> int:
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {value!r}") from None
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return value
-
-
 def _normalize_index(i, n: int) -> int:
     # Negative indices must map to the same random stream as their positive
     # twin, so resolve them before seeding.
@@ -531,3 +511,36 @@ def _normalize_index(i, n: int) -> int:
     if not -n <= i < n:
         raise IndexError(f"index {i} out of range for dataset of length {n}")
     return i + n if i < 0 else i
+
+
+class SSLDataset(torch.utils.data.Dataset):
+    """Images with a weak view and, for unlabeled ones, a strong view.
+
+    Item ``i`` draws all its randomness from
+    ``numpy.random.default_rng([seed, epoch, index[i]])``, where ``index``
+    is the image's position in the ``X`` given to ``fit``: as in
+    :class:`TrainDataset`, results do not depend on workers or sampling
+    order (an unlabeled image drawn twice in one epoch gets the same views
+    both times). Yields ``(weak, target, index)`` without a strong transform
+    and ``(weak, strong, index)`` with one.
+    """
+
+    def __init__(self, paths: Sequence[PathLike], targets, index, weak: Callable,
+                 strong: Callable | None, seed: int, epoch: int):
+        self.paths = _as_path_list(paths)
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.index = np.asarray(index, dtype=np.int64)
+        self.weak, self.strong = weak, strong
+        self.seed, self.epoch = int(seed), int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        rng = np.random.default_rng([self.seed, self.epoch, int(self.index[i])])
+        img = load_image(self.paths[i])
+        weak = self.weak(img, rng)
+        if self.strong is None:
+            return weak, int(self.targets[i]), int(self.index[i])
+        # FixMatch draws the two views independently; both come from rng.
+        return weak, self.strong(img, rng), int(self.index[i])

@@ -4,8 +4,6 @@ Each exception subclasses the built-in (or scikit-learn) exception that a
 caller would already catch, so ``except ValueError`` keeps working.
 """
 
-from sklearn.exceptions import NotFittedError
-
 __all__ = [
     "BackboneError",
     "BadImageError",
@@ -52,3 +50,14 @@ class TrainingError(RuntimeError):
 
 class LiftLearnWarning(UserWarning):
     """Base class of the warnings liftlearn emits."""
+
+
+def __getattr__(name):
+    # scikit-learn's own NotFittedError (what check_is_fitted raises),
+    # imported on first use so that the torch layers below the estimators
+    # never import scikit-learn.
+    if name == "NotFittedError":
+        from sklearn.exceptions import NotFittedError
+
+        return NotFittedError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,7 +19,6 @@ can be pickled into DataLoader worker processes.
 from __future__ import annotations
 
 import math
-import operator
 from typing import Callable, Sequence
 
 import numpy as np
@@ -27,6 +26,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
+
+from ._validation import check_fraction, check_int
 
 __all__ = [
     "MDA_SCHEDULES",
@@ -47,25 +48,6 @@ _PIL_RESAMPLING = {
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
-
-
-def _check_int(value, name: str, minimum: int) -> int:
-    # operator.index accepts Python and NumPy integers but rejects floats
-    # such as 2.0, which would otherwise silently pass as an epoch count.
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {value!r}") from None
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _check_unit(value, name: str) -> float:
-    value = float(value)
-    if not 0.0 <= value <= 1.0:  # also rejects NaN
-        raise ValueError(f"{name} must be in [0, 1], got {value}")
-    return value
 
 
 def mda_min_scale(
@@ -113,13 +95,13 @@ def mda_min_scale(
     >>> [round(mda_min_scale(e, 5), 3) for e in range(5)]
     [0.08, 0.109, 0.203, 0.391, 1.0]
     """
-    n_epochs = _check_int(n_epochs, "n_epochs", 1)
-    epoch = _check_int(epoch, "epoch", 0)
+    n_epochs = check_int(n_epochs, "n_epochs", 1)
+    epoch = check_int(epoch, "epoch", 0)
     if epoch >= n_epochs:
         raise ValueError(
             f"epoch must be in [0, n_epochs - 1] = [0, {n_epochs - 1}], got {epoch}"
         )
-    low = _check_unit(low, "low")
+    low = check_fraction(low, "low")
     t = 0.0 if n_epochs == 1 else epoch / (n_epochs - 1)
     if schedule == "convex":
         s = 1.0 - math.sqrt(1.0 - t * t)
@@ -157,7 +139,7 @@ def mda_schedule(
     list of float
         ``[mda_min_scale(e, n_epochs, low, schedule) for e in range(n_epochs)]``.
     """
-    n_epochs = _check_int(n_epochs, "n_epochs", 1)
+    n_epochs = check_int(n_epochs, "n_epochs", 1)
     return [mda_min_scale(e, n_epochs, low, schedule) for e in range(n_epochs)]
 
 
@@ -184,8 +166,8 @@ class MinimalistCrop:
     def __init__(
         self, size: int, min_scale: float, interpolation: str = "bicubic"
     ) -> None:
-        self.size = _check_int(size, "size", 1)
-        self.min_scale = _check_unit(min_scale, "min_scale")
+        self.size = check_int(size, "size", 1)
+        self.min_scale = check_fraction(min_scale, "min_scale")
         if interpolation not in _PIL_RESAMPLING:
             raise ValueError(
                 f"interpolation must be one of {sorted(_PIL_RESAMPLING)}, "
@@ -380,7 +362,7 @@ def eval_transform(
         :func:`tte_transform` batches have the same layout
         ``(batch, views, 3, size, size)``.  Picklable.
     """
-    size = _check_int(size, "size", 1)
+    size = check_int(size, "size", 1)
     return _EvalTransform(size, _ToNormalizedTensor(mean, std))
 
 
@@ -409,8 +391,8 @@ def tte_transform(
         ``transform(img) -> Tensor`` of shape ``(5, 3, size, size)``.
         Picklable.
     """
-    size = _check_int(size, "size", 1)
-    expand = _check_int(expand, "expand", 0)
+    size = check_int(size, "size", 1)
+    expand = check_int(expand, "expand", 0)
     return _TTETransform(size, expand, _ToNormalizedTensor(mean, std))
 
 
@@ -478,8 +460,8 @@ def strong_transform(
         ``transform(img, rng) -> Tensor`` of shape ``(3, size, size)``,
         float32, deterministic given ``rng``.  Picklable.
     """
-    num_ops = _check_int(num_ops, "num_ops", 0)
-    magnitude = _check_int(magnitude, "magnitude", 0)
+    num_ops = check_int(num_ops, "num_ops", 0)
+    magnitude = check_int(magnitude, "magnitude", 0)
     if magnitude > 30:
         raise ValueError(f"magnitude must be <= 30, got {magnitude}")
     return _StrongTransform(

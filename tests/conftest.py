@@ -39,7 +39,7 @@ def tiny_checkpoint(tmp_path_factory):
     """
     import open_clip
 
-    from liftlearn.backbones import _open_clip
+    from liftlearn.nn.backbones import _open_clip
 
     _open_clip()
     with torch.random.fork_rng(devices=[]):

@@ -4,7 +4,7 @@ import time
 import pytest
 import torch
 
-from liftlearn.backbones import (
+from liftlearn.nn.backbones import (
     Backbone,
     BackboneSpec,
     get_backbone,
@@ -35,7 +35,7 @@ def test_backbone_is_cached_frozen_and_shared(tiny_checkpoint):
 
 
 def test_random_weights_do_not_depend_on_the_global_rng():
-    from liftlearn.backbones import _build_model
+    from liftlearn.nn.backbones import _build_model
 
     spec = BackboneSpec.create("liftlearn-tiny-vit", None)
     torch.manual_seed(1)

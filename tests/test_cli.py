@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
+import inspect
 import json
 import os
 import subprocess
@@ -13,7 +15,8 @@ import pytest
 
 from conftest import REPO
 
-from liftlearn.cli import _parse_param, main
+from liftlearn.cli import DATA_SOURCES, UserError, _parse_param, build_parser, load_data, main
+from liftlearn.datasets import SOURCES
 
 TINY = ["--backbone", "liftlearn-tiny-vit", "--pretrained", "none", "--epochs", "1"]
 
@@ -175,8 +178,6 @@ def test_parse_param(text, expected):
 def test_load_data_sources(tmp_path):
     from PIL import Image
 
-    from liftlearn.cli import load_data
-
     for split in ("train", "test"):
         for name in ("b", "a"):
             (tmp_path / split / name).mkdir(parents=True)
@@ -198,3 +199,53 @@ def test_safetensors_model_files(tmp_path, capsys):
     assert main(["evaluate", "--model", str(out), "--data", "cifar10-lt-sample", "--max-test", "30",
                  "-q"]) == 0
     assert "balanced accuracy" in capsys.readouterr().out
+
+
+# ------------------------------------------- data sources and parser defaults
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return sub.choices
+
+
+def _option(parser: argparse.ArgumentParser, flag: str) -> argparse.Action:
+    (action,) = [a for a in parser._actions if flag in a.option_strings]
+    return action
+
+
+def test_data_choices_are_the_sources():
+    assert DATA_SOURCES == tuple(SOURCES)
+    for command, parser in _subcommands().items():
+        assert list(_option(parser, "--data").choices) == list(SOURCES), command
+
+
+def test_load_data_needs_root_and_maps_val():
+    for name in SOURCES:
+        if SOURCES[name].needs_root:
+            with pytest.raises(UserError, match=f"^--data {name} needs --root$"):
+                load_data(name, "train")
+    assert load_data("cifar10-lt-sample", "val")[0] == load_data("cifar10-lt-sample", "test")[0]
+
+
+FIT_OPTIONS = [("--backbone", "backbone"), ("--pretrained", "pretrained"),
+               ("--adapter", "adapter"), ("--epochs", "epochs"),
+               ("--batch-size", "batch_size"), ("--lr", "lr"), ("--device", "device")]
+
+
+@pytest.mark.parametrize("flag, param", FIT_OPTIONS)
+def test_fit_defaults_are_the_estimators(flag, param):
+    from liftlearn.estimators import LiftPlusClassifier
+
+    default = inspect.signature(LiftPlusClassifier.__init__).parameters[param].default
+    fit = _subcommands()["fit"]
+    assert _option(fit, flag).default == default
+    args = build_parser().parse_args(["fit", "--data", "cifar10-lt-sample", "--out", "m"])
+    assert getattr(args, param) == default and args.seed == 0
+
+
+def test_adapter_choices_are_the_tuners():
+    from liftlearn.nn.tuners import ADAPTERS
+
+    assert _option(_subcommands()["fit"], "--adapter").choices == sorted(ADAPTERS)

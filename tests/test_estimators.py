@@ -148,7 +148,7 @@ def test_fit_class_names_override_constructor(small, tiny_params):
 @pytest.mark.parametrize(
     "change, message",
     [
-        (dict(adapter="lora2"), "unknown adapter='lora2'"),
+        (dict(adapter="lora2"), "parameter adapter='lora2'"),
         (dict(epochs=0), "epochs=0"),
         (dict(lr=-1.0), "lr=-1.0"),
         (dict(device_batch_size=5), "must divide batch_size"),
@@ -220,7 +220,7 @@ def test_diverging_loss_stops_the_fit(small, tiny_params):
 def test_fit_never_changes_the_shared_backbone(small, tiny_params):
     import torch
 
-    from liftlearn.backbones import get_backbone
+    from liftlearn.nn.backbones import get_backbone
 
     X, y, names, _, _ = small
     bb = get_backbone("liftlearn-tiny-vit", "cpu", pretrained=tiny_params["pretrained"])

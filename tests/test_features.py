@@ -9,7 +9,7 @@ from sklearn.pipeline import make_pipeline
 
 from liftlearn import LiftPlusClassifier
 from liftlearn.data import ImageDataset
-from liftlearn.features import CLIPFeatures
+from liftlearn import CLIPFeatures
 from liftlearn.transforms import eval_transform
 
 
@@ -29,7 +29,7 @@ def test_features_are_the_normalised_pre_projection_cls(small, tiny_checkpoint):
     X = small[0][:3]
     feats = CLIPFeatures(backbone="liftlearn-tiny-vit", pretrained=tiny_checkpoint, device="cpu").fit().transform(X)
     ext = CLIPFeatures(backbone="liftlearn-tiny-vit", pretrained=tiny_checkpoint, device="cpu").fit()
-    bb = ext.network_.backbone
+    bb = ext.module_.backbone
     images = torch.cat([eval_transform(bb.image_size, bb.mean, bb.std)(ImageDataset(X, lambda im: im)[i]) for i in range(3)])
     with torch.no_grad():
         ref = bb.visual._pool(bb.visual.transformer(bb.visual._embeds(images)))[0]

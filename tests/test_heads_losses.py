@@ -5,9 +5,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liftlearn.backbones import get_backbone
-from liftlearn.heads import CosineClassifier, class_prompts, semantic_init
-from liftlearn.losses import LogitAdjustedLoss, log_prior
+from liftlearn.nn.backbones import get_backbone
+from liftlearn.nn.heads import CosineClassifier, class_prompts, semantic_init
+from liftlearn.nn.losses import LogitAdjustedLoss, log_prior
 
 
 def test_cosine_classifier_is_scaled_cosine_similarity():

@@ -1,5 +1,6 @@
 """Pickle/joblib and safetensors model files."""
 
+import json
 import pickle
 
 import joblib
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from liftlearn import BackboneError, LiftPlusClassifier
-from liftlearn.backbones import clear_backbone_cache, get_backbone
+from liftlearn.nn.backbones import clear_backbone_cache, get_backbone
 from liftlearn.persistence import DeviceWarning, load, save, weights_fingerprint
 
 
@@ -60,8 +61,8 @@ def test_files_hold_only_what_was_learned(fitted, tmp_path):
 def test_vit_b16_model_for_1000_classes_is_a_few_megabytes():
     # The default backbone with random weights: the file holds the AdaptFormer
     # (617,868) and the classifier (768,000) parameters only.
-    from liftlearn.heads import CosineClassifier
-    from liftlearn.network import LiftNetwork
+    from liftlearn.nn.heads import CosineClassifier
+    from liftlearn.nn.networks import LiftNetwork
 
     est = LiftPlusClassifier(backbone="ViT-B-16-quickgelu", pretrained=None)
     bb = get_backbone("ViT-B-16-quickgelu", "cpu", pretrained=None)
@@ -74,7 +75,7 @@ def test_vit_b16_model_for_1000_classes_is_a_few_megabytes():
 
 
 def test_string_labels_and_ulfine_extras_survive_save(small, tiny_params, tmp_path):
-    from liftlearn.semi_supervised import ULFineClassifier
+    from liftlearn import ULFineClassifier
 
     X, y, names, Xt, _ = small
     ys = np.array(names, dtype=object)[y]
@@ -132,7 +133,10 @@ def test_safetensors_file_is_data_only(fitted, tmp_path):
     path = tmp_path / "m.safetensors"
     save(fitted, path)
     raw = path.read_bytes()
-    assert b"__reduce__" not in raw and not raw.startswith(b"\x80")  # not a pickle
+    # safetensors: an 8-byte little-endian header length, then a JSON header.
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    assert "liftlearn" in header["__metadata__"] and b"__reduce__" not in raw
     other = tmp_path / "other.safetensors"
     from safetensors.torch import save_file
 

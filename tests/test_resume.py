@@ -5,8 +5,19 @@ import os
 import numpy as np
 import pytest
 
-from liftlearn import LiftPlusClassifier
-from liftlearn.training import Checkpoint
+from liftlearn import LiftPlusClassifier, ULFineClassifier
+from liftlearn.engine import Checkpoint
+
+# ULFine with a low threshold, so that pseudo-labels, P_u and the prototypes
+# (the task's own state) carry across epochs and must be checkpointed.
+ESTIMATORS = {
+    "lift_plus": (LiftPlusClassifier, {}, False),
+    "ulfine": (ULFineClassifier, {"threshold": 0.2, "tte": False}, True),
+}
+
+
+def _ssl(y, unlabeled):
+    return np.where(np.arange(len(y)) % 3 == 0, -1, y) if unlabeled else y
 
 
 def interrupting_write(after_epochs):
@@ -21,13 +32,16 @@ def interrupting_write(after_epochs):
     return write
 
 
+@pytest.mark.parametrize("kind", sorted(ESTIMATORS))
 @pytest.mark.parametrize("random_state", [0, None])
-def test_resumed_fit_equals_uninterrupted(small, tiny_params, tmp_path, monkeypatch, random_state):
+def test_resumed_fit_equals_uninterrupted(small, tiny_params, tmp_path, monkeypatch, random_state, kind):
+    cls, extra, unlabeled = ESTIMATORS[kind]
     X, y, names, Xt, _ = small
-    params = {**tiny_params, "epochs": 4, "class_names": names, "random_state": random_state}
+    y = _ssl(y, unlabeled)
+    params = {**tiny_params, **extra, "epochs": 4, "class_names": names, "random_state": random_state}
     ckpt = tmp_path / "ckpt"
 
-    clf = LiftPlusClassifier(**params, checkpoint_dir=str(ckpt))
+    clf = cls(**params, checkpoint_dir=str(ckpt))
     with monkeypatch.context() as m:
         m.setattr(Checkpoint, "write", interrupting_write(after_epochs=2))
         with pytest.raises(KeyboardInterrupt):
@@ -39,9 +53,15 @@ def test_resumed_fit_equals_uninterrupted(small, tiny_params, tmp_path, monkeypa
     assert [h["epoch"] for h in resumed.history_] == [1, 2, 3, 4]
     if random_state is None:
         return  # an uninterrupted run would draw another seed
-    reference = LiftPlusClassifier(**params).fit(X, y)
+    reference = cls(**params).fit(X, y)
     np.testing.assert_array_equal(resumed.predict_proba(Xt), reference.predict_proba(Xt))
-    assert [h["loss"] for h in resumed.history_] == [h["loss"] for h in reference.history_]
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in reference.history_]
+    assert [{k: v for k, v in h.items() if k != "seconds"} for h in resumed.history_] == strip
+    if unlabeled:
+        assert sum(h["n_pseudo_labels"] for h in reference.history_) > 0
+        np.testing.assert_array_equal(resumed.transduction_, reference.transduction_)
+        np.testing.assert_array_equal(resumed.unlabeled_prior_, reference.unlabeled_prior_)
+        np.testing.assert_array_equal(resumed.class_prior_, reference.class_prior_)
 
 
 def test_checkpoint_of_another_run_is_ignored(small, tiny_params, tmp_path):

@@ -7,8 +7,9 @@ import pytest
 import torch
 from sklearn.base import clone
 
-from liftlearn import ulfine_math as um
-from liftlearn.semi_supervised import ULFineClassifier, ULFineNetwork
+from liftlearn.nn import ulfine as um
+from liftlearn import ULFineClassifier
+from liftlearn.nn.networks import ULFineNetwork
 
 from conftest import shared_cifar_dir
 
@@ -205,7 +206,7 @@ def test_each_part_switches_off(tiny_params, ssl_data, switches):
     init = clf.module_.text_prototypes.clone()
     if not switches["paf"]:
         # Without PAF the textual prototypes stay at the text initialisation.
-        from liftlearn.heads import semantic_init
+        from liftlearn.nn.heads import semantic_init
 
         ref = torch.nn.functional.normalize(semantic_init(net.backbone, clf.class_names_), dim=-1)
         torch.testing.assert_close(init, ref)
@@ -217,7 +218,7 @@ def test_each_part_switches_off(tiny_params, ssl_data, switches):
 
 
 def test_paf_moves_text_prototypes(fitted):
-    from liftlearn.heads import semantic_init
+    from liftlearn.nn.heads import semantic_init
 
     net = fitted.module_
     ref = torch.nn.functional.normalize(semantic_init(net.backbone, fitted.class_names_), dim=-1)
@@ -293,3 +294,14 @@ def test_end_to_end_cifar10_lt_ssl(tiny_params, tmp_path_factory):
     acc = float(np.mean(clf.predict(Xt) == yt))
     assert 0.0 <= acc <= 1.0
     assert clf.transduction_.shape == (len(X),)
+
+
+def test_compile_option_trains_the_same_model(small, tiny_params):
+    pytest.importorskip("torch._dynamo")
+    X, y, names, Xt, _ = small
+    X, y = X[:40], np.where(np.arange(40) % 2 == 0, y[:40], -1)
+    params = {**tiny_params, "epochs": 1, "threshold": 0.2, "tte": False, "class_names": names}
+    plain = ULFineClassifier(**params).fit(X, y)
+    compiled = ULFineClassifier(**params, compile=True).fit(X, y)
+    np.testing.assert_allclose(compiled.history_[0]["loss"], plain.history_[0]["loss"], rtol=1e-4)
+    np.testing.assert_allclose(compiled.predict_proba(Xt), plain.predict_proba(Xt), atol=1e-4)

@@ -9,11 +9,12 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils import estimator_checks as ec
 
 from liftlearn import BadImageError
-from liftlearn.backbones import get_backbone
+from liftlearn.nn.backbones import get_backbone
 from liftlearn.data import load_image
-from liftlearn.heads import class_prompts
+from liftlearn.nn.heads import class_prompts
 from liftlearn.transforms import eval_transform
-from liftlearn.zero_shot import ZeroShotClassifier, text_classifier
+from liftlearn import ZeroShotClassifier
+from liftlearn.nn.heads import text_classifier
 
 
 @pytest.fixture(scope="module")

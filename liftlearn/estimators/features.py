@@ -8,35 +8,24 @@ fitted_lift_plus)`` gives the features of a fitted LIFT+ encoder instead.
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .adapters import build_tuner
-from .backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, BackboneSpec, get_backbone
-from .data import check_paths, path_input_tags
-from .network import predict_images
-from .training import resolve_device
+from .._validation import Boolean, Predicate
+from ..nn.backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, get_backbone
+from ..nn.networks import FeatureNetwork
+from ..nn.tuners import TUNERS, build_tuner
+from ._base import CLIPEstimator, fit_context
 
 __all__ = ["CLIPFeatures"]
 
 
-class _FeatureNetwork(torch.nn.Module):
-    """Images -> (optionally normalised) pre-projection features."""
-
-    def __init__(self, backbone, tuner, normalize: bool):
-        super().__init__()
-        self.backbone = backbone
-        self.tuner = tuner
-        self.normalize = normalize
-
-    def forward(self, images):
-        f = self.tuner.features(self.backbone.visual, images)
-        return F.normalize(f, dim=-1) if self.normalize else f
+def _is_fitted_source(value) -> bool:
+    source = getattr(value, "estimator", value)
+    return hasattr(source, "fit") and hasattr(source, "get_params")
 
 
-class CLIPFeatures(TransformerMixin, BaseEstimator):
+class CLIPFeatures(TransformerMixin, CLIPEstimator):
     """Image paths -> the CLIP feature that LIFT+ classifies.
 
     The feature is the pre-projection CLS token after ``ln_post`` (a ViT) or
@@ -60,6 +49,9 @@ class CLIPFeatures(TransformerMixin, BaseEstimator):
         L2-normalise each feature vector (what a cosine classifier sees).
     tte : bool, default=False
         Average the features of LIFT+'s five test-time crops.
+    tte_expand : int, default=24
+        With TTE, images are resized to ``resolution + tte_expand`` before
+        the five crops (LIFT+'s value).
     batch_size : int, default=128
     device : str, default="auto"
     num_workers : int or None, default=None
@@ -67,8 +59,13 @@ class CLIPFeatures(TransformerMixin, BaseEstimator):
 
     Attributes
     ----------
+    module_ : FeatureNetwork
+        The torch module: the tuner (``"none"`` or the fitted estimator's)
+        on the shared frozen backbone.
     n_features_out_ : int
         Width of the features.
+    tuner_config_ : dict
+        The tuner's method, size and blocks (what a model file rebuilds).
     device_ : torch.device
 
     Examples
@@ -82,11 +79,13 @@ class CLIPFeatures(TransformerMixin, BaseEstimator):
 
     def __init__(
         self,
+        *,
         backbone=DEFAULT_BACKBONE,
         pretrained=DEFAULT_PRETRAINED,
         adapter_from=None,
         normalize=True,
         tte=False,
+        tte_expand=24,
         batch_size=128,
         device="auto",
         num_workers=None,
@@ -97,16 +96,26 @@ class CLIPFeatures(TransformerMixin, BaseEstimator):
         self.adapter_from = adapter_from
         self.normalize = normalize
         self.tte = tte
+        self.tte_expand = tte_expand
         self.batch_size = batch_size
         self.device = device
         self.num_workers = num_workers
         self.verbose = verbose
 
+    _parameter_constraints: dict = {
+        **CLIPEstimator._parameter_constraints,
+        "adapter_from": [Predicate(_is_fitted_source, "a fitted liftlearn classifier (or a FrozenEstimator of one)"), None],
+        "normalize": [Boolean()],
+    }
+
+    _derived_fitted = ("n_features_out_",)
+
     def __sklearn_tags__(self):
-        tags = path_input_tags(super().__sklearn_tags__())
+        tags = super().__sklearn_tags__()
         tags.requires_fit = True
         return tags
 
+    @fit_context
     def fit(self, X=None, y=None):
         """Load the backbone (nothing is learned).
 
@@ -120,22 +129,47 @@ class CLIPFeatures(TransformerMixin, BaseEstimator):
         -------
         self : CLIPFeatures
         """
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size={self.batch_size!r} must be a positive int")
-        device = resolve_device(self.device)
+        device = self._resolve_device()
         if self.adapter_from is not None:
             source = getattr(self.adapter_from, "estimator", self.adapter_from)
             check_is_fitted(source, msg="adapter_from must be a fitted LiftPlusClassifier")
             network = source.module_
+            if not hasattr(network, "tuner"):
+                raise ValueError(
+                    f"adapter_from must be a fitted LiftPlusClassifier or ULFineClassifier; "
+                    f"a {type(source).__name__} has no adapter"
+                )
             backbone = get_backbone(network.backbone.spec, device)
             tuner = network.tuner
         else:
-            backbone = get_backbone(BackboneSpec.create(self.backbone, self.pretrained), device)
+            backbone = get_backbone(self._backbone_spec(), device)
             tuner = build_tuner("none", backbone, n_classes=1)
-        self.network_ = _FeatureNetwork(backbone, tuner, bool(self.normalize)).to(device)
-        self.n_features_out_ = backbone.feature_dim
-        self.device_ = device
+        self._set_fitted(module_=FeatureNetwork(backbone, tuner, bool(self.normalize)).to(device),
+                         device_=device)
         return self
+
+    def _fitted_from_module(self, module) -> dict:
+        tuner = module.tuner
+        return {
+            "n_features_out_": module.backbone.feature_dim,
+            # What model files need to rebuild the tuner (stored, not derived).
+            "tuner_config_": {
+                "adapter": tuner.adapter, "adapter_dim": tuner.adapter_dim,
+                "layers": [int(i) for i in tuner.layers],
+            },
+        }
+
+    def _empty_module(self, backbone, fitted: dict):
+        config = fitted["tuner_config_"]
+        layers = config["layers"] if TUNERS[config["adapter"]].layered else None
+        tuner = build_tuner(config["adapter"], backbone, 1, config["adapter_dim"], layers=layers)
+        return FeatureNetwork(backbone, tuner, bool(self.normalize))
+
+    def _upgrade_state(self, state: dict) -> dict:
+        # Releases before 0.1 called the fitted module network_.
+        if "network_" in state:
+            state["module_"] = state.pop("network_")
+        return state
 
     def transform(self, X):
         """Features of the images.
@@ -150,11 +184,7 @@ class CLIPFeatures(TransformerMixin, BaseEstimator):
         features : ndarray of shape (n_samples, n_features_out_), float32
         """
         check_is_fitted(self)
-        return predict_images(
-            self.network_, self.network_.backbone, check_paths(X), tte=bool(self.tte),
-            tte_expand=24, batch_size=int(self.batch_size), device=self.device_,  # LIFT+ TTE
-            num_workers=self.num_workers, verbose=int(self.verbose),
-        ).astype(np.float32)
+        return self._predict_outputs(X).astype(np.float32)
 
     def get_feature_names_out(self, input_features=None):
         """``clip0 .. clip{D-1}``."""

@@ -18,123 +18,35 @@ additions, each of which a parameter switches off:
 
 ULFine's paper (Zhang, Li, Geng & Chen, 2025) has no public code and only
 partly public formulas.  What is known and what is **liftlearn's
-reconstruction** is documented in :mod:`liftlearn.ulfine_math` and in the
+reconstruction** is documented in :mod:`liftlearn.nn.ulfine` and in the
 parameters below; every reconstructed choice is a parameter.
 
 With ``paf=False, dlf=False`` the class runs FixMatch + lightweight
 fine-tuning (``adapter="adaptformer"``), FixMatch + linear probing
 (``adapter="none"``) or FixMatch + full fine-tuning (``adapter="full"``,
-where the installed :mod:`liftlearn.adapters` provides it): the paper's
+a private copy of the blocks): the paper's
 study of LP, LFT and FFT.
 """
 
 from __future__ import annotations
 
-import time
 from numbers import Integral, Real
-from typing import Callable, List, Optional, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from sklearn.utils import check_random_state
-from torch.utils.data import Dataset, RandomSampler
 
-from .backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, get_backbone
-from .data import _as_path_list, load_image
-from .estimators import LiftPlusClassifier, _check_number
-from .heads import DEFAULT_TEMPLATE, CosineClassifier
-from .losses import log_prior
-from .network import LiftNetwork
-from .training import (
-    TrainConfig, _autocast, _loader, _progress, backward, check_finite_loss, make_optimizer,
-    optimizer_step,
-)
-from .transforms import mda_min_scale, strong_transform, train_transform
-from . import ulfine_math as um
+from .._validation import Boolean, Interval
+from ..data import SSLDataset
+from ..engine import ULFineTask
+from ..nn.backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED
+from ..nn.heads import DEFAULT_TEMPLATE, CosineClassifier
+from ..nn.networks import ULFineNetwork
+from ..transforms import mda_min_scale, strong_transform, train_transform
+from ._fine_tuned import FineTunedClassifier
 
-__all__ = ["SSLDataset", "ULFineClassifier", "ULFineNetwork"]
+__all__ = ["ULFineClassifier"]
 
 
-class ULFineNetwork(LiftNetwork):
-    """LIFT+'s network with a second head of textual prototypes.
-
-    ``head`` is the trained (linear-probing) cosine classifier; the textual
-    prototypes are a buffer, moved only by PAF, never by gradients.
-    ``forward`` returns the logits used for pseudo-labels and predictions:
-    the DLF fusion of both heads, or the linear head's alone when ``dlf`` is
-    off.  Pickles like :class:`LiftNetwork` (the backbone as its spec).
-
-    Parameters
-    ----------
-    backbone, tuner, head
-        As in :class:`~liftlearn.network.LiftNetwork`.
-    text_prototypes : Tensor of shape (n_classes, dim)
-        Initial textual prototypes (the semantic-aware initialisation).
-    dlf : bool
-        Fuse the two heads (else the textual head is unused).
-    fusion_weight : float
-        Weight of the linear head in the fusion.
-    """
-
-    def __init__(self, backbone, tuner, head: CosineClassifier, text_prototypes: torch.Tensor,
-                 dlf: bool, fusion_weight: float):
-        super().__init__(backbone, tuner, head)
-        self.register_buffer("text_prototypes", F.normalize(text_prototypes.detach().float(), dim=-1))
-        self.dlf = bool(dlf)
-        self.fusion_weight = float(fusion_weight)
-
-    def text_logits(self, features: torch.Tensor) -> torch.Tensor:
-        # Same scale as the linear head, so that the fusion weight compares
-        # like with like.
-        f = F.normalize(features.float(), dim=-1)
-        return self.head.scale * f @ self.text_prototypes.T
-
-    def fused_logits(self, features: torch.Tensor) -> torch.Tensor:
-        """Prediction logits from pre-computed features (see class doc)."""
-        linear = self.head(features)
-        if not self.dlf:
-            return linear.float()
-        return um.dual_logit_fusion(self.text_logits(features), linear, self.fusion_weight)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.fused_logits(self.features(images))
-
-
-class SSLDataset(Dataset):
-    """Images with a weak view and, for unlabeled ones, a strong view.
-
-    Item ``i`` draws all its randomness from
-    ``numpy.random.default_rng([seed, epoch, index[i]])``, where ``index``
-    is the image's position in the ``X`` given to ``fit``: as in
-    :class:`~liftlearn.data.TrainDataset`, results do not depend on workers
-    or sampling order (an unlabeled image drawn twice in one epoch gets the
-    same views both times).  Yields ``(weak, target, index)`` without a strong
-    transform and ``(weak, strong, index)`` with one.
-    """
-
-    def __init__(self, paths: Sequence, targets, index, weak: Callable, strong: Optional[Callable],
-                 seed: int, epoch: int):
-        self.paths = _as_path_list(paths)
-        self.targets = np.asarray(targets, dtype=np.int64)
-        self.index = np.asarray(index, dtype=np.int64)
-        self.weak, self.strong = weak, strong
-        self.seed, self.epoch = int(seed), int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        rng = np.random.default_rng([self.seed, self.epoch, int(self.index[i])])
-        img = load_image(self.paths[i])
-        weak = self.weak(img, rng)
-        if self.strong is None:
-            return weak, int(self.targets[i]), int(self.index[i])
-        # FixMatch draws the two views independently; both come from rng.
-        return weak, self.strong(img, rng), int(self.index[i])
-
-
-class ULFineClassifier(LiftPlusClassifier):
+class ULFineClassifier(FineTunedClassifier):
     """ULFine: LIFT+ with unlabeled images, PAF and DLF (long-tailed SSL).
 
     ``fit(X, y)`` takes unlabeled images marked ``y == -1`` (object dtype
@@ -150,12 +62,13 @@ class ULFineClassifier(LiftPlusClassifier):
     ----------
     backbone, pretrained, adapter, adapter_dim, adapter_layers, class_names, \
 epochs, batch_size, device_batch_size, lr, momentum, weight_decay, tau, scale, \
-prompt_template, mda_schedule, tte, tte_expand, device, num_workers, \
-random_state, verbose
-        As in :class:`~liftlearn.LiftPlusClassifier`.  ``adapter`` is passed
-        to :func:`~liftlearn.adapters.build_tuner` as is. ``tau`` also
-        applies to the unlabeled loss, with the prior of labeled plus
-        pseudo-labeled images.
+prompt_template, mda_schedule, tte, tte_expand, device, num_workers, compile, \
+check_images, on_bad_image, checkpoint_dir, random_state, verbose
+        As in :class:`~liftlearn.LiftPlusClassifier`, on the same training
+        engine. ``tau`` also applies to the unlabeled loss, with the prior of
+        labeled plus pseudo-labeled images. ``compile`` compiles the encoder's
+        forward; ``checkpoint_dir`` also saves the pseudo-label statistics and
+        prototypes, so a resumed fit ends with the same model.
     pseudo_label : bool, default=True
         Train on confident pseudo-labels of the unlabeled images (FixMatch).
         False ignores the unlabeled images.
@@ -232,6 +145,7 @@ trainable_fraction_, n_trainable_params_, device_
 
     def __init__(
         self,
+        *,
         backbone=DEFAULT_BACKBONE,
         pretrained=DEFAULT_PRETRAINED,
         adapter="adaptformer",
@@ -271,16 +185,32 @@ trainable_fraction_, n_trainable_params_, device_
         dlf=True,
         fusion_weight=0.5,
     ):
-        super().__init__(
-            backbone=backbone, pretrained=pretrained, adapter=adapter, adapter_dim=adapter_dim,
-            adapter_layers=adapter_layers, class_names=class_names, epochs=epochs, batch_size=batch_size,
-            device_batch_size=device_batch_size, lr=lr, momentum=momentum,
-            weight_decay=weight_decay, tau=tau, scale=scale, prompt_template=prompt_template,
-            mda_schedule=mda_schedule, tte=tte, tte_expand=tte_expand, device=device,
-            num_workers=num_workers, compile=compile, check_images=check_images,
-            on_bad_image=on_bad_image,
-            checkpoint_dir=checkpoint_dir, random_state=random_state, verbose=verbose,
-        )
+        self.backbone = backbone
+        self.pretrained = pretrained
+        self.adapter = adapter
+        self.adapter_dim = adapter_dim
+        self.adapter_layers = adapter_layers
+        self.class_names = class_names
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.device_batch_size = device_batch_size
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.tau = tau
+        self.scale = scale
+        self.prompt_template = prompt_template
+        self.mda_schedule = mda_schedule
+        self.tte = tte
+        self.tte_expand = tte_expand
+        self.device = device
+        self.num_workers = num_workers
+        self.compile = compile
+        self.check_images = check_images
+        self.on_bad_image = on_bad_image
+        self.checkpoint_dir = checkpoint_dir
+        self.random_state = random_state
+        self.verbose = verbose
         self.pseudo_label = pseudo_label
         self.threshold = threshold
         self.unlabeled_ratio = unlabeled_ratio
@@ -294,39 +224,24 @@ trainable_fraction_, n_trainable_params_, device_
         self.dlf = dlf
         self.fusion_weight = fusion_weight
 
-    # ------------------------------------------------------------------ checks
-    def _validate_params(self):
-        spec, device = super()._validate_params()
-        for name in ("pseudo_label", "paf", "dlf"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise ValueError(f"{type(self).__name__}: {name}={getattr(self, name)!r} must be True or False")
-        _check_number(self, "threshold", Real, low=0, high=1)
-        _check_number(self, "unlabeled_ratio", Integral, low=1)
-        _check_number(self, "unlabeled_weight", Real, low=0)
-        _check_number(self, "randaugment_ops", Integral, low=0)
-        _check_number(self, "randaugment_magnitude", Integral, low=0, high=30)
-        _check_number(self, "paf_momentum", Real, low=0, high=1)
-        _check_number(self, "ema_momentum", Real, low=0, low_open=True, high=1)
-        _check_number(self, "orthogonality_weight", Real, low=0)
-        _check_number(self, "fusion_weight", Real, low=0, high=1)
-        return spec, device
+    _parameter_constraints: dict = {
+        **FineTunedClassifier._parameter_constraints,
+        "pseudo_label": [Boolean()],
+        "threshold": [Interval(Real, 0, 1)],
+        "unlabeled_ratio": [Interval(Integral, 1)],
+        "unlabeled_weight": [Interval(Real, 0)],
+        "randaugment_ops": [Interval(Integral, 0)],
+        "randaugment_magnitude": [Interval(Integral, 0, 30)],
+        "paf": [Boolean()],
+        "paf_momentum": [Interval(Real, 0, 1)],
+        "ema_momentum": [Interval(Real, 0, 1, closed="right")],
+        "orthogonality_weight": [Interval(Real, 0)],
+        "dlf": [Boolean()],
+        "fusion_weight": [Interval(Real, 0, 1)],
+    }
 
-    @staticmethod
-    def _check_ssl_labels(y) -> None:
-        # np.array(["cat", -1]) silently turns -1 into the string "-1"; like
-        # sklearn.semi_supervised, ask for object dtype instead of treating
-        # "-1" as a class.
-        arr = np.asarray(y) if not isinstance(y, (list, tuple)) else None
-        if arr is not None and arr.dtype.kind in "US" and (arr.astype(str) == "-1").any():
-            raise ValueError(
-                "y has string dtype and contains '-1'; mark unlabeled images with the "
-                "integer -1 in an object array, e.g. np.array(['cat', -1], dtype=object)"
-            )
-        values = np.asarray(y, dtype=object).ravel().tolist()
-        if values and all(isinstance(v, Integral) and not isinstance(v, bool) and v == -1 for v in values):
-            raise ValueError("y has no labeled image (all are -1); at least one is needed")
+    _allow_unlabeled = True
 
-    # --------------------------------------------------------------------- fit
     def fit(self, X, y, class_names=None):
         """Fit on labeled images and unlabeled ones marked ``y == -1``.
 
@@ -348,30 +263,39 @@ trainable_fraction_, n_trainable_params_, device_
         """
         return super().fit(X, y, class_names)
 
-    def _fit(self, X, y, class_names):
-        spec, device = self._validate_params()
-        if self.compile:
-            raise ValueError("ULFineClassifier does not support compile=True yet; leave it False")
-        if self.checkpoint_dir is not None:
+    def _check_y(self, y) -> None:
+        # np.array(["cat", -1]) silently turns -1 into the string "-1"; like
+        # sklearn.semi_supervised, ask for object dtype instead of treating
+        # "-1" as a class.
+        arr = np.asarray(y) if not isinstance(y, (list, tuple)) else None
+        if arr is not None and arr.dtype.kind in "US" and (arr.astype(str) == "-1").any():
             raise ValueError(
-                "ULFineClassifier does not support checkpoint_dir yet (its state "
-                "includes the prototypes and pseudo-label statistics); leave it None"
+                "y has string dtype and contains '-1'; mark unlabeled images with the "
+                "integer -1 in an object array, e.g. np.array(['cat', -1], dtype=object)"
             )
-        self._check_ssl_labels(y)
-        paths, labels, skipped, kept = self._training_images(X, y, class_names, allow_unlabeled=True)
+        values = np.asarray(y, dtype=object).ravel().tolist()
+        if values and all(isinstance(v, Integral) and not isinstance(v, bool) and v == -1 for v in values):
+            raise ValueError("y has no labeled image (all are -1); at least one is needed")
+
+    def _check_labels(self, labels) -> None:
         if labels.classes.dtype.kind in "iuf" and (labels.classes == -1).any():
             raise ValueError("-1 marks unlabeled images and cannot be a class of class_names")
-        enc = labels.y_encoded
-        is_labeled = enc >= 0
-        if not is_labeled.any():
+        if not (labels.y_encoded >= 0).any():
             raise ValueError("y has no labeled image (all are -1); at least one is needed")
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
-        backbone = get_backbone(spec, device)
-        network = self._build_network(backbone, labels.names, seed).to(device)
+    def _build_network(self, backbone, class_names, seed: int) -> ULFineNetwork:
+        init = self._semantic_init(backbone, class_names)
+        return ULFineNetwork(
+            backbone, self._build_tuner(backbone, len(class_names), seed),
+            CosineClassifier(init, scale=float(self.scale)), init,
+            dlf=bool(self.dlf), fusion_weight=float(self.fusion_weight),
+        )
 
+    def _make_task(self, network, backbone, paths, labels, seed, device):
         size, mean, std = backbone.image_size, backbone.mean, backbone.std
         epochs, schedule = int(self.epochs), self.mda_schedule
+        enc = labels.y_encoded
+        is_labeled = enc >= 0
         lab_idx, unl_idx = np.flatnonzero(is_labeled), np.flatnonzero(~is_labeled)
         if not self.pseudo_label:
             unl_idx = unl_idx[:0]
@@ -385,159 +309,32 @@ trainable_fraction_, n_trainable_params_, device_
             unlabeled = SSLDataset(paths[unl_idx], enc[unl_idx], unl_idx, weak, strong, seed, epoch)
             return labeled, unlabeled
 
-        config = self._train_config()
-        state = _train_ulfine(network, datasets_for_epoch, labels.counts, len(paths), config,
-                              self._ssl_options(), seed, device)
-
-        # Over every image of X: skipped images have no label (-1).
-        transduction_enc = np.full(len(kept), -1, dtype=np.int64)
-        transduction_enc[kept] = np.where(is_labeled, enc, state["pseudo"])
-        if labels.classes.dtype.kind in "iu":
-            transduction = np.where(transduction_enc >= 0, labels.classes[np.maximum(transduction_enc, 0)], -1)
-        else:
-            transduction = np.empty(len(enc), dtype=object)
-            transduction[:] = [labels.classes[e] if e >= 0 else -1 for e in transduction_enc]
-
-        self._set_fitted(
-            classes=labels.classes, names=labels.names, counts=labels.counts,
-            network=network, history=state["history"], device=device,
-            n_unlabeled_=int((~is_labeled).sum()), transduction_=transduction,
-            unlabeled_prior_=state["unlabeled_prior"], class_prior_=state["class_prior"],
-            skipped_images_=skipped,
-        )
-        return self
-
-    def _build_network(self, backbone, class_names, seed: int) -> "ULFineNetwork":
-        init = self._semantic_init(backbone, class_names)
-        return ULFineNetwork(
-            backbone, self._build_tuner(backbone, len(class_names), seed),
-            CosineClassifier(init, scale=self.scale), init,
-            dlf=self.dlf, fusion_weight=self.fusion_weight,
-        )
-
-    def _ssl_options(self) -> dict:
-        return dict(
+        options = dict(
             threshold=float(self.threshold), ratio=int(self.unlabeled_ratio),
             unlabeled_weight=float(self.unlabeled_weight), paf=bool(self.paf),
             paf_momentum=float(self.paf_momentum), ema=float(self.ema_momentum),
             orthogonality_weight=float(self.orthogonality_weight) if self.paf else 0.0,
         )
+        return ULFineTask(network, datasets_for_epoch, labels.counts, len(paths),
+                          float(self.tau), options, seed, device)
 
-
-def _unlabeled_order(n_unlabeled: int, n_draws: int, seed: int, epoch: int) -> list:
-    """Which unlabeled images an epoch draws: shuffled passes, cut at ``n_draws``."""
-    rng = np.random.default_rng([seed, epoch, 1])
-    passes = -(-n_draws // n_unlabeled)
-    return np.concatenate([rng.permutation(n_unlabeled) for _ in range(passes)])[:n_draws].tolist()
-
-
-def _train_ulfine(network: ULFineNetwork, datasets_for_epoch, labeled_counts, n_total: int,
-                  config: TrainConfig, ssl: dict, seed: int, device: torch.device) -> dict:
-    """The ULFine training loop: LIFT+'s optimiser and schedule, plus SSL.
-
-    Same SGD, cosine schedule and gradient accumulation as
-    :func:`liftlearn.training.train`.  Each micro-batch pairs labeled weak
-    views with ``ratio`` times as many unlabeled (weak, strong) pairs; the
-    visual prototypes, ``P_u`` and (with PAF) the textual prototypes are
-    updated after every micro-batch.
-    """
-    micro = config.device_batch_size or config.batch_size
-    accum = config.batch_size // micro
-    optimizer, scheduler = make_optimizer(network, config, device)
-    autocast, scaler = _autocast(device)
-
-    n_classes, dim = network.text_prototypes.shape
-    counts_np = np.asarray(labeled_counts, dtype=np.float64)
-    unlabeled_prior = torch.full((n_classes,), 1.0 / n_classes, device=device)
-    visual = torch.zeros(n_classes, dim, device=device)
-    seen = torch.zeros(n_classes, dtype=torch.bool, device=device)
-    pseudo = np.full(n_total, -1, dtype=np.int64)
-    n_pseudo_prev = 0
-    history: List[dict] = []
-    network.train()
-    for epoch in range(config.epochs):
-        start = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        # The logit adjustment's prior: labeled counts plus last epoch's
-        # confident pseudo-labels spread as P_u (ours).
-        prior_counts = counts_np + n_pseudo_prev * unlabeled_prior.cpu().double().numpy()
-        adjust = config.tau * log_prior(prior_counts).to(device)
-        labeled, unlabeled = datasets_for_epoch(epoch)
-        n = len(labeled)
-        generator = torch.Generator().manual_seed(int(seed) + epoch)
-        lab_loader = _loader(labeled, micro, device, config.num_workers,
-                             RandomSampler(labeled, generator=generator))
-        use_unlabeled = len(unlabeled) > 0
-        if use_unlabeled:
-            order = _unlabeled_order(len(unlabeled), ssl["ratio"] * n, seed, epoch)
-            unl_iter = iter(_loader(unlabeled, ssl["ratio"] * micro, device, config.num_workers, order))
-        sums = {"loss": torch.zeros((), device=device), "loss_labeled": torch.zeros((), device=device),
-                "loss_unlabeled": torch.zeros((), device=device)}
-        n_correct = torch.zeros((), device=device)
-        n_pseudo = torch.zeros((), device=device)
-        n_drawn = 0
-        optimizer.zero_grad(set_to_none=True)
-        batches = _progress(lab_loader, config.verbose, f"epoch {epoch + 1}/{config.epochs}", len(lab_loader))
-        for j, (xl, yl, _) in enumerate(batches):
-            xl, yl = xl.to(device, non_blocking=True), yl.to(device, non_blocking=True)
-            step = j // accum
-            logical = min(config.batch_size, n - step * config.batch_size)
-            with autocast:
-                if use_unlabeled:
-                    xw, xs, iu = next(unl_iter)
-                    xw, xs = xw.to(device, non_blocking=True), xs.to(device, non_blocking=True)
-                    with torch.no_grad():
-                        # FixMatch: the weak view only proposes the label.
-                        plabel, mask = um.pseudo_labels(network(xw), ssl["threshold"])
-                    feats = network.features(torch.cat([xl, xs]))
-                    f_l, f_s = feats[: len(yl)], feats[len(yl):]
-                    per_image = F.cross_entropy(network.head(f_s).float() + adjust, plabel, reduction="none")
-                    loss_u = um.masked_mean(per_image, mask)
-                else:
-                    f_l = network.features(xl)
-                    loss_u = torch.zeros((), device=device)
-                loss_x = F.cross_entropy(network.head(f_l).float() + adjust, yl)
-                loss = loss_x + ssl["unlabeled_weight"] * loss_u
-                if ssl["orthogonality_weight"] > 0:
-                    loss = loss + ssl["orthogonality_weight"] * um.orthogonality_penalty(network.head.weight)
-            backward(loss * (len(yl) / logical), scaler)
-            with torch.no_grad():
-                sums["loss"] += loss.detach() * len(yl)
-                sums["loss_labeled"] += loss_x.detach() * len(yl)
-                sums["loss_unlabeled"] += loss_u.detach() * len(yl)
-                n_correct += (network.fused_logits(f_l.detach()).argmax(1) == yl).sum()
-                um.update_visual_prototypes(visual, seen, f_l, yl, ssl["ema"])
-                if use_unlabeled:
-                    n_pseudo += mask.sum()
-                    n_drawn += len(mask)
-                    unlabeled_prior = um.ema_class_histogram(unlabeled_prior, plabel, mask, ssl["ema"])
-                    pseudo[iu.numpy()] = torch.where(mask, plabel, -1).cpu().numpy()
-                if ssl["paf"]:
-                    network.text_prototypes.copy_(um.paf_update(
-                        network.text_prototypes, visual, seen, unlabeled_prior, ssl["paf_momentum"]))
-            if (j + 1) % accum == 0 or (j + 1) == len(lab_loader):
-                optimizer_step(optimizer, scaler)
-        scheduler.step()
-        # One host sync per epoch, as in training.train.
-        record = {"epoch": epoch + 1}
-        record.update({k: float(v) / max(n, 1) for k, v in sums.items()})
-        check_finite_loss(record["loss"], epoch, config.lr)
-        n_pseudo_prev = int(n_pseudo)
-        record.update({
-            "n_pseudo_labels": n_pseudo_prev,
-            "pseudo_label_rate": n_pseudo_prev / n_drawn if n_drawn else 0.0,
-            "labeled_accuracy": float(n_correct) / max(n, 1),
-            "lr": lr,
-            "seconds": time.perf_counter() - start,
-        })
-        history.append(record)
-        if config.verbose:
-            print(f"epoch {epoch + 1}/{config.epochs}: loss {record['loss']:.4f}, "
-                  f"pseudo-labels {n_pseudo_prev}/{n_drawn}, labeled acc {record['labeled_accuracy']:.3f}")
-    network.eval()
-    return {
-        "history": history,
-        "pseudo": pseudo,
-        "unlabeled_prior": unlabeled_prior.cpu().double().numpy(),
-        "class_prior": prior_counts / prior_counts.sum(),
-    }
+    def _task_results(self, task, labels, kept) -> dict:
+        state = task.results()
+        enc = labels.y_encoded
+        is_labeled = enc >= 0
+        # Over every image of X: skipped images have no label (-1).
+        transduction_enc = np.full(len(kept), -1, dtype=np.int64)
+        transduction_enc[kept] = np.where(is_labeled, enc, state["pseudo"])
+        if labels.classes.dtype.kind in "iu":
+            transduction = np.where(
+                transduction_enc >= 0, labels.classes[np.maximum(transduction_enc, 0)], -1
+            )
+        else:
+            transduction = np.empty(len(transduction_enc), dtype=object)
+            transduction[:] = [labels.classes[e] if e >= 0 else -1 for e in transduction_enc]
+        return {
+            "n_unlabeled_": int((~is_labeled).sum()),
+            "transduction_": transduction,
+            "unlabeled_prior_": state["unlabeled_prior"],
+            "class_prior_": state["class_prior"],
+        }

@@ -2,73 +2,19 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
-import torch.nn.functional as F
-from scipy.special import softmax
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils.validation import check_is_fitted
-from torch import nn
 
-from ._labels import resolve_labels
-from .backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, BackboneSpec, get_backbone
-from .data import check_paths, path_input_tags
-from .estimators import _check_predict_params
-from .heads import DEFAULT_TEMPLATE, class_prompts
-from .network import predict_images
-from .training import resolve_device
+from ..data import check_paths
+from ..nn.backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, get_backbone
+from ..nn.heads import DEFAULT_TEMPLATE, text_classifier
+from ..nn.networks import ZeroShotNetwork
+from ._base import CLIPClassifier, fit_context, prompt_template_constraint
 
-__all__ = ["ZeroShotClassifier", "text_classifier"]
+__all__ = ["ZeroShotClassifier"]
 
 
-def _templates(prompt_template) -> list:
-    if isinstance(prompt_template, str):
-        templates = [prompt_template]
-    elif isinstance(prompt_template, (list, tuple)):
-        templates = list(prompt_template)
-    else:
-        templates = []
-    if not templates or not all(isinstance(t, str) and "{}" in t for t in templates):
-        raise ValueError(
-            f"prompt_template={prompt_template!r} must be a str with one '{{}}' where "
-            "the class name goes, or a non-empty list of such str (a prompt ensemble)"
-        )
-    return templates
-
-
-def text_classifier(backbone, class_names, prompt_template=DEFAULT_TEMPLATE) -> torch.Tensor:
-    """Joint-space class embeddings from CLIP's text encoder.
-
-    With several templates (a prompt ensemble) each prompt's embedding is
-    L2-normalised, the templates are averaged per class, and the mean is
-    normalised again.
-
-    Returns
-    -------
-    embeddings : Tensor of shape (n_classes, embed_dim), fp32 on the CPU
-    """
-    per_template = [
-        backbone.encode_text(class_prompts(class_names, t)) for t in _templates(prompt_template)
-    ]
-    return F.normalize(torch.stack(per_template).mean(dim=0), dim=-1)
-
-
-class _ZeroShotNetwork(nn.Module):
-    """Image batch -> ``logit_scale * cos(image embedding, class embedding)``."""
-
-    def __init__(self, backbone, text: torch.Tensor, logit_scale: float):
-        super().__init__()
-        self.backbone = backbone  # plain attribute: the shared frozen model
-        self.register_buffer("text", text)
-        self.logit_scale = float(logit_scale)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        image = F.normalize(self.backbone.visual(images).float(), dim=-1)
-        return self.logit_scale * image @ self.text.T
-
-
-class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
+class ZeroShotClassifier(CLIPClassifier):
     """Zero-shot CLIP: classify by the similarity of image and class-name
     embeddings; nothing is trained.
 
@@ -101,17 +47,18 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     class_names_ : list of str
     class_counts_ : ndarray of shape (n_classes,)
         Images per class in the ``y`` given to ``fit``.
+    module_ : ZeroShotNetwork
+        The torch module: the class embeddings on the shared frozen backbone.
     text_embeddings_ : ndarray of shape (n_classes, embed_dim)
         The normalised class embeddings.
     logit_scale_ : float
         The CLIP model's own ``logit_scale.exp()`` (100 for OpenAI CLIP).
-    backbone_spec_ : BackboneSpec
-        The backbone the embeddings came from (used by ``predict``).
     device_ : torch.device
     """
 
     def __init__(
         self,
+        *,
         backbone=DEFAULT_BACKBONE,
         pretrained=DEFAULT_PRETRAINED,
         class_names=None,
@@ -134,14 +81,14 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         self.num_workers = num_workers
         self.verbose = verbose
 
-    def __sklearn_tags__(self):
-        return path_input_tags(super().__sklearn_tags__())
+    _parameter_constraints: dict = {
+        **CLIPClassifier._parameter_constraints,
+        "prompt_template": prompt_template_constraint(ensemble=True),
+    }
 
-    def _validate_params(self):
-        _templates(self.prompt_template)
-        _check_predict_params(self)
-        return BackboneSpec.create(self.backbone, self.pretrained), resolve_device(self.device)
+    _derived_fitted = ("text_embeddings_", "logit_scale_")
 
+    @fit_context
     def fit(self, X, y, class_names=None):
         """Record the classes and encode their names; nothing is trained.
 
@@ -155,58 +102,44 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
             Labels: they give ``classes_`` (with ``class_names``) and
             ``class_counts_``.
         class_names : sequence of str, mapping or None
-            Overrides the ``class_names`` parameter.
+            Overrides the ``class_names`` parameter; as in
+            :meth:`LiftPlusClassifier.fit`, one as long as ``X`` is refused.
 
         Returns
         -------
         self : ZeroShotClassifier
         """
-        spec, device = self._validate_params()
+        spec, device = self._backbone_spec(), self._resolve_device()
         paths = check_paths(X)
-        labels = resolve_labels(y, class_names if class_names is not None else self.class_names)
-        if len(labels.y_encoded) != len(paths):
-            raise ValueError(
-                f"X has {len(paths)} images but y has {len(labels.y_encoded)} labels"
-            )
+        labels = self._labels(paths, y, self._class_names_for(class_names, len(paths)))
         backbone = get_backbone(spec, device)
         text = text_classifier(backbone, labels.names, self.prompt_template)
-        for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("__")]:
-            delattr(self, attr)
-        self.classes_ = labels.classes
-        self.class_names_ = labels.names
-        self.class_counts_ = labels.counts
-        self.text_embeddings_ = text.numpy()
-        self.logit_scale_ = float(backbone.model.logit_scale.detach().exp().cpu())
-        self.backbone_spec_ = spec
-        self.device_ = device
+        scale = float(backbone.model.logit_scale.detach().exp().cpu())
+        self._set_fitted(
+            classes_=labels.classes, class_names_=list(labels.names), class_counts_=labels.counts,
+            module_=ZeroShotNetwork(backbone, text, scale).to(device), device_=device,
+        )
         return self
 
-    def decision_function(self, X):
-        """``logit_scale_`` times the cosine similarity of each image with each
-        class embedding (averaged over the TTE views when ``tte`` is on).
+    def _fitted_from_module(self, module) -> dict:
+        return {
+            "text_embeddings_": module.text.detach().cpu().numpy(),
+            "logit_scale_": float(module.logit_scale),
+        }
 
-        Returns
-        -------
-        logits : ndarray of shape (n_samples, n_classes)
-        """
-        check_is_fitted(self)
-        paths = check_paths(X)
-        backbone = get_backbone(self.backbone_spec_, self.device_)
-        network = _ZeroShotNetwork(
-            backbone, torch.from_numpy(self.text_embeddings_), self.logit_scale_
-        ).to(self.device_)
-        return predict_images(
-            network, backbone, paths, tte=bool(self.tte), tte_expand=int(self.tte_expand),
-            batch_size=int(self.batch_size), device=self.device_,
-            num_workers=self.num_workers, verbose=int(self.verbose),
-        )
+    def _empty_module(self, backbone, fitted: dict):
+        n_classes = len(fitted["class_names_"])
+        dim = backbone.model.text_projection.shape[-1] if backbone.model.text_projection is not None \
+            else backbone.model.visual.output_dim
+        scale = float(backbone.model.logit_scale.detach().exp().cpu())
+        return ZeroShotNetwork(backbone, torch.zeros(n_classes, dim), scale)
 
-    def predict_proba(self, X):
-        """Softmax of :meth:`decision_function`, columns in ``classes_`` order."""
-        check_is_fitted(self)
-        return softmax(self.decision_function(X).astype(np.float64), axis=1)
-
-    def predict(self, X):
-        """The class whose name embedding is most similar to each image."""
-        check_is_fitted(self)
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+    def _upgrade_state(self, state: dict) -> dict:
+        # Releases before 0.1 kept the embeddings and the backbone spec, not
+        # a module.
+        if "module_" not in state and "text_embeddings_" in state:
+            backbone = get_backbone(state.pop("backbone_spec_"), "cpu")
+            state["module_"] = ZeroShotNetwork(
+                backbone, torch.from_numpy(np.asarray(state["text_embeddings_"])), state["logit_scale_"]
+            )
+        return state

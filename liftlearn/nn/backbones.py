@@ -16,6 +16,7 @@ code.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import threading
 import warnings
@@ -26,14 +27,17 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from .exceptions import BackboneError
+from ..exceptions import BackboneError
 
 __all__ = [
     "Backbone",
     "BackboneSpec",
+    "backbone_fingerprint",
+    "check_fingerprint",
     "clear_backbone_cache",
     "get_backbone",
     "list_backbones",
+    "weights_fingerprint",
 ]
 
 DEFAULT_BACKBONE = "ViT-B-16-quickgelu"
@@ -276,7 +280,8 @@ class Backbone:
         return F.normalize(text_features, dim=-1)
 
 
-def _resolve_device(device) -> torch.device:
+def resolve_backbone_device(device) -> torch.device:
+    """``device`` as the backbone cache keys it (``cuda`` -> ``cuda:<current>``)."""
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
@@ -305,7 +310,7 @@ def get_backbone(
     """
     if not isinstance(spec, BackboneSpec):
         spec = BackboneSpec.create(spec, pretrained)
-    device = _resolve_device(device)
+    device = resolve_backbone_device(device)
     key = (spec, str(device))
     with _cache_lock:
         backbone = _cache.get(key)
@@ -321,3 +326,39 @@ def clear_backbone_cache() -> None:
     """Forget every cached backbone (their memory is freed once unused)."""
     with _cache_lock:
         _cache.clear()
+
+
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    """A hash of every tensor's name, dtype, shape and bytes, in order."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, tensor in module.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        if t.numel():
+            # Raw bytes through a uint8 view: works for every dtype (bf16
+            # has no numpy type) without copying the tensor.
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def backbone_fingerprint(backbone: Backbone) -> str:
+    """The weights fingerprint of a backbone, computed once per object."""
+    fp = getattr(backbone, "_fingerprint", None)
+    if fp is None:
+        fp = weights_fingerprint(backbone.model)
+        backbone._fingerprint = fp
+    return fp
+
+
+def check_fingerprint(backbone: Backbone, expected: Optional[str]) -> None:
+    """Refuse a backbone whose weights differ from the ones a model was fitted on."""
+    if expected is None:
+        return
+    actual = backbone_fingerprint(backbone)
+    if actual != expected:
+        raise BackboneError(
+            f"the backbone {backbone.spec.name!r} (pretrained={backbone.spec.pretrained!r}) "
+            f"loaded here has weights fingerprint {actual}, but the model was fitted on "
+            f"{expected}: the checkpoint or tag now points to different weights. Load "
+            "the model where the original weights are available."
+        )

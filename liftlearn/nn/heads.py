@@ -8,7 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CosineClassifier", "class_prompts", "semantic_init"]
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "CosineClassifier",
+    "class_prompts",
+    "prompt_templates",
+    "semantic_init",
+    "text_classifier",
+]
 
 DEFAULT_TEMPLATE = "a photo of a {}."
 
@@ -57,3 +64,42 @@ def semantic_init(backbone, class_names: Sequence[str], template: str = DEFAULT_
     """
     text = backbone.encode_text(class_prompts(class_names, template))
     return backbone.text_to_visual(text)
+
+
+def prompt_templates(prompt_template) -> list:
+    """One template or a prompt ensemble, as a non-empty list of templates.
+
+    Raises
+    ------
+    ValueError
+        Unless every template is a str with a ``{}`` where the name goes.
+    """
+    if isinstance(prompt_template, str):
+        templates = [prompt_template]
+    elif isinstance(prompt_template, (list, tuple)):
+        templates = list(prompt_template)
+    else:
+        templates = []
+    if not templates or not all(isinstance(t, str) and "{}" in t for t in templates):
+        raise ValueError(
+            f"prompt_template={prompt_template!r} must be a str with one '{{}}' where "
+            "the class name goes, or a non-empty list of such str (a prompt ensemble)"
+        )
+    return templates
+
+
+def text_classifier(backbone, class_names, prompt_template=DEFAULT_TEMPLATE) -> torch.Tensor:
+    """Joint-space class embeddings from CLIP's text encoder.
+
+    With several templates (a prompt ensemble) each prompt's embedding is
+    L2-normalised, the templates are averaged per class, and the mean is
+    normalised again.
+
+    Returns
+    -------
+    embeddings : Tensor of shape (n_classes, embed_dim), fp32 on the CPU
+    """
+    per_template = [
+        backbone.encode_text(class_prompts(class_names, t)) for t in prompt_templates(prompt_template)
+    ]
+    return F.normalize(torch.stack(per_template).mean(dim=0), dim=-1)

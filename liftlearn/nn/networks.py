@@ -1,106 +1,60 @@
-"""The LIFT+ network: frozen backbone + tuner + cosine classifier."""
+"""The networks liftlearn's estimators fit and predict with.
+
+Every network maps an image batch to one row per image (class logits or
+features) and holds the frozen backbone as a plain attribute: only the
+trainable parts (tuner, head, buffers) are registered sub-modules, so they
+are what ``parameters()``, ``state_dict()``, ``.to()`` and pickling see. A
+pickled network names its backbone by spec and weights fingerprint, and
+rebuilds (and checks) it when unpickled.
+"""
 
 from __future__ import annotations
 
 import copy
 
-import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .adapters import Tuner
-from .backbones import Backbone, get_backbone
-from .data import ImageDataset
+from . import ulfine as um
+from .backbones import (
+    Backbone, backbone_fingerprint, check_fingerprint, get_backbone, resolve_backbone_device,
+)
 from .heads import CosineClassifier
-from .training import predict_logits
-from .transforms import eval_transform, tte_transform
+from .tuners import Tuner
 
-__all__ = ["LiftNetwork", "predict_images"]
-
-
-def predict_images(
-    network: nn.Module,
-    backbone: Backbone,
-    paths,
-    *,
-    tte: bool,
-    tte_expand: int,
-    batch_size: int,
-    device,
-    num_workers=None,
-    verbose: int = 0,
-) -> np.ndarray:
-    """Logits of ``network`` for image files, with the backbone's evaluation
-    transform (five-crop TTE when ``tte``), averaged over the views.
-
-    The prediction path shared by liftlearn's estimators.
-
-    Parameters
-    ----------
-    network : nn.Module
-        Image batch -> logits, already on ``device``.
-    backbone : Backbone
-        Gives the resolution and the normalisation.
-    paths : sequence of str
-        Already validated image files.
-
-    Returns
-    -------
-    logits : ndarray of shape (n_images, n_classes), float32
-    """
-    size, mean, std = backbone.image_size, backbone.mean, backbone.std
-    if tte:
-        transform = tte_transform(size, mean, std, expand=int(tte_expand))
-    else:
-        transform = eval_transform(size, mean, std)
-    return predict_logits(
-        network,
-        ImageDataset(paths, transform),
-        batch_size=int(batch_size),
-        device=device,
-        num_workers=num_workers,
-        verbose=int(verbose),
-    )
+__all__ = ["FeatureNetwork", "LiftNetwork", "SharedBackboneNetwork", "ULFineNetwork", "ZeroShotNetwork"]
 
 
-class LiftNetwork(nn.Module):
-    """Image batch -> class logits.
-
-    Only the tuner and the head are registered sub-modules: they are what
-    ``parameters()``, ``state_dict()``, ``.to()`` and pickling see. The
-    frozen backbone is a plain attribute, shared with every other network
-    built on the same spec and device, and pickles as its spec.
+class SharedBackboneNetwork(nn.Module):
+    """Base of the networks that run on a shared frozen backbone.
 
     Parameters
     ----------
     backbone : Backbone
-    tuner : Tuner
-    head : CosineClassifier
+        Kept as a plain attribute (never a sub-module): shared with every
+        other network built on the same spec and device.
     """
 
-    def __init__(self, backbone: Backbone, tuner: Tuner, head: CosineClassifier):
+    def __init__(self, backbone: Backbone):
         super().__init__()
         self.backbone = backbone
-        self.tuner = tuner
-        self.head = head
 
     @property
     def device(self) -> torch.device:
-        return self.head.weight.device
+        for tensor in self.parameters():
+            return tensor.device
+        for tensor in self.buffers():
+            return tensor.device
+        return self.backbone.device
 
-    def to_device(self, device) -> "LiftNetwork":
+    def to_device(self, device) -> "SharedBackboneNetwork":
         """Move the trainable parts and switch to the backbone on ``device``."""
-        device = torch.device(device)
+        device = resolve_backbone_device(device)
         self.to(device)
-        if self.backbone.device != self.head.weight.device:
-            self.backbone = get_backbone(self.backbone.spec, self.head.weight.device)
+        if self.backbone.device != device:
+            self.backbone = get_backbone(self.backbone.spec, device)
         return self
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.tuner.features(self.backbone.visual, images)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(images))
 
     def n_trainable_params(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
@@ -109,8 +63,6 @@ class LiftNetwork(nn.Module):
     # its spec and weights fingerprint: files stay small, load on machines
     # without a GPU, and refuse a backbone whose weights have changed.
     def __getstate__(self):
-        from .persistence import backbone_fingerprint
-
         net = self
         if self.device.type != "cpu":
             # Copy everything but the shared backbone, then move the copy.
@@ -120,13 +72,128 @@ class LiftNetwork(nn.Module):
         return state
 
     def __setstate__(self, state):
-        from .persistence import check_fingerprint
-
         ref = state["backbone"]
         backbone = get_backbone(ref.spec, "cpu")
         check_fingerprint(backbone, ref.fingerprint)
         super().__setstate__(state)
         self.backbone = backbone
+
+
+class LiftNetwork(SharedBackboneNetwork):
+    """Image batch -> class logits: frozen backbone + tuner + cosine head.
+
+    Parameters
+    ----------
+    backbone : Backbone
+    tuner : Tuner
+    head : CosineClassifier
+    """
+
+    def __init__(self, backbone: Backbone, tuner: Tuner, head: CosineClassifier):
+        super().__init__(backbone)
+        self.tuner = tuner
+        self.head = head
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.tuner.features(self.backbone.visual, images)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))
+
+
+class ULFineNetwork(LiftNetwork):
+    """LIFT+'s network with a second head of textual prototypes.
+
+    ``head`` is the trained (linear-probing) cosine classifier; the textual
+    prototypes are a buffer, moved only by PAF, never by gradients.
+    ``forward`` returns the logits used for pseudo-labels and predictions:
+    the DLF fusion of both heads, or the linear head's alone when ``dlf`` is
+    off.
+
+    Parameters
+    ----------
+    backbone, tuner, head
+        As in :class:`LiftNetwork`.
+    text_prototypes : Tensor of shape (n_classes, dim)
+        Initial textual prototypes (the semantic-aware initialisation).
+    dlf : bool
+        Fuse the two heads (else the textual head is unused).
+    fusion_weight : float
+        Weight of the linear head in the fusion.
+    """
+
+    def __init__(self, backbone, tuner, head: CosineClassifier, text_prototypes: torch.Tensor,
+                 dlf: bool, fusion_weight: float):
+        super().__init__(backbone, tuner, head)
+        self.register_buffer("text_prototypes", F.normalize(text_prototypes.detach().float(), dim=-1))
+        self.dlf = bool(dlf)
+        self.fusion_weight = float(fusion_weight)
+
+    def text_logits(self, features: torch.Tensor) -> torch.Tensor:
+        # Same scale as the linear head, so that the fusion weight compares
+        # like with like.
+        f = F.normalize(features.float(), dim=-1)
+        return self.head.scale * f @ self.text_prototypes.T
+
+    def fused_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Prediction logits from pre-computed features (see class doc)."""
+        linear = self.head(features)
+        if not self.dlf:
+            return linear.float()
+        return um.dual_logit_fusion(self.text_logits(features), linear, self.fusion_weight)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.fused_logits(self.features(images))
+
+
+class ZeroShotNetwork(SharedBackboneNetwork):
+    """Image batch -> ``logit_scale * cos(image embedding, class embedding)``.
+
+    Parameters
+    ----------
+    backbone : Backbone
+    text : Tensor of shape (n_classes, embed_dim)
+        Normalised class embeddings (a buffer).
+    logit_scale : float
+    """
+
+    def __init__(self, backbone: Backbone, text: torch.Tensor, logit_scale: float):
+        super().__init__(backbone)
+        self.register_buffer("text", text.detach().float())
+        self.logit_scale = float(logit_scale)
+
+    @property
+    def device(self) -> torch.device:
+        return self.text.device
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        image = F.normalize(self.backbone.visual(images).float(), dim=-1)
+        return self.logit_scale * image @ self.text.T
+
+
+class FeatureNetwork(SharedBackboneNetwork):
+    """Images -> (optionally normalised) pre-projection features.
+
+    Parameters
+    ----------
+    backbone : Backbone
+    tuner : Tuner
+        "none" for the frozen encoder, or a fitted estimator's tuner.
+    normalize : bool
+    """
+
+    def __init__(self, backbone: Backbone, tuner: Tuner, normalize: bool):
+        super().__init__(backbone)
+        self.tuner = tuner
+        self.normalize = bool(normalize)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        f = self.tuner.features(self.backbone.visual, images)
+        return F.normalize(f, dim=-1) if self.normalize else f
 
 
 class _BackboneRef:

@@ -1,0 +1,27 @@
+"""The engine: one training loop driven by task objects, prediction, checkpoints.
+
+- :func:`fit_task` (:mod:`liftlearn.engine.loop`): the one training loop.
+- :class:`LiftPlusTask`, :class:`ULFineTask` (:mod:`liftlearn.engine.tasks`):
+  what differs between objectives.
+- :func:`predict_images`, :func:`predict_logits`
+  (:mod:`liftlearn.engine.predict`): prediction with and without TTE.
+- :class:`Checkpoint` (:mod:`liftlearn.engine.checkpoint`).
+
+The engine imports torch and :mod:`liftlearn.nn`, never scikit-learn.
+"""
+
+from .checkpoint import Checkpoint
+from .loop import TrainConfig, fit_task
+from .predict import predict_images, predict_logits
+from .tasks import LiftPlusTask, TrainingTask, ULFineTask
+
+__all__ = [
+    "Checkpoint",
+    "LiftPlusTask",
+    "TrainConfig",
+    "TrainingTask",
+    "ULFineTask",
+    "fit_task",
+    "predict_images",
+    "predict_logits",
+]

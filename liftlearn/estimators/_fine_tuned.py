@@ -1,0 +1,259 @@
+"""The abstract base of the classifiers that fine-tune CLIP (LIFT+, ULFine)."""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from abc import abstractmethod
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.utils import check_random_state
+
+from .._validation import Boolean, Constraint, Interval, IntSequence, Options, PathLike, Predicate
+from ..data import check_paths, find_bad_images
+from ..engine import Checkpoint, TrainConfig, fit_task
+from ..exceptions import BadImageError, LiftLearnWarning
+from ..nn.backbones import get_backbone
+from ..nn.heads import CosineClassifier, semantic_init
+from ..nn.networks import LiftNetwork
+from ..nn.tuners import TUNERS, build_tuner
+from ..transforms import MDA_SCHEDULES
+from ._base import CLIPClassifier, fit_context
+
+__all__ = ["FineTunedClassifier"]
+
+
+class _RegisteredTuner(Constraint):
+    """The name of a registered fine-tuning method (read when checked, so a
+    method registered after import is accepted)."""
+
+    def is_satisfied_by(self, value):
+        return isinstance(value, str) and value in TUNERS
+
+    def __str__(self):
+        return "one of the fine-tuning methods " + ", ".join(repr(n) for n in TUNERS)
+
+
+def _is_random_state(value) -> bool:
+    return isinstance(value, np.random.RandomState) or (
+        isinstance(value, Integral) and not isinstance(value, (bool, np.bool_))
+        and 0 <= value < 2**32
+    )
+
+
+class FineTunedClassifier(CLIPClassifier):
+    """Base of the estimators that train a tuner and a cosine head with the
+    engine's one training loop.
+
+    Subclasses give the task (:meth:`_make_task`) and, where they differ, the
+    network (:meth:`_build_network`) and the extra fitted state
+    (:meth:`_task_results`).
+    """
+
+    _parameter_constraints: dict = {
+        **CLIPClassifier._parameter_constraints,
+        "adapter": [_RegisteredTuner()],
+        "adapter_dim": [Interval(Integral, 1), None],
+        "adapter_layers": [Interval(Integral, 1), IntSequence(), None],
+        "epochs": [Interval(Integral, 1)],
+        "device_batch_size": [Interval(Integral, 1), None],
+        "lr": [Interval(Real, 0, closed="neither")],
+        "momentum": [Interval(Real, 0, 1)],
+        "weight_decay": [Interval(Real, 0)],
+        "tau": [Interval(Real, 0)],
+        "scale": [Interval(Real, 0, closed="neither")],
+        "mda_schedule": [Options(MDA_SCHEDULES)],
+        "compile": [Boolean()],
+        "check_images": [Options(("header", "decode")), None],
+        "on_bad_image": [Options(("raise", "skip"))],
+        "checkpoint_dir": [PathLike(), None],
+        "random_state": [Predicate(_is_random_state, "an int in [0, 2**32), a RandomState"), None],
+    }
+
+    _derived_fitted = ("adapter_dim_", "n_adapter_params_", "trainable_fraction_", "n_trainable_params_")
+
+    #: Whether ``y == -1`` marks unlabeled images (semi-supervised).
+    _allow_unlabeled = False
+
+    # -------------------------------------------------------------- checks
+    def _check_param_relations(self) -> None:
+        method = TUNERS[self.adapter]
+        name = type(self).__name__
+        if self.adapter_dim is not None and not method.sized:
+            raise ValueError(
+                f"{name}: adapter_dim does not apply to adapter={self.adapter!r}; leave it None"
+            )
+        if self.adapter_layers is not None and not method.layered:
+            raise ValueError(
+                f"{name}: adapter_layers does not apply to adapter={self.adapter!r}; leave it None"
+            )
+        if self.device_batch_size is not None and self.batch_size % self.device_batch_size:
+            raise ValueError(
+                f"{name}: device_batch_size={self.device_batch_size} must divide "
+                f"batch_size={self.batch_size} (gradient accumulation)"
+            )
+        if self.on_bad_image == "skip" and self.check_images is None:
+            raise ValueError(f"{name}: on_bad_image='skip' needs check_images='header' or 'decode'")
+
+    # ----------------------------------------------------------------- fit
+    @fit_context
+    def fit(self, X, y, class_names=None):
+        """Fit the adapter and classifier on images.
+
+        Parameters
+        ----------
+        X : sequence of str or os.PathLike
+            Image files.
+        y : array-like of shape (n_samples,)
+            Integer or string labels.
+        class_names : sequence of str, mapping or None
+            Overrides the ``class_names`` parameter (see there). Note that
+            ``GridSearchCV`` slices fit arguments whose length equals the
+            number of samples; prefer the constructor parameter there.
+
+        Returns
+        -------
+        self : estimator
+            The fitted estimator. If fitting fails or is interrupted, the
+            estimator is left unfitted.
+        """
+        spec, device = self._backbone_spec(), self._resolve_device()
+        self._check_y(y)
+        paths, labels, skipped, kept = self._training_images(X, y, class_names)
+        self._check_labels(labels)
+        checkpoint = self._checkpoint(paths, labels)
+        seed = self._seed()
+        if checkpoint is not None and checkpoint.read() is not None:
+            seed = int(checkpoint.read()["seed"])
+
+        backbone = get_backbone(spec, device)
+        network = self._build_network(backbone, labels.names, seed).to(device)
+        task = self._make_task(network, backbone, paths, labels, seed, device)
+        history = fit_task(task, self._train_config(), device, checkpoint)
+        self._set_fitted(
+            classes_=labels.classes, class_names_=list(labels.names), class_counts_=labels.counts,
+            module_=network, history_=history, device_=device, skipped_images_=skipped,
+            **self._task_results(task, labels, kept),
+        )
+        return self
+
+    def _check_y(self, y) -> None:
+        """Checks of ``y`` before the labels are resolved."""
+
+    def _check_labels(self, labels) -> None:
+        """Checks of the resolved labels."""
+
+    @abstractmethod
+    def _make_task(self, network, backbone, paths, labels, seed: int, device):
+        """The engine task that trains ``network``."""
+
+    def _task_results(self, task, labels, kept) -> dict:
+        """Extra fitted attributes from the finished task."""
+        return {}
+
+    def _seed(self) -> int:
+        if self.random_state is None:
+            # Fresh entropy without drawing from (and so advancing) numpy's
+            # global generator.
+            return int(np.random.default_rng().integers(np.iinfo(np.int32).max))
+        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+
+    def _training_images(self, X, y, class_names):
+        """Validated paths and labels, bad images handled per ``on_bad_image``.
+
+        Returns the kept paths and their labels, the skipped ``(path,
+        reason)`` pairs and the boolean mask of kept images over ``X``.
+        """
+        skip = self.on_bad_image == "skip"
+        allow_unlabeled = self._allow_unlabeled
+        # With a check pass, it reports missing files too, in index order.
+        paths = check_paths(X, must_exist=self.check_images is None)
+        names_arg = self._class_names_for(class_names, len(paths))
+        labels = self._labels(paths, y, names_arg, allow_unlabeled=allow_unlabeled)
+        bad = find_bad_images(paths, mode=self.check_images) if self.check_images else []
+        if bad and not skip:
+            i, reason = bad[0]
+            more = f" ({len(bad) - 1} more bad image(s) follow)" if len(bad) > 1 else ""
+            raise BadImageError(paths[i], reason + more)
+        skipped = [(str(paths[i]), reason) for i, reason in bad]
+        keep = np.ones(len(paths), dtype=bool)
+        if skipped:
+            warnings.warn(
+                f"skipping {len(skipped)} unusable training image(s), e.g. "
+                f"{skipped[0][0]!r}: {skipped[0][1]} (see skipped_images_)",
+                LiftLearnWarning, stacklevel=5,
+            )
+            keep[[i for i, _ in bad]] = False
+            y_kept = [v for v, k in zip(y, keep) if k] if isinstance(y, (list, tuple)) else np.asarray(y)[keep]
+            paths = paths[keep]
+            labels = self._labels(paths, y_kept, names_arg, allow_unlabeled=allow_unlabeled)
+        return paths, labels, skipped, keep
+
+    def _checkpoint(self, paths, labels):
+        if self.checkpoint_dir is None:
+            return None
+        h = hashlib.sha256()
+        ignore = {"verbose", "num_workers", "device", "checkpoint_dir", "check_images", "on_bad_image"}
+        params = {k: v for k, v in self.get_params(deep=False).items() if k not in ignore}
+        if not isinstance(params.get("random_state"), Integral):
+            params.pop("random_state", None)  # resume whatever run was saved
+        h.update(type(self).__name__.encode())
+        h.update(repr(sorted((k, repr(v)) for k, v in params.items())).encode())
+        h.update("\0".join(map(str, paths)).encode())
+        h.update(labels.y_encoded.tobytes())
+        h.update("\0".join(labels.names).encode())
+        return Checkpoint(self.checkpoint_dir, h.hexdigest())
+
+    def _train_config(self) -> TrainConfig:
+        return TrainConfig(
+            epochs=int(self.epochs),
+            batch_size=int(self.batch_size),
+            device_batch_size=None if self.device_batch_size is None else int(self.device_batch_size),
+            lr=float(self.lr),
+            momentum=float(self.momentum),
+            weight_decay=float(self.weight_decay),
+            num_workers=None if self.num_workers is None else int(self.num_workers),
+            verbose=int(self.verbose),
+            compile=bool(self.compile),
+        )
+
+    # ------------------------------------------------------------- network
+    def _build_network(self, backbone, class_names, seed: int) -> LiftNetwork:
+        """The untrained network for these parameters: tuner seeded by
+        ``seed``, cosine head initialised from the class names' prompts."""
+        return LiftNetwork(
+            backbone, self._build_tuner(backbone, len(class_names), seed),
+            CosineClassifier(self._semantic_init(backbone, class_names), scale=float(self.scale)),
+        )
+
+    def _build_tuner(self, backbone, n_classes: int, seed: int):
+        layers = self.adapter_layers
+        if isinstance(layers, Integral):
+            layers = int(layers)
+        elif layers is not None:
+            layers = [int(i) for i in layers]
+        dim = None if self.adapter_dim is None else int(self.adapter_dim)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return build_tuner(self.adapter, backbone, n_classes, dim, layers=layers)
+
+    def _semantic_init(self, backbone, class_names):
+        return semantic_init(backbone, class_names, self.prompt_template)
+
+    def _fitted_from_module(self, module) -> dict:
+        tuner = module.tuner
+        n_adapter = tuner.n_trainable_params()
+        return {
+            "adapter_dim_": tuner.adapter_dim,
+            "n_adapter_params_": n_adapter,
+            "trainable_fraction_": n_adapter / sum(
+                p.numel() for p in module.backbone.visual.parameters()
+            ),
+            "n_trainable_params_": module.n_trainable_params(),
+        }
+
+    def _empty_module(self, backbone, fitted: dict):
+        """An untrained network of the fitted shape, for model files."""
+        return self._build_network(backbone, fitted["class_names_"], seed=0)

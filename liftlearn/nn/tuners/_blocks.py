@@ -1,0 +1,175 @@
+"""The one module that knows open_clip's ViT internals.
+
+Every fine-tuning method reaches the frozen encoder through the hooks of
+:class:`~liftlearn.nn.tuners.TunerMethod`; this module runs open_clip's
+``VisionTransformer`` (``_embeds``, the ``resblocks``, ``_pool``) and its
+pre-LN ``ResidualAttentionBlock`` around the frozen sub-modules and calls
+those hooks at their points (``h`` is the residual stream)::
+
+    x = splice(x, prompts(mod))                 # before the block
+    a = LN1(x)                                  # bias replaced by biases(mod)
+    qkv = qkv(mod, a, a W_in + b_in)            # functional_attention only
+    o = attn_out(mod, SDPA(q, k, v) W_out + b_out)
+    h = x + ls_1(o)
+    m = fc2(mod, fc2(act(fc1(mod, fc1(LN2(h))))))   # fc1 hook: functional_mlp only
+    m = mlp_out(mod, m)
+    m = ls_2(m) [+ parallel(mod, h)]
+    out = h + m
+
+A method without ``functional_attention`` runs open_clip's own
+``block.attention``, and without ``functional_mlp`` its ``block.mlp``; a
+method that does not edit its blocks runs ``block(x)``; one that replaces
+its blocks runs ``replace_block(mod, x)``. The frozen encoder itself is
+never modified, patched or parametrised.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: The biases of a block, by the names the ``biases`` hook uses.
+BIAS_NAMES = ("ln_1", "in_proj", "out_proj", "ln_2", "c_fc", "c_proj")
+
+
+def is_vit(visual) -> bool:
+    """Whether ``visual`` is a transformer tower (not a CLIP ResNet)."""
+    return hasattr(visual, "transformer")
+
+
+def vit_blocks(visual) -> list:
+    """The frozen blocks of a ViT tower, in order."""
+    return list(visual.transformer.resblocks)
+
+
+def mlp_width(block) -> Optional[int]:
+    """Hidden width of a block's MLP, or None where it is not open_clip's."""
+    return block.mlp.c_fc.out_features if hasattr(block.mlp, "c_fc") else None
+
+
+def block_bias_sizes(width: int, mlp_width: int) -> dict:
+    """Size of each of a block's biases (see :data:`BIAS_NAMES`)."""
+    return {
+        "ln_1": width, "in_proj": 3 * width, "out_proj": width,
+        "ln_2": width, "c_fc": mlp_width, "c_proj": width,
+    }
+
+
+def frozen_block_biases(block) -> dict:
+    """A block's own (frozen) biases, by :data:`BIAS_NAMES`."""
+    return {
+        "ln_1": block.ln_1.bias, "in_proj": block.attn.in_proj_bias,
+        "out_proj": block.attn.out_proj.bias, "ln_2": block.ln_2.bias,
+        "c_fc": block.mlp.c_fc.bias, "c_proj": block.mlp.c_proj.bias,
+    }
+
+
+def check_vit_blocks(visual, adapter: str, alternatives) -> None:
+    """Raise unless every block supports the functional attention and MLP."""
+    from open_clip.transformer import ResidualAttentionBlock
+
+    for block in visual.transformer.resblocks:
+        if not isinstance(block, ResidualAttentionBlock):
+            raise ValueError(
+                f"adapter={adapter!r} needs open_clip's ResidualAttentionBlock; this "
+                f"backbone has {type(block).__name__} blocks (use one of "
+                f"{list(alternatives)})"
+            )
+        if not getattr(block.attn, "batch_first", False) or not block.attn._qkv_same_embed_dim:
+            raise ValueError(f"adapter={adapter!r} needs batch-first fused-qkv attention")
+
+
+def _layer_norm(ln: nn.LayerNorm, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``ln(x)`` with a replacement bias, in fp32 like open_clip's LayerNorm."""
+    out = F.layer_norm(x.float(), ln.normalized_shape, ln.weight.float(), bias.float(), ln.eps)
+    return out.to(x.dtype)
+
+
+def attention(method, module, block, a, in_bias, out_bias) -> torch.Tensor:
+    """open_clip's self-attention re-implemented on the packed projection
+    (SDPA), with the method's ``qkv`` and ``attn_out`` hooks."""
+    attn = block.attn
+    qkv = F.linear(a, attn.in_proj_weight, in_bias)
+    qkv = method.qkv(module, a, qkv)
+    n, length, dim = a.shape
+    heads = attn.num_heads
+    q, k, v = qkv.view(n, length, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
+    o = F.scaled_dot_product_attention(q, k, v)
+    o = o.transpose(1, 2).reshape(n, length, dim)
+    o = F.linear(o, attn.out_proj.weight, out_bias)
+    return method.attn_out(module, o)
+
+
+def mlp(method, module, block, z, fc1_bias, fc2_bias) -> torch.Tensor:
+    """open_clip's MLP run functionally, with the ``fc1`` and ``fc2`` hooks."""
+    m = F.linear(z, block.mlp.c_fc.weight, fc1_bias)
+    m = method.fc1(module, m)
+    m = block.mlp.gelu(m)
+    m = F.linear(m, block.mlp.c_proj.weight, fc2_bias)
+    return method.fc2(module, m)
+
+
+def run_block(method, module, block, x: torch.Tensor) -> torch.Tensor:
+    """One frozen block with ``method``'s module ``module`` in place."""
+    if not method.edits_blocks:
+        return block(x)
+    if method.replaces_block:
+        return method.replace_block(module, x)
+    functional = method.functional_attention or method.functional_mlp
+    frozen = frozen_block_biases(block) if functional else None
+    new = method.biases(module)
+    b = frozen if new is None else {**(frozen or {}), **new}
+    if new is not None and "ln_1" in new:
+        a = _layer_norm(block.ln_1, x, new["ln_1"])
+    else:
+        a = block.ln_1(x)
+    if method.functional_attention:
+        o = attention(method, module, block, a, b["in_proj"], b["out_proj"])
+    else:
+        o = method.attn_out(module, block.attention(q_x=a))
+    h = x + block.ls_1(o)
+    if method.functional_mlp:
+        if new is not None and "ln_2" in new:
+            z = _layer_norm(block.ln_2, h, new["ln_2"])
+        else:
+            z = block.ln_2(h)
+        m = mlp(method, module, block, z, b["c_fc"], b["c_proj"])
+    else:
+        m = method.fc2(module, block.mlp(block.ln_2(h)))
+    m = method.mlp_out(module, m)
+    m = block.ls_2(m)
+    p = method.parallel(module, h)
+    if p is not None:
+        m = m + p
+    return h + m
+
+
+def vit_features(visual, images: torch.Tensor, method, modules, keys) -> torch.Tensor:
+    """Pre-projection image features (``ln_post`` of the CLS token) of the
+    frozen tower ``visual`` with ``method``'s per-block ``modules`` (keyed by
+    block index str; None where the method has none) in the blocks ``keys``.
+    A CLIP ResNet tower is run as is."""
+    if not is_vit(visual):
+        # A CLIP ResNet: the attention-pool output is the feature.
+        return visual(images)
+    x = visual._embeds(images)
+    n_prompts = 0
+    for i, block in enumerate(visual.transformer.resblocks):
+        key = str(i)
+        if key not in keys:
+            x = block(x)
+            continue
+        module = None if modules is None else modules[key]
+        prompts = method.prompts(module)
+        if prompts is not None:
+            # LIFT+'s VPT: [CLS, prompts, patches]; a layer with its own
+            # prompts drops the previous layer's.
+            p = prompts.to(x.dtype).expand(x.shape[0], -1, -1)
+            x = torch.cat([x[:, :1], p, x[:, 1 + n_prompts:]], dim=1)
+            n_prompts = p.shape[1]
+        x = run_block(method, module, block, x)
+    pooled, _ = visual._pool(x)
+    return pooled

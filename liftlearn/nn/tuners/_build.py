@@ -1,0 +1,66 @@
+"""build_tuner: the tuner of a registered method on a backbone."""
+
+from __future__ import annotations
+
+from . import _blocks
+from ._base import TUNERS, Tuner
+from .resnet import ResNetTuner, _resnet_names
+
+
+def build_tuner(adapter: str, backbone, n_classes: int, adapter_dim=None, **options) -> Tuner:
+    """The tuner for ``adapter`` on ``backbone``, sized for ``n_classes``.
+
+    Parameters
+    ----------
+    adapter : str
+        A registered method (:data:`TUNERS`; on a ResNet, one that declares
+        ``resnet``, :data:`RESNET_ADAPTERS` for the built-in ones).
+    backbone : Backbone
+    n_classes : int
+    adapter_dim : int or None
+        Bottleneck width, LoRA rank or prompt length; None uses the method's
+        automatic size (LIFT+'s :func:`auto_adapter_dim`,
+        :func:`auto_lora_rank`, :func:`auto_prompt_length`, with L the number
+        of blocks). Raises for methods without a size.
+    layers : None, int or sequence of int
+        Keyword option: the blocks that get the module (None all, k the last
+        k, or indices). Raises for methods that do not take it ("none",
+        "vpt-shallow") and ResNets.
+    """
+    layers = options.pop("layers", None)
+    if options:
+        raise TypeError(f"build_tuner got unexpected options {sorted(options)}")
+    method = TUNERS.get(adapter)
+    if method is None:
+        raise ValueError(f"unknown adapter {adapter!r}; choose one of {sorted(TUNERS)}")
+    if adapter_dim is not None and not method.sized:
+        sized = sorted(name for name, m in TUNERS.items() if m.sized)
+        raise ValueError(
+            f"adapter_dim does not apply to adapter={adapter!r}; leave it None "
+            f"(it sizes {sized})"
+        )
+    if backbone.kind != "vit":
+        if not method.resnet:
+            raise ValueError(
+                f"adapter={adapter!r} needs a ViT backbone; {backbone.spec.name!r} "
+                f"is a ResNet (use one of {_resnet_names()})"
+            )
+        if layers is not None:
+            raise ValueError("adapter_layers does not apply to a ResNet backbone; leave it None")
+        return ResNetTuner(adapter, backbone.visual, backbone.feature_dim)
+    visual = backbone.visual
+    if method.functional_attention or method.functional_mlp:
+        native = [n for n, m in TUNERS.items() if not (m.functional_attention or m.functional_mlp)]
+        _blocks.check_vit_blocks(visual, adapter, native)
+    if adapter_dim is None:
+        adapter_dim = method.auto_size(n_classes, backbone.n_layers)
+    blocks = _blocks.vit_blocks(visual)
+    return Tuner(
+        adapter,
+        backbone.feature_dim,
+        backbone.n_layers,
+        None if adapter_dim is None else int(adapter_dim),
+        layers=layers,
+        mlp_width=_blocks.mlp_width(blocks[0]),
+        blocks=blocks if method.needs_blocks else None,
+    )

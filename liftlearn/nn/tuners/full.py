@@ -1,0 +1,24 @@
+"""Full fine-tuning: a private trainable copy of the selected blocks (of the
+whole tower on a ResNet); the shared frozen encoder is never touched."""
+
+from __future__ import annotations
+
+import copy
+
+from ._base import TunerMethod, register_tuner
+
+
+@register_tuner
+class FullMethod(TunerMethod):
+    name = "full"
+    description = "every parameter of the blocks (a private copy; or of the last k blocks)"
+    attribute = "blocks"
+    layered = True
+    resnet = True
+    needs_blocks = True
+    replaces_block = True
+
+    def build_block(self, *, index, width, mlp_width, size, block):
+        if block is None:
+            raise ValueError("adapter='full' needs the backbone's blocks to copy")
+        return copy.deepcopy(block).requires_grad_(True)
