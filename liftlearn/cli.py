@@ -176,13 +176,13 @@ def _parse_param(text: str) -> tuple[str, Any]:
 
 
 def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (liftlearn's one integer check)."""
+    from ._validation import check_int
+
     try:
-        value = int(text)
-    except ValueError:
+        return check_int(int(text), "value", 1)
+    except (TypeError, ValueError):
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _pretrained(text: str) -> str | None:
