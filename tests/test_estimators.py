@@ -7,7 +7,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.base import clone, is_classifier
 from sklearn.exceptions import NotFittedError
-from sklearn.utils import estimator_checks as ec
 
 from liftlearn import BadImageError, LiftPlusClassifier, TrainingError
 
@@ -24,19 +23,6 @@ def fitted(small, tiny_checkpoint):
 
 def test_is_a_classifier_for_sklearn():
     assert is_classifier(LiftPlusClassifier())
-
-
-@pytest.mark.parametrize(
-    "check",
-    [
-        "check_estimator_cloneable", "check_estimator_tags_renamed", "check_valid_tag_types",
-        "check_estimator_repr", "check_no_attributes_set_in_init",
-        "check_do_not_raise_errors_in_init_or_set_params", "check_mixin_order",
-        "check_parameters_default_constructible", "check_get_params_invariance", "check_set_params",
-    ],
-)
-def test_sklearn_api_checks(check):
-    getattr(ec, check)("LiftPlusClassifier", LiftPlusClassifier())
 
 
 def test_defaults_follow_lift_plus():
