@@ -10,7 +10,14 @@ import torch
 
 from .exceptions import LiftLearnWarning
 
-__all__ = ["DeviceWarning", "autocast_for", "map_device", "resolve_device", "usable_cpus"]
+__all__ = [
+    "DeviceWarning",
+    "autocast_for",
+    "canonical_device",
+    "map_device",
+    "resolve_device",
+    "usable_cpus",
+]
 
 
 class DeviceWarning(LiftLearnWarning):
@@ -33,6 +40,15 @@ def resolve_device(device) -> torch.device:
         raise ValueError(f"device={device!r} is not a device torch knows: {exc}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={str(device)!r} was asked for but CUDA is not available")
+    return device
+
+
+def canonical_device(device) -> torch.device:
+    """One name per device: ``cuda`` -> ``cuda:<current>`` (how the backbone
+    cache keys devices and networks compare them)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     return device
 
 

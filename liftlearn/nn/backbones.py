@@ -27,6 +27,7 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from .._device import canonical_device
 from ..exceptions import BackboneError
 
 __all__ = [
@@ -280,14 +281,6 @@ class Backbone:
         return F.normalize(text_features, dim=-1)
 
 
-def resolve_backbone_device(device) -> torch.device:
-    """``device`` as the backbone cache keys it (``cuda`` -> ``cuda:<current>``)."""
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    return device
-
-
 def get_backbone(
     spec: Union[BackboneSpec, str],
     device: Union[str, torch.device] = "cpu",
@@ -310,7 +303,7 @@ def get_backbone(
     """
     if not isinstance(spec, BackboneSpec):
         spec = BackboneSpec.create(spec, pretrained)
-    device = resolve_backbone_device(device)
+    device = canonical_device(device)
     key = (spec, str(device))
     with _cache_lock:
         backbone = _cache.get(key)

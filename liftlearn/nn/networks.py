@@ -17,9 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import ulfine as um
-from .backbones import (
-    Backbone, backbone_fingerprint, check_fingerprint, get_backbone, resolve_backbone_device,
-)
+from .._device import canonical_device
+from .backbones import Backbone, backbone_fingerprint, check_fingerprint, get_backbone
 from .heads import CosineClassifier
 from .tuners import Tuner
 
@@ -50,7 +49,7 @@ class SharedBackboneNetwork(nn.Module):
 
     def to_device(self, device) -> "SharedBackboneNetwork":
         """Move the trainable parts and switch to the backbone on ``device``."""
-        device = resolve_backbone_device(device)
+        device = canonical_device(device)
         self.to(device)
         if self.backbone.device != device:
             self.backbone = get_backbone(self.backbone.spec, device)
