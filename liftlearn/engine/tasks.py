@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.utils.data import RandomSampler
 
 from ..nn import ulfine as um
-from ..nn.losses import LogitAdjustedLoss, log_prior
+from ..nn.losses import log_prior
 
 __all__ = ["LiftPlusTask", "TrainingTask", "ULFineTask"]
 
@@ -84,7 +84,8 @@ class TrainingTask:
 
 
 class LiftPlusTask(TrainingTask):
-    """LIFT+: logit-adjusted cross-entropy on the minimalist crops.
+    """LIFT+: a long-tail criterion (logit-adjusted cross-entropy by default)
+    on the minimalist crops.
 
     Parameters
     ----------
@@ -92,17 +93,18 @@ class LiftPlusTask(TrainingTask):
     dataset_for_epoch : callable
         ``epoch -> Dataset`` of ``(image, target)``; the epoch is passed
         explicitly so the augmentation schedule never relies on worker state.
-    class_counts : array-like of shape (n_classes,)
-    tau : float
+    criterion : torch.nn.Module
+        ``(logits, targets) -> loss``, built by the estimator (for example
+        :func:`liftlearn.nn.losses.make_loss`); moved to ``device``.
     seed : int
     device : torch.device
     """
 
-    def __init__(self, network, dataset_for_epoch: Callable, class_counts, tau: float,
+    def __init__(self, network, dataset_for_epoch: Callable, criterion: torch.nn.Module,
                  seed: int, device: torch.device):
         super().__init__(network, seed, device)
         self.dataset_for_epoch = dataset_for_epoch
-        self.criterion = LogitAdjustedLoss(class_counts, tau=tau).to(device)
+        self.criterion = criterion.to(device)
 
     def epoch_batches(self, epoch, micro_batch_size, loader):
         dataset = self.dataset_for_epoch(epoch)

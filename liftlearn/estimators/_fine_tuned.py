@@ -9,6 +9,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.utils import check_random_state
 
 from .._validation import Boolean, Constraint, Interval, IntSequence, Options, PathLike, Predicate
@@ -16,13 +17,73 @@ from ..data import check_paths, find_bad_images
 from ..engine import Checkpoint, TrainConfig, fit_task
 from ..exceptions import BadImageError, LiftLearnWarning
 from ..nn.backbones import get_backbone
-from ..nn.heads import CosineClassifier, semantic_init
-from ..nn.networks import LiftNetwork
+from ..engine import predict_images
+from ..nn.heads import CosineClassifier, make_classifier, random_class_vectors, semantic_init
+from ..nn.networks import FeatureNetwork, LiftNetwork
 from ..nn.tuners import TUNERS, build_tuner
 from ..transforms import MDA_SCHEDULES
 from ._base import CLIPClassifier, fit_context
 
-__all__ = ["FineTunedClassifier"]
+__all__ = ["FineTunedClassifier", "data_init_rows"]
+
+#: LIFT+ computes data-based classifier initialisations on at most this many
+#: training images per class (its ``DownSampler(n_max=100)``).
+_INIT_MAX_PER_CLASS = 100
+
+
+def data_init_rows(init: str, features, y, n_classes: int):
+    """Classifier rows from training features, as LIFT+ computes them.
+
+    ``"class_mean"``: the mean feature of each class; ``"linear_probing"``:
+    the coefficients of a logistic regression (lbfgs, 100 iterations, L2,
+    ``class_weight="balanced"``) on the raw features. Rows are L2-normalised.
+
+    Parameters
+    ----------
+    init : {"class_mean", "linear_probing"}
+    features : ndarray of shape (n_samples, dim)
+    y : ndarray of shape (n_samples,)
+        Encoded labels in ``0..n_classes-1``.
+    n_classes : int
+
+    Returns
+    -------
+    rows : ndarray of shape (n_classes, dim)
+        Zero rows for the classes returned as missing.
+    missing : list of int
+        Classes without a row (no training feature; every class when fewer
+        than two classes have features for the logistic regression).
+    """
+    features = np.asarray(features, dtype=np.float64)
+    y = np.asarray(y)
+    present = np.unique(y)
+    rows = np.zeros((n_classes, features.shape[1]))
+    if init == "class_mean":
+        for c in present:
+            rows[c] = features[y == c].mean(axis=0)
+    elif init == "linear_probing":
+        if len(present) < 2:
+            return rows, list(range(n_classes))
+        from sklearn.linear_model import LogisticRegression
+
+        lr = LogisticRegression(solver="lbfgs", max_iter=100, class_weight="balanced")
+        with warnings.catch_warnings():
+            # 100 iterations is LIFT+'s budget, converged or not.
+            warnings.simplefilter("ignore", category=UserWarning)
+            warnings.filterwarnings("ignore", message=".*(converge|ITERATIONS).*")
+            lr.fit(features, y)
+        coef = lr.coef_
+        if coef.shape[0] == 1:
+            # Binary: sklearn keeps one vector w (logit of the second class);
+            # the softmax pair (-w/2, w/2) has the same probabilities.
+            coef = np.vstack([-coef[0] / 2, coef[0] / 2])
+        rows[lr.classes_] = coef
+    else:
+        raise ValueError(f"classifier_init={init!r} is not computed from data")
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    rows = np.where(norms > 0, rows / np.where(norms > 0, norms, 1), rows)
+    missing = sorted(set(range(n_classes)) - set(int(c) for c in present))
+    return rows, missing
 
 
 class _RegisteredTuner(Constraint):
@@ -222,11 +283,68 @@ class FineTunedClassifier(CLIPClassifier):
     # ------------------------------------------------------------- network
     def _build_network(self, backbone, class_names, seed: int) -> LiftNetwork:
         """The untrained network for these parameters: tuner seeded by
-        ``seed``, cosine head initialised from the class names' prompts."""
-        return LiftNetwork(
-            backbone, self._build_tuner(backbone, len(class_names), seed),
-            CosineClassifier(self._semantic_init(backbone, class_names), scale=float(self.scale)),
+        ``seed``, head of kind ``classifier`` (cosine where the estimator has
+        no such parameter) initialised per ``classifier_init`` (semantic
+        rows until :meth:`_init_head_from_data` replaces them)."""
+        tuner = self._build_tuner(backbone, len(class_names), seed)
+        return LiftNetwork(backbone, tuner, self._build_head(backbone, class_names, seed))
+
+    def _build_head(self, backbone, class_names, seed: int):
+        kind = getattr(self, "classifier", "cosine")
+        init = getattr(self, "classifier_init", "semantic")
+        if kind == "cosine" and init == "semantic":
+            # LIFT+'s default, exactly as before the other heads existed.
+            return CosineClassifier(self._semantic_init(backbone, class_names), scale=float(self.scale))
+        if init is None:
+            generator = torch.Generator().manual_seed(int(seed))
+            weight = random_class_vectors(len(class_names), backbone.feature_dim, generator)
+        else:
+            # "class_mean" and "linear_probing" start from the semantic rows:
+            # they stay for classes without training images.
+            weight = F.normalize(self._semantic_init(backbone, class_names).float(), dim=-1)
+        return make_classifier(kind, weight, scale=float(self.scale))
+
+    def _init_head_from_data(self, network, backbone, paths, labels, seed: int, device) -> None:
+        """Replace the head's rows by ``classifier_init="class_mean"`` or
+        ``"linear_probing"`` rows computed from the training images.
+
+        As LIFT+ does: at most 100 images per class (a seeded draw), the
+        evaluation transform, the features of the network at initialisation
+        (the frozen encoder with the untrained tuner), rows normalised.
+        Classes without training images keep their semantic row (with a
+        warning); so do all classes when fewer than two have images for the
+        logistic regression.
+        """
+        init = getattr(self, "classifier_init", "semantic")
+        if init not in ("class_mean", "linear_probing"):
+            return
+        y = np.asarray(labels.y_encoded)
+        n_classes = len(labels.names)
+        rng = np.random.default_rng([int(seed), 2])
+        chosen = np.sort(np.concatenate(
+            [rng.permutation(np.flatnonzero(y == c))[:_INIT_MAX_PER_CLASS] for c in range(n_classes)]
+        ).astype(np.int64))
+        features = predict_images(
+            FeatureNetwork(backbone, network.tuner, normalize=False), backbone,
+            [paths[i] for i in chosen], tte=False, tte_expand=0,
+            batch_size=64, device=device,
+            num_workers=None if self.num_workers is None else int(self.num_workers),
         )
+        rows, missing = data_init_rows(init, features, y[chosen], n_classes)
+        if missing:
+            names = [labels.names[c] for c in missing[:5]]
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            warnings.warn(
+                f"classifier_init={init!r}: {len(missing)} class(es) without a row from the "
+                f"training images (no image, or fewer than two classes with images) "
+                f"({', '.join(map(repr, names))}{more}) keep the semantic initialisation",
+                LiftLearnWarning, stacklevel=4,
+            )
+        with torch.no_grad():
+            weight = network.head.weight
+            keep = torch.as_tensor([c in set(missing) for c in range(n_classes)])
+            new = torch.as_tensor(rows, dtype=weight.dtype, device=weight.device)
+            weight.copy_(torch.where(keep.to(weight.device)[:, None], weight, new))
 
     def _build_tuner(self, backbone, n_classes: int, seed: int):
         layers = self.adapter_layers

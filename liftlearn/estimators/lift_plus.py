@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from .._validation import Options, Predicate
 from ..data import TrainDataset
 from ..engine import LiftPlusTask
 from ..nn.backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED
-from ..nn.heads import DEFAULT_TEMPLATE
+from ..nn.heads import CLASSIFIERS, DEFAULT_TEMPLATE
+from ..nn.losses import LOSSES, check_loss_params, make_loss
 from ..transforms import mda_min_scale, train_transform
 from ._fine_tuned import FineTunedClassifier
 
@@ -67,10 +69,38 @@ class LiftPlusClassifier(FineTunedClassifier):
     momentum : float, default=0.9
     weight_decay : float, default=5e-4
     tau : float, default=1.0
-        Strength of the logit adjustment of the training loss (0 gives plain
-        cross-entropy).
+        Strength of the logit adjustment of ``loss="la"`` (0 gives plain
+        cross-entropy). An error with another loss unless left at 1.0.
     scale : float, default=25.0
-        Logit scale of the cosine classifier.
+        Logit scale of the cosine classifier (and the default margin scale
+        ``s`` of ``loss="ldam"``, as in LIFT+).
+    classifier : {"cosine", "linear", "l2norm", "layernorm"}, default="cosine"
+        The head on the image feature ``x``, as in LIFT+'s study:
+        ``"cosine"`` ``scale * cos(x, w_j)``; ``"linear"`` ``x @ W.T + b``
+        (bias from zero); ``"l2norm"`` ``x @ normalize(W).T``;
+        ``"layernorm"`` ``LN(x) @ normalize(W).T`` (LayerNorm without affine
+        parameters). ``scale`` applies to "cosine" only.
+    classifier_init : {"semantic", "class_mean", "linear_probing"} or None, \
+default="semantic"
+        The head's initial class vectors (normalised): ``"semantic"`` from
+        the text encoder and the class names; ``"class_mean"`` the mean
+        feature of each class's training images (at most 100 per class, a
+        seeded draw, evaluation transform, the untrained network);
+        ``"linear_probing"`` the coefficients of a logistic regression
+        (lbfgs, 100 iterations, balanced class weights) on those features;
+        None random unit vectors (seeded). Classes without training images
+        keep the semantic row under "class_mean" and "linear_probing" (with
+        a warning).
+    loss : {"la", "ce", "focal", "ldam", "cb", "grw", "bs", "lade"}, default="la"
+        Training loss: logit-adjusted (``tau``), cross-entropy, focal,
+        LDAM, class-balanced, generalised re-weighting, Balanced Softmax or
+        LADE, each as LIFT+ computes it (:mod:`liftlearn.nn.losses`).
+    loss_params : dict or None, default=None
+        The loss's hyper-parameters, overriding LIFT+'s defaults:
+        ``{"gamma": 2.0}`` (focal), ``{"max_m": 0.5, "s": scale}`` (ldam),
+        ``{"beta": 0.9999}`` (cb), ``{"exp_scale": 1.0}`` (grw),
+        ``{"remine_lambda": 0.1, "estim_loss_weight": 0.1}`` (lade); "la",
+        "ce" and "bs" take none. An unknown key is an error.
     prompt_template : str, default="a photo of a {}."
         Text prompt for each class name in the classifier's initialisation.
     mda_schedule : {"convex", "linear", "concave", "min", "max"}, default="convex"
@@ -165,6 +195,10 @@ class LiftPlusClassifier(FineTunedClassifier):
         weight_decay=5e-4,
         tau=1.0,
         scale=25.0,
+        classifier="cosine",
+        classifier_init="semantic",
+        loss="la",
+        loss_params=None,
         prompt_template=DEFAULT_TEMPLATE,
         mda_schedule="convex",
         tte=True,
@@ -192,6 +226,10 @@ class LiftPlusClassifier(FineTunedClassifier):
         self.weight_decay = weight_decay
         self.tau = tau
         self.scale = scale
+        self.classifier = classifier
+        self.classifier_init = classifier_init
+        self.loss = loss
+        self.loss_params = loss_params
         self.prompt_template = prompt_template
         self.mda_schedule = mda_schedule
         self.tte = tte
@@ -205,7 +243,26 @@ class LiftPlusClassifier(FineTunedClassifier):
         self.random_state = random_state
         self.verbose = verbose
 
-    _parameter_constraints: dict = {**FineTunedClassifier._parameter_constraints}
+    _parameter_constraints: dict = {
+        **FineTunedClassifier._parameter_constraints,
+        "classifier": [Options(tuple(CLASSIFIERS))],
+        "classifier_init": [Options(("semantic", "class_mean", "linear_probing")), None],
+        "loss": [Options(tuple(LOSSES))],
+        "loss_params": [Predicate(lambda v: isinstance(v, dict), "a dict"), None],
+    }
+
+    def _check_param_relations(self) -> None:
+        super()._check_param_relations()
+        name = type(self).__name__
+        try:
+            check_loss_params(self.loss, self.loss_params)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+        if self.loss != "la" and self.tau != 1.0:
+            raise ValueError(
+                f"{name}: tau={self.tau!r} applies to loss='la' only; leave it 1.0 "
+                f"with loss={self.loss!r}"
+            )
 
     def _make_task(self, network, backbone, paths, labels, seed, device):
         size, mean, std = backbone.image_size, backbone.mean, backbone.std
@@ -217,4 +274,9 @@ class LiftPlusClassifier(FineTunedClassifier):
                 paths, labels.y_encoded, train_transform(size, min_scale, mean, std), seed, epoch
             )
 
-        return LiftPlusTask(network, dataset_for_epoch, labels.counts, float(self.tau), seed, device)
+        self._init_head_from_data(network, backbone, paths, labels, seed, device)
+        criterion = make_loss(
+            self.loss, labels.counts, tau=float(self.tau), scale=float(self.scale),
+            loss_params=self.loss_params,
+        )
+        return LiftPlusTask(network, dataset_for_epoch, criterion, seed, device)

@@ -9,9 +9,15 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "CLASSIFIERS",
     "DEFAULT_TEMPLATE",
     "CosineClassifier",
+    "L2NormClassifier",
+    "LayerNormClassifier",
+    "LinearClassifier",
     "class_prompts",
+    "make_classifier",
+    "random_class_vectors",
     "prompt_templates",
     "semantic_init",
     "text_classifier",
@@ -47,6 +53,119 @@ class CosineClassifier(nn.Module):
     def extra_repr(self) -> str:
         n, d = self.weight.shape
         return f"in_features={d}, n_classes={n}, scale={self.scale}"
+
+
+class LinearClassifier(nn.Module):
+    """``x @ W.T + b``: a plain linear classifier (LIFT+'s ``LinearClassifier``).
+
+    Parameters
+    ----------
+    weight : Tensor of shape (n_classes, dim)
+        Initial class vectors, used as given.
+    bias : Tensor of shape (n_classes,) or None, default=None
+        Initial bias; None starts at zero, as LIFT+ does.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor = None):
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().clone().float())
+        b = torch.zeros(weight.shape[0]) if bias is None else bias.detach().clone().float()
+        self.bias = nn.Parameter(b)
+
+    @property
+    def n_classes(self) -> int:
+        return self.weight.shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight.to(x.dtype), self.bias.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        n, d = self.weight.shape
+        return f"in_features={d}, n_classes={n}"
+
+
+class L2NormClassifier(nn.Module):
+    """``x @ normalize(W).T``: unit class vectors on the raw feature; no bias,
+    no scale (LIFT+'s ``L2NormClassifier``).
+
+    Parameters
+    ----------
+    weight : Tensor of shape (n_classes, dim)
+        Initial class vectors (their norm is irrelevant).
+    """
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().clone().float())
+
+    @property
+    def n_classes(self) -> int:
+        return self.weight.shape[0]
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = F.normalize(self.weight, dim=-1)
+        return F.linear(self._features(x), w.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        n, d = self.weight.shape
+        return f"in_features={d}, n_classes={n}"
+
+
+class LayerNormClassifier(L2NormClassifier):
+    """``LN(x) @ normalize(W).T`` with a LayerNorm without affine parameters
+    (``eps=1e-12``, computed in fp32), as LIFT+'s ``LayerNormClassifier``.
+
+    Parameters
+    ----------
+    weight : Tensor of shape (n_classes, dim)
+        Initial class vectors (their norm is irrelevant).
+    """
+
+    eps = 1e-12
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        # LIFT+ runs its LayerNorms in fp32 whatever the autocast dtype.
+        return F.layer_norm(x.float(), x.shape[-1:], eps=self.eps).to(x.dtype)
+
+
+#: The values of the estimators' ``classifier`` parameter.
+CLASSIFIERS = {
+    "cosine": "scale * cos(x, w_j), no bias (LIFT+'s default)",
+    "linear": "x @ W.T + b",
+    "l2norm": "x @ normalize(W).T (raw feature, unit class vectors)",
+    "layernorm": "LayerNorm(x) @ normalize(W).T (no affine parameters)",
+}
+
+
+def make_classifier(kind: str, weight: torch.Tensor, scale: float = 25.0) -> nn.Module:
+    """The head ``kind`` (a key of :data:`CLASSIFIERS`) with class vectors
+    ``weight``; ``scale`` applies to ``"cosine"`` only."""
+    if kind == "cosine":
+        return CosineClassifier(weight, scale=scale)
+    if kind == "linear":
+        return LinearClassifier(weight)
+    if kind == "l2norm":
+        return L2NormClassifier(weight)
+    if kind == "layernorm":
+        return LayerNormClassifier(weight)
+    raise ValueError(f"classifier={kind!r} must be one of {list(CLASSIFIERS)}")
+
+
+def random_class_vectors(n_classes: int, dim: int, generator: torch.Generator = None) -> torch.Tensor:
+    """LIFT+'s random classifier initialisation: rows drawn uniformly in
+    ``[-1, 1]`` and rescaled to unit norm (its ``uniform_(-1, 1).renorm_(2, 0,
+    1e-5).mul_(1e5)``, which caps every row at norm ``1e-5`` and multiplies
+    back).
+
+    Returns
+    -------
+    weight : Tensor of shape (n_classes, dim), float32
+    """
+    w = torch.rand(n_classes, dim, generator=generator) * 2 - 1
+    return F.normalize(w, dim=-1)
 
 
 def class_prompts(class_names: Sequence[str], template: str = DEFAULT_TEMPLATE) -> list:
