@@ -20,6 +20,14 @@ from liftlearn.nn.backbones import get_backbone  # noqa: E402
 CLASSES = (1000, 365, 100)
 
 
+def _size(tuner) -> str:
+    """The size column: adapter_dim, or "aft"'s automatic ratio."""
+    ratio = getattr(tuner, "options", {}).get("ratio")
+    if ratio is not None:
+        return f"r={ratio:.2e}"
+    return str(tuner.adapter_dim) if tuner.adapter_dim is not None else "-"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", nargs="+", default=["ViT-B-16-quickgelu", "RN50"])
@@ -34,7 +42,7 @@ def main(argv=None):
             if bb.kind == "resnet" and adapter not in RESNET_ADAPTERS:
                 continue
             tuners = [build_tuner(adapter, bb, c) for c in CLASSES]
-            sizes = "/".join(str(t.adapter_dim) if t.adapter_dim is not None else "-" for t in tuners)
+            sizes = "/".join(_size(t) for t in tuners)
             counts = [t.n_trainable_params() for t in tuners]
             print(f"| {adapter} | {sizes} | " + " | ".join(f"{n:,}" for n in counts)
                   + f" | {100 * counts[0] / tower:.3f} |")

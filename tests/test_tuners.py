@@ -36,6 +36,9 @@ from liftlearn.nn.tuners import _blocks
 REPO = Path(__file__).resolve().parents[1]
 BUILT_IN = list(TUNERS)  # the registry at collection time
 VIT_ADAPTERS = sorted(ADAPTERS)
+#: The methods of the code before the registry (the later ones have no
+#: pre-registry twin to compare with).
+PRE_REGISTRY = ("adaptformer", "adapter", "lora", "vpt", "vpt-shallow", "ssf", "bitfit", "full", "none")
 
 # The last commit with the pre-registry liftlearn/adapters.py.
 PRE_REGISTRY_COMMIT = "8126e48e2b85b022d6f701513c0bb205185eee99"
@@ -123,6 +126,7 @@ def test_vit_b16_full_counts_one_block():
 def test_the_registry_lists_the_lift_plus_methods():
     assert list(ADAPTERS) == [
         "adaptformer", "adapter", "lora", "vpt", "vpt-shallow", "ssf", "bitfit", "full", "none",
+        "aft", "clip-adapter",
     ]
     assert BUILT_IN == list(ADAPTERS)
     assert all(ADAPTERS[n] == m.description and m.name == n for n, m in TUNERS.items())
@@ -148,7 +152,10 @@ def test_every_registered_method(backbone, name):
     # Its parameters live in its own attribute, one entry per selected block.
     names = [n for n, _ in tuner.named_parameters()]
     if method.attribute is None:
-        assert names == [] and tuner.block_modules() is None
+        # No block modules; at most a module on the pooled feature.
+        assert tuner.block_modules() is None
+        assert {n.split(".")[0] for n in names} <= {"feature_module"}
+        assert bool(names) == (tuner.feature_module is not None)
     else:
         assert names and {n.split(".")[0] for n in names} == {method.attribute}
         assert {n.split(".")[1] for n in names} == {str(i) for i in tuner.layers}
@@ -397,7 +404,7 @@ def test_lora_down_projection_init_follows_lift_plus(dim, rank):
 
 @pytest.mark.parametrize(
     "adapter, layers, keys",
-    [(a, None, {"0", "1", "2", "3"}) for a in VIT_ADAPTERS if a not in ("none", "vpt-shallow")]
+    [(a, None, {"0", "1", "2", "3"}) for a in VIT_ADAPTERS if a not in ("none", "vpt-shallow", "clip-adapter")]
     + [("vpt-shallow", None, {"0"}), ("adaptformer", 2, {"2", "3"}), ("lora", [0, -1], {"0", "3"}),
        ("vpt", [1], {"1"}), ("full", 1, {"3"}), ("bitfit", [2], {"2"}), ("ssf", [0, 3], {"0", "3"})],
 )
@@ -503,7 +510,7 @@ def _pre_registry_source():
 
 def _cases():
     # LoRA apart: its initial A changed on purpose (see the next test).
-    vit = [(a, "vit", None) for a in ADAPTERS if a != "lora"]
+    vit = [(a, "vit", None) for a in PRE_REGISTRY if a != "lora"]
     vit += [("adaptformer", "vit", 2), ("vpt", "vit", [1]), ("full", "vit", 1),
             ("bitfit", "vit", [2]), ("ssf", "vit", [0, 3]), ("adapter", "vit", [1, 2])]
     return vit + [(a, "rn", None) for a in ("none", "bitfit", "ssf", "full")]
@@ -605,7 +612,7 @@ def test_tuners_pickled_by_the_pre_registry_code_still_load(tmp_path, backbone, 
     for kind, bb in (("vit", backbone), ("rn", rn_backbone)):
         towers[kind] = copy.deepcopy(bb.visual)
         towers[kind].load_state_dict(saved["towers"][kind])
-    assert {a for k, a in saved["tuners"] if k == "vit"} == set(ADAPTERS)
+    assert {a for k, a in saved["tuners"] if k == "vit"} == set(PRE_REGISTRY)
     for (kind, adapter), (blob, expected) in saved["tuners"].items():
         assert b"liftlearn.adapters" in blob
         tuner = pickle.loads(blob)  # through the liftlearn.adapters shim
@@ -640,3 +647,133 @@ def test_the_torch_layer_imports_no_upper_layer():
         """
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+# ------------------------------------------------- issue 18: AFT, CLIP-Adapter
+
+from liftlearn.nn.tuners.aft import auto_aft_ratio  # noqa: E402
+
+
+@pytest.mark.parametrize("loc, names", [
+    ("attn", ("in_proj", "out_proj")), ("mlp", ("c_fc", "c_proj")),
+    ("all", ("in_proj", "out_proj", "c_fc", "c_proj")),
+])
+@pytest.mark.parametrize("ratio", [0.05, 0.5])
+def test_aft_trains_that_fraction_of_the_chosen_weights_and_leaves_the_backbone(backbone, loc, names, ratio):
+    from liftlearn.nn.tuners._blocks import frozen_block_projections
+
+    before = {k: v.clone() for k, v in backbone.model.state_dict().items()}
+    torch.manual_seed(0)
+    tuner = build_tuner("aft", backbone, 10, layers=[1, 3], method_options={"ratio": ratio, "loc": loc})
+    blocks = list(backbone.visual.transformer.resblocks)
+    n_chosen = 0
+    for i in (1, 3):
+        frozen = frozen_block_projections(blocks[i])
+        module = tuner.aft[str(i)]
+        for name in names:
+            for part, tensor in zip(("weight", "bias"), frozen[name]):
+                mask = getattr(module, f"{name}_{part}_mask")
+                assert mask.shape == tensor.shape and int(mask.sum()) == int(tensor.numel() * ratio)
+                n_chosen += tensor.numel()
+    assert {k.split(".")[1] for k, _ in tuner.named_parameters()} == {"1", "3"}
+    assert tuner.n_trainable_params() == sum(int(n * ratio) for n in [
+        t.numel() for i in (1, 3) for nm in names for t in frozen_block_projections(blocks[i])[nm]])
+    assert abs(tuner.n_trainable_params() / n_chosen - ratio) < 0.01
+
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(tuner.features(backbone.visual, images),
+                              _frozen_features(backbone.visual, images), atol=1e-5)
+    # Train a few SGD steps: only the masked entries move, in the tuner's copy.
+    opt = torch.optim.SGD(tuner.parameters(), lr=1.0)
+    for _ in range(3):
+        opt.zero_grad()
+        tuner.features(backbone.visual, images).pow(2).sum().backward()
+        opt.step()
+    after = backbone.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # shared backbone untouched
+    assert all(p.grad is None for p in backbone.model.parameters())
+    frozen3 = frozen_block_projections(blocks[3])
+    new = tuner.aft["3"].replacements(frozen3)
+    for name in names:
+        w_old, w_new = frozen3[name][0], new[name][0]
+        mask = getattr(tuner.aft["3"], f"{name}_weight_mask")
+        assert torch.equal(w_old[~mask], w_new[~mask])  # unmasked entries: frozen values
+        assert not torch.equal(w_old[mask], w_new[mask])  # masked entries trained
+    with torch.no_grad():
+        assert not torch.allclose(tuner.features(backbone.visual, images),
+                                  _frozen_features(backbone.visual, images), atol=1e-5)
+
+
+def test_aft_block_equals_the_block_with_the_replaced_weights(backbone):
+    """The functional block with AFT's projections equals open_clip's block
+    whose weights were overwritten with them (on a private deep copy)."""
+    from liftlearn.nn.tuners._blocks import frozen_block_projections, run_block
+
+    torch.manual_seed(1)
+    tuner = build_tuner("aft", backbone, 10, layers=[0], method_options={"ratio": 0.3, "loc": "all"})
+    _perturb(tuner)
+    block = backbone.visual.transformer.resblocks[0]
+    new = tuner.aft["0"].replacements(frozen_block_projections(block))
+    twin = copy.deepcopy(block)
+    with torch.no_grad():
+        twin.attn.in_proj_weight.copy_(new["in_proj"][0]); twin.attn.in_proj_bias.copy_(new["in_proj"][1])
+        twin.attn.out_proj.weight.copy_(new["out_proj"][0]); twin.attn.out_proj.bias.copy_(new["out_proj"][1])
+        twin.mlp.c_fc.weight.copy_(new["c_fc"][0]); twin.mlp.c_fc.bias.copy_(new["c_fc"][1])
+        twin.mlp.c_proj.weight.copy_(new["c_proj"][0]); twin.mlp.c_proj.bias.copy_(new["c_proj"][1])
+        x = torch.randn(2, 5, backbone.feature_dim)
+        assert torch.allclose(run_block(tuner.method, tuner.aft["0"], block, x), twin(x), atol=1e-5)
+
+
+def test_aft_automatic_ratio_is_lift_plus_formula(backbone):
+    assert auto_aft_ratio(100, 12, 768, "all") == pytest.approx(100 / (12 * (768 * 12 + 9)))
+    assert auto_aft_ratio(100, 12, 768, "attn") == pytest.approx(100 / (12 * (768 * 4 + 4)))
+    assert auto_aft_ratio(100, 12, 768, "mlp") == pytest.approx(100 / (12 * (768 * 8 + 5)))
+    t = build_tuner("aft", backbone, 1000, layers=2)
+    assert t.options == {"ratio": pytest.approx(1000 / (2 * (64 * 12 + 9))), "loc": "all"}
+    with pytest.raises(ValueError, match="aft_ratio=1.5"):
+        build_tuner("aft", backbone, 10, method_options={"ratio": 1.5})
+    with pytest.raises(ValueError, match="takes no method options"):
+        build_tuner("lora", backbone, 10, method_options={"ratio": 0.1})
+
+
+def test_clip_adapter_is_a_residual_bottleneck_on_the_pooled_feature(backbone):
+    torch.manual_seed(0)
+    tuner = build_tuner("clip-adapter", backbone, 10)
+    assert tuner.adapter_dim == 4 and tuner.layers == ()
+    _perturb(tuner)
+    m = tuner.feature_module
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        f = _frozen_features(backbone.visual, images)
+        mu, var = f.mean(-1, keepdim=True), f.var(-1, unbiased=False, keepdim=True)
+        z = (f - mu) / torch.sqrt(var + 1e-5) * m.ln.weight + m.ln.bias
+        expected = f + torch.relu(z @ m.down.weight.T + m.down.bias) @ m.up.weight.T + m.up.bias
+        assert torch.allclose(tuner.features(backbone.visual, images), expected, atol=1e-5)
+    assert tuner.n_trainable_params() == 2 * 64 + (64 * 4 + 4) + (4 * 64 + 64)
+
+
+@pytest.mark.parametrize("kw", [dict(adapter="aft", aft_ratio=0.2, aft_loc="attn"),
+                                dict(adapter="clip-adapter")])
+def test_new_methods_fit_and_predict_on_the_tiny_model(small, kw):
+    from liftlearn import LiftPlusClassifier
+
+    X, y, names, Xt, _ = small
+    clf = LiftPlusClassifier(backbone="liftlearn-tiny-vit", pretrained=None, epochs=1, batch_size=40,
+                             device="cpu", random_state=0, class_names=names, tte=False, **kw)
+    clf.fit(X[::2], y[::2])
+    assert clf.module_.tuner.adapter == kw["adapter"]
+    assert clf.predict_proba(Xt[:3]).shape == (3, 10)
+    assert 0 < clf.n_adapter_params_ < clf.n_trainable_params_
+
+
+def test_aft_parameters_are_refused_for_other_methods(small):
+    from liftlearn import LiftPlusClassifier
+
+    X, y, names, _, _ = small
+    for kw in (dict(aft_ratio=0.1), dict(aft_loc="mlp")):
+        clf = LiftPlusClassifier(backbone="liftlearn-tiny-vit", pretrained=None, device="cpu",
+                                 class_names=names, **kw)
+        with pytest.raises(ValueError, match="apply to adapter='aft' only"):
+            clf.fit(X, y)
+        assert not hasattr(clf, "module_")

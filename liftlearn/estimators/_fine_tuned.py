@@ -353,9 +353,18 @@ class FineTunedClassifier(CLIPClassifier):
         elif layers is not None:
             layers = [int(i) for i in layers]
         dim = None if self.adapter_dim is None else int(self.adapter_dim)
+        options = self._tuner_options()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
+            if options:
+                return build_tuner(self.adapter, backbone, n_classes, dim, layers=layers,
+                                   method_options=options)
             return build_tuner(self.adapter, backbone, n_classes, dim, layers=layers)
+
+    def _tuner_options(self) -> dict:
+        """The fine-tuning method's own options (e.g. "aft"'s ratio); none
+        here."""
+        return {}
 
     def _semantic_init(self, backbone, class_names):
         return semantic_init(backbone, class_names, self.prompt_template)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .._validation import Options, Predicate
+from numbers import Real
+
+from .._validation import Interval, Options, Predicate
 from ..data import TrainDataset
 from ..engine import LiftPlusTask
 from ..nn.backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED
@@ -40,19 +42,33 @@ class LiftPlusClassifier(FineTunedClassifier):
         (prompts at the first block only), ``"ssf"`` (scale and shift after
         qkv, attention out, fc1 and fc2), ``"bitfit"`` (block biases),
         ``"full"`` (every parameter of the blocks, trained in a private
-        copy), ``"none"`` (the classifier alone: linear probing). CLIP
-        ResNets take ``"none"``, ``"bitfit"``, ``"ssf"`` (on the pooled
-        feature) and ``"full"``.
+        copy), ``"aft"`` (arbitrary fine-tuning: a seeded random
+        ``aft_ratio`` of the projection weights), ``"clip-adapter"``
+        (CLIP-Adapter's residual bottleneck on the image feature),
+        ``"none"`` (the classifier alone: linear probing). CLIP ResNets
+        take ``"none"``, ``"bitfit"``, ``"ssf"`` (on the pooled feature)
+        and ``"full"``.
     adapter_dim : int or None, default=None
         Bottleneck width ("adaptformer", "adapter"), LoRA rank or prompt
         length ("vpt", "vpt-shallow"); None uses LIFT+'s automatic sizes
         ``2**max(0, int(log2(C / 2L)))``, ``2**max(0, int(log2(C / 4L)))``
-        and ``2**max(0, int(log2(C / L)))`` for C classes and L blocks. An
-        error for the modules without a size.
+        and ``2**max(0, int(log2(C / L)))`` for C classes and L blocks;
+        4 for "clip-adapter" (LIFT+'s ``clip_adapter_dim``). An error for
+        the modules without a size.
     adapter_layers : None, int or list of int, default=None
         The blocks that get the module: None all, an int k the last k blocks,
         a list the block indices. An error for "none", "vpt-shallow" and
         ResNets.
+    aft_ratio : float in (0, 1] or None, default=None
+        ``adapter="aft"`` only: the fraction of the entries of every chosen
+        projection weight and bias that is trained (a random mask drawn
+        from ``random_state``). None: LIFT+'s automatic ratio, about as
+        many trained entries as a C-way classifier, ``C / (L (12D + 9))``
+        for ``aft_loc="all"`` (``4D + 4`` "attn", ``8D + 5`` "mlp"), D the
+        width and L the blocks in ``adapter_layers``.
+    aft_loc : {"all", "attn", "mlp"}, default="all"
+        ``adapter="aft"`` only: the projections trained, attention
+        (``in_proj``, ``out_proj``), MLP (``c_fc``, ``c_proj``) or both.
     class_names : sequence of str, mapping or None, default=None
         A sequence of C names (classes ``0..C-1``) or a mapping label -> name.
         Every named class is a column of ``predict_proba``, including classes
@@ -122,15 +138,19 @@ default="semantic"
         tens of seconds, worth it for long fits, mainly on a GPU. The fitted
         module and predictions do not use the compiled module.
     check_images : {"header", "decode"} or None, default="header"
-        Check every training image before any training time is spent:
+        Check every training image before any training time is spent, and
+        every image given to a prediction method before any is predicted:
         ``"header"`` opens each file and reads its header (fast; misses a
         truncated image body), ``"decode"`` decodes every image fully, None
         checks only that the files exist.
     on_bad_image : {"raise", "skip"}, default="raise"
-        What to do with training images the check finds unusable: raise a
-        :class:`~liftlearn.BadImageError` naming the first, or leave them out
-        of the fit (with a warning) and list them in ``skipped_images_``.
-        Prediction always raises on a bad image: it owes one row per image.
+        What to do with images the check finds unusable: raise a
+        :class:`~liftlearn.BadImageError` naming the first, or skip them with
+        one warning: ``fit`` leaves them out (listed in
+        ``skipped_images_``); prediction keeps their rows (row i is image i)
+        but gives them NaN in ``decision_function`` and ``predict_proba``
+        and -1 in ``predict`` (see :meth:`predict`), and ``score`` counts
+        them as errors.
     checkpoint_dir : str, os.PathLike or None, default=None
         Save the fit's state after every epoch to
         ``checkpoint_dir/liftlearn-checkpoint.pt``; a later fit of the same
@@ -186,6 +206,8 @@ default="semantic"
         adapter="adaptformer",
         adapter_dim=None,
         adapter_layers=None,
+        aft_ratio=None,
+        aft_loc="all",
         class_names=None,
         epochs=5,
         batch_size=128,
@@ -217,6 +239,8 @@ default="semantic"
         self.adapter = adapter
         self.adapter_dim = adapter_dim
         self.adapter_layers = adapter_layers
+        self.aft_ratio = aft_ratio
+        self.aft_loc = aft_loc
         self.class_names = class_names
         self.epochs = epochs
         self.batch_size = batch_size
@@ -249,6 +273,8 @@ default="semantic"
         "classifier_init": [Options(("semantic", "class_mean", "linear_probing")), None],
         "loss": [Options(tuple(LOSSES))],
         "loss_params": [Predicate(lambda v: isinstance(v, dict), "a dict"), None],
+        "aft_ratio": [Interval(Real, 0, 1, closed="right"), None],
+        "aft_loc": [Options(("all", "attn", "mlp"))],
     }
 
     def _check_param_relations(self) -> None:
@@ -258,11 +284,22 @@ default="semantic"
             check_loss_params(self.loss, self.loss_params)
         except ValueError as exc:
             raise ValueError(f"{name}: {exc}") from None
+        if self.adapter != "aft" and (self.aft_ratio is not None or self.aft_loc != "all"):
+            raise ValueError(
+                f"{name}: aft_ratio and aft_loc apply to adapter='aft' only; leave them "
+                f"None and 'all' with adapter={self.adapter!r}"
+            )
         if self.loss != "la" and self.tau != 1.0:
             raise ValueError(
                 f"{name}: tau={self.tau!r} applies to loss='la' only; leave it 1.0 "
                 f"with loss={self.loss!r}"
             )
+
+    def _tuner_options(self) -> dict:
+        if self.adapter != "aft":
+            return {}
+        ratio = None if self.aft_ratio is None else float(self.aft_ratio)
+        return {"ratio": ratio, "loc": self.aft_loc}
 
     def _make_task(self, network, backbone, paths, labels, seed, device):
         size, mean, std = backbone.image_size, backbone.mean, backbone.std

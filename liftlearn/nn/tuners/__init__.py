@@ -33,6 +33,8 @@ from ._base import TUNERS, Tuner, TunerMethod, _auto_size, _check_layers, regist
 
 # The built-in methods, registered on import, in the order of ADAPTERS.
 from . import adaptformer, adapter, lora, vpt, ssf, bitfit, full, none  # noqa: E402,F401,I001
+from . import aft  # noqa: E402,F401
+from . import clip_adapter  # noqa: E402,F401
 
 from ._build import build_tuner  # noqa: E402
 from .adaptformer import AdaptFormer, auto_adapter_dim  # noqa: E402

@@ -78,6 +78,10 @@ class TunerMethod:
         paths).
     identity_at_init : bool
         The encoder computes exactly the frozen features at initialisation.
+    options : tuple of str
+        Extra keyword options the method takes (resolved by
+        :meth:`resolve_options`, passed to :meth:`build_block` and
+        :meth:`build_feature`); empty for most methods.
     """
 
     name: str = ""
@@ -94,6 +98,7 @@ class TunerMethod:
     replaces_block: bool = False
     trains_biases: bool = False
     identity_at_init: bool = True
+    options: tuple = ()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -124,6 +129,18 @@ class TunerMethod:
 
     def build_pooled(self, feature_dim: int) -> Optional[nn.Module]:
         """A module applied to a CLIP ResNet's pooled feature, or None."""
+        return None
+
+    def resolve_options(self, options: dict, *, n_classes: int, n_layers: int, width: int,
+                        mlp_width: int) -> dict:
+        """The method's :attr:`options` with automatic values filled in
+        (``n_layers``: the blocks that get the module). Raise ValueError for a
+        bad value."""
+        return dict(options)
+
+    def build_feature(self, *, width: int, size: Optional[int], **options) -> Optional[nn.Module]:
+        """A trainable module applied to a ViT's pooled (pre-projection)
+        image feature by :meth:`feature`, or None."""
         return None
 
     # ----------------------------------------------------------------- hooks
@@ -168,11 +185,23 @@ class TunerMethod:
         is the residual stream after attention. None: no branch."""
         return None
 
+    def projections(self, module, frozen: dict) -> Optional[dict]:
+        """Replacement ``(weight, bias)`` pairs of the block's projections by
+        name (``in_proj``, ``out_proj``, ``c_fc``, ``c_proj``; missing ones
+        stay frozen) given the frozen pairs ``frozen``, or None
+        (``functional_attention`` and ``functional_mlp`` only)."""
+        return None
+
+    def feature(self, module, f: torch.Tensor) -> torch.Tensor:
+        """The pooled image feature after the :meth:`build_feature` module."""
+        return f
+
 
 #: The registered fine-tuning methods by name, in registration order.
 TUNERS: Dict[str, TunerMethod] = {}
 
-_BLOCK_HOOKS = ("biases", "qkv", "attn_out", "fc1", "fc2", "mlp_out", "parallel", "replace_block")
+_BLOCK_HOOKS = ("biases", "qkv", "attn_out", "fc1", "fc2", "mlp_out", "parallel", "replace_block",
+                "projections")
 
 
 def _overrides(method: TunerMethod, hook: str) -> bool:
@@ -199,6 +228,8 @@ def _check_method(method: TunerMethod) -> None:
         problems.append("the fc1 hook needs functional_mlp")
     if method.trains_biases != _overrides(method, "biases"):
         problems.append("trains_biases and the biases hook go together")
+    if _overrides(method, "projections") and not (method.functional_attention and method.functional_mlp):
+        problems.append("the projections hook needs functional_attention and functional_mlp")
     if method.trains_biases and not (method.functional_attention and method.functional_mlp):
         problems.append("trains_biases needs functional_attention and functional_mlp")
     if not method.edits_blocks and (
@@ -308,6 +339,9 @@ class Tuner(nn.Module):
     blocks : sequence of modules or None
         The frozen blocks, for methods that build from them (e.g. "full"
         copies them and needs them; "bitfit" copies their biases).
+    options : dict or None
+        The method's resolved :attr:`TunerMethod.options` (see
+        :meth:`TunerMethod.resolve_options`).
     """
 
     def __init__(
@@ -319,6 +353,7 @@ class Tuner(nn.Module):
         layers=None,
         mlp_width: Optional[int] = None,
         blocks: Optional[Sequence[nn.Module]] = None,
+        options: Optional[dict] = None,
     ):
         super().__init__()
         method = TUNERS.get(adapter)
@@ -342,11 +377,20 @@ class Tuner(nn.Module):
             setattr(self, attr, None)  # as in tuners pickled before the registry
         if method.sized and (adapter_dim is None or adapter_dim < 1):
             raise ValueError(f"adapter={adapter!r} needs a size >= 1, got {adapter_dim!r}")
+        extra = dict(options or {})
+        if set(extra) - set(method.options):
+            raise ValueError(
+                f"adapter={adapter!r} takes no option(s) {sorted(set(extra) - set(method.options))}"
+            )
+        self.options = extra
+        # A module on the pooled feature (None for most methods; tuners
+        # pickled before this hook have no attribute: read with getattr).
+        self.feature_module = method.build_feature(width=width, size=self.adapter_dim, **extra)
         if method.attribute is not None:
             built = {
                 k: method.build_block(
                     index=int(k), width=width, mlp_width=mlp_width, size=self.adapter_dim,
-                    block=None if blocks is None else blocks[int(k)],
+                    block=None if blocks is None else blocks[int(k)], **extra,
                 )
                 for k in keys
             }
@@ -378,4 +422,7 @@ class Tuner(nn.Module):
             The frozen image tower.
         images : Tensor of shape (n, 3, H, W)
         """
-        return _blocks.vit_features(visual, images, self.method, self.block_modules(), self._keys)
+        method = self.method
+        f = _blocks.vit_features(visual, images, method, self.block_modules(), self._keys)
+        module = getattr(self, "feature_module", None)
+        return f if module is None else method.feature(module, f)

@@ -12,6 +12,7 @@ those hooks at their points (``h`` is the residual stream)::
     o = attn_out(mod, SDPA(q, k, v) W_out + b_out)
     h = x + ls_1(o)
     m = fc2(mod, fc2(act(fc1(mod, fc1(LN2(h))))))   # fc1 hook: functional_mlp only
+    (W_in, W_out, fc1, fc2 weights and biases replaced by projections(mod, frozen))
     m = mlp_out(mod, m)
     m = ls_2(m) [+ parallel(mod, h)]
     out = h + m
@@ -82,33 +83,53 @@ def check_vit_blocks(visual, adapter: str, alternatives) -> None:
             raise ValueError(f"adapter={adapter!r} needs batch-first fused-qkv attention")
 
 
+def frozen_block_projections(block) -> dict:
+    """A block's own (frozen) projection ``(weight, bias)`` pairs by the names
+    of the ``projections`` hook."""
+    attn, m = block.attn, block.mlp
+    return {
+        "in_proj": (attn.in_proj_weight, attn.in_proj_bias),
+        "out_proj": (attn.out_proj.weight, attn.out_proj.bias),
+        "c_fc": (m.c_fc.weight, m.c_fc.bias),
+        "c_proj": (m.c_proj.weight, m.c_proj.bias),
+    }
+
+
 def _layer_norm(ln: nn.LayerNorm, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``ln(x)`` with a replacement bias, in fp32 like open_clip's LayerNorm."""
     out = F.layer_norm(x.float(), ln.normalized_shape, ln.weight.float(), bias.float(), ln.eps)
     return out.to(x.dtype)
 
 
-def attention(method, module, block, a, in_bias, out_bias) -> torch.Tensor:
+def attention(method, module, block, a, in_bias, out_bias, proj=None) -> torch.Tensor:
     """open_clip's self-attention re-implemented on the packed projection
-    (SDPA), with the method's ``qkv`` and ``attn_out`` hooks."""
+    (SDPA), with the method's ``qkv`` and ``attn_out`` hooks; ``proj``:
+    replacement ``(weight, bias)`` pairs of the ``projections`` hook."""
     attn = block.attn
-    qkv = F.linear(a, attn.in_proj_weight, in_bias)
+    proj = proj or {}
+    w_in, in_bias = proj.get("in_proj", (attn.in_proj_weight, in_bias))
+    w_out, out_bias = proj.get("out_proj", (attn.out_proj.weight, out_bias))
+    qkv = F.linear(a, w_in, in_bias)
     qkv = method.qkv(module, a, qkv)
     n, length, dim = a.shape
     heads = attn.num_heads
     q, k, v = qkv.view(n, length, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
     o = F.scaled_dot_product_attention(q, k, v)
     o = o.transpose(1, 2).reshape(n, length, dim)
-    o = F.linear(o, attn.out_proj.weight, out_bias)
+    o = F.linear(o, w_out, out_bias)
     return method.attn_out(module, o)
 
 
-def mlp(method, module, block, z, fc1_bias, fc2_bias) -> torch.Tensor:
-    """open_clip's MLP run functionally, with the ``fc1`` and ``fc2`` hooks."""
-    m = F.linear(z, block.mlp.c_fc.weight, fc1_bias)
+def mlp(method, module, block, z, fc1_bias, fc2_bias, proj=None) -> torch.Tensor:
+    """open_clip's MLP run functionally, with the ``fc1`` and ``fc2`` hooks;
+    ``proj`` as in :func:`attention`."""
+    proj = proj or {}
+    w1, fc1_bias = proj.get("c_fc", (block.mlp.c_fc.weight, fc1_bias))
+    w2, fc2_bias = proj.get("c_proj", (block.mlp.c_proj.weight, fc2_bias))
+    m = F.linear(z, w1, fc1_bias)
     m = method.fc1(module, m)
     m = block.mlp.gelu(m)
-    m = F.linear(m, block.mlp.c_proj.weight, fc2_bias)
+    m = F.linear(m, w2, fc2_bias)
     return method.fc2(module, m)
 
 
@@ -122,12 +143,13 @@ def run_block(method, module, block, x: torch.Tensor) -> torch.Tensor:
     frozen = frozen_block_biases(block) if functional else None
     new = method.biases(module)
     b = frozen if new is None else {**(frozen or {}), **new}
+    proj = method.projections(module, frozen_block_projections(block)) if functional else None
     if new is not None and "ln_1" in new:
         a = _layer_norm(block.ln_1, x, new["ln_1"])
     else:
         a = block.ln_1(x)
     if method.functional_attention:
-        o = attention(method, module, block, a, b["in_proj"], b["out_proj"])
+        o = attention(method, module, block, a, b["in_proj"], b["out_proj"], proj)
     else:
         o = method.attn_out(module, block.attention(q_x=a))
     h = x + block.ls_1(o)
@@ -136,7 +158,7 @@ def run_block(method, module, block, x: torch.Tensor) -> torch.Tensor:
             z = _layer_norm(block.ln_2, h, new["ln_2"])
         else:
             z = block.ln_2(h)
-        m = mlp(method, module, block, z, b["c_fc"], b["c_proj"])
+        m = mlp(method, module, block, z, b["c_fc"], b["c_proj"], proj)
     else:
         m = method.fc2(module, block.mlp(block.ln_2(h)))
     m = method.mlp_out(module, m)
@@ -172,4 +194,4 @@ def vit_features(visual, images: torch.Tensor, method, modules, keys) -> torch.T
             n_prompts = p.shape[1]
         x = run_block(method, module, block, x)
     pooled, _ = visual._pool(x)
-    return pooled
+    return pooled  # the Tuner applies the method's feature hook after this

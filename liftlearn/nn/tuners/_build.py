@@ -26,8 +26,13 @@ def build_tuner(adapter: str, backbone, n_classes: int, adapter_dim=None, **opti
         Keyword option: the blocks that get the module (None all, k the last
         k, or indices). Raises for methods that do not take it ("none",
         "vpt-shallow") and ResNets.
+    method_options : dict or None
+        Keyword option: the method's own options (its
+        :attr:`~TunerMethod.options`, e.g. "aft"'s ``ratio`` and ``loc``),
+        resolved by :meth:`~TunerMethod.resolve_options`.
     """
     layers = options.pop("layers", None)
+    method_options = options.pop("method_options", None) or {}
     if options:
         raise TypeError(f"build_tuner got unexpected options {sorted(options)}")
     method = TUNERS.get(adapter)
@@ -55,6 +60,16 @@ def build_tuner(adapter: str, backbone, n_classes: int, adapter_dim=None, **opti
     if adapter_dim is None:
         adapter_dim = method.auto_size(n_classes, backbone.n_layers)
     blocks = _blocks.vit_blocks(visual)
+    if method.options:
+        chosen = method.fixed_layers if method.fixed_layers is not None else layers
+        n_chosen = len(chosen) if chosen is not None and not isinstance(chosen, int) else (
+            chosen or backbone.n_layers)
+        method_options = method.resolve_options(
+            method_options, n_classes=n_classes, n_layers=n_chosen,
+            width=backbone.feature_dim, mlp_width=_blocks.mlp_width(blocks[0]),
+        )
+    elif method_options:
+        raise ValueError(f"adapter={adapter!r} takes no method options {sorted(method_options)}")
     return Tuner(
         adapter,
         backbone.feature_dim,
@@ -63,4 +78,5 @@ def build_tuner(adapter: str, backbone, n_classes: int, adapter_dim=None, **opti
         layers=layers,
         mlp_width=_blocks.mlp_width(blocks[0]),
         blocks=blocks if method.needs_blocks else None,
+        options=method_options or None,
     )
