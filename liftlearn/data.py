@@ -520,9 +520,26 @@ class SSLDataset(torch.utils.data.Dataset):
     ``numpy.random.default_rng([seed, epoch, index[i]])``, where ``index``
     is the image's position in the ``X`` given to ``fit``: as in
     :class:`TrainDataset`, results do not depend on workers or sampling
-    order (an unlabeled image drawn twice in one epoch gets the same views
-    both times). Yields ``(weak, target, index)`` without a strong transform
-    and ``(weak, strong, index)`` with one.
+    order. An epoch that draws an image more than once asks for item
+    ``i + k * len(self)``, the ``k``-th redraw of image ``i``, whose
+    randomness is ``default_rng([seed, epoch, index[i], k])``: each draw
+    gets fresh views, as FixMatch's sampling with fresh augmentations does.
+    Yields ``(weak, target, index)`` without a strong transform and
+    ``(weak, strong, index)`` with one.
+
+    Parameters
+    ----------
+    paths : sequence of path-like
+    targets : array-like of int
+        Encoded labels (-1 for unlabeled images).
+    index : array-like of int
+        Each image's position in ``X``.
+    weak : callable
+        ``(img, rng) -> Tensor``: the labeled images' training view, or the
+        unlabeled images' weak view.
+    strong : callable or None
+        ``(img, rng) -> Tensor``: the unlabeled images' strong view.
+    seed, epoch : int
     """
 
     def __init__(self, paths: Sequence[PathLike], targets, index, weak: Callable,
@@ -537,7 +554,15 @@ class SSLDataset(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        rng = np.random.default_rng([self.seed, self.epoch, int(self.index[i])])
+        i = operator.index(i)
+        n = len(self.paths)
+        if i < 0 or n == 0:
+            raise IndexError(f"index {i} out of range for dataset of length {n}")
+        i, redraw = i % n, i // n
+        key = [self.seed, self.epoch, int(self.index[i])]
+        # The first draw keeps the three-number key, so a dataset drawn
+        # once per epoch gives what it always gave.
+        rng = np.random.default_rng(key + [redraw] if redraw else key)
         img = load_image(self.paths[i])
         weak = self.weak(img, rng)
         if self.strong is None:

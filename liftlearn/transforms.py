@@ -397,62 +397,249 @@ def tte_transform(
 
 
 # --------------------------------------------------------------------------
-# Strong augmentation for semi-supervised learning (ULFineClassifier).
+# FixMatch's weak and strong views of unlabeled images (ULFineClassifier).
+#
+# Both draw every random choice from the sample's numpy Generator (never
+# from torch's or Python's global generators), so a view depends only on
+# ``(seed, epoch, image index)``, like the minimalist crop.
+
+#: RandAugment's operations (FixMatch's pool; torchvision's names).
+RANDAUGMENT_OPS = (
+    "Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness",
+    "Color", "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize",
+)
+
+#: RandAugment's magnitude scale: magnitude k in 0..30 is k/30 of an
+#: operation's largest change (torchvision's 31 bins).
+RANDAUGMENT_LEVELS = 30
+
+# FixMatch fills what geometric operations uncover with grey, and Cutout's
+# square with (127, 127, 127).
+_RA_FILL = [128, 128, 128]
+_CUTOUT_FILL = 127
 
 
-class _StrongTransform:
-    """Minimalist crop, then torchvision's RandAugment, then tensor.
+def _randaugment_op(img: Image.Image, op: str, level: int, negate: bool) -> Image.Image:
+    """Apply one RandAugment operation at ``level`` (of 30), torchvision's table.
 
-    RandAugment draws its operations from torch's global generator, so the
-    draw is made inside ``fork_rng`` with a seed taken from the sample's own
-    ``rng``: the strong view of image ``i`` then depends only on that
-    generator (hence on ``(seed, epoch, i)``), never on the worker or on the
-    caller's torch random state.
+    The amounts at the top level are torchvision's ``RandAugment`` ones
+    (shear 0.3, translation 150/331 of the side, rotation 30 degrees,
+    brightness/colour/contrast/sharpness factor 1 +- 0.9, posterize to 4
+    bits, solarize at threshold 0); ``negate`` flips the sign of the signed
+    operations.
     """
+    t = level / RANDAUGMENT_LEVELS
+    sign = -1.0 if negate else 1.0
+    nearest = InterpolationMode.NEAREST
+    if op == "Identity":
+        return img
+    if op in ("ShearX", "ShearY"):
+        shear = math.degrees(math.atan(sign * 0.3 * t))
+        return F.affine(img, angle=0.0, translate=[0, 0], scale=1.0,
+                        shear=[shear, 0.0] if op == "ShearX" else [0.0, shear],
+                        interpolation=nearest, fill=_RA_FILL, center=[0, 0])
+    if op in ("TranslateX", "TranslateY"):
+        side = img.width if op == "TranslateX" else img.height
+        shift = int(sign * 150.0 / 331.0 * side * t)
+        return F.affine(img, angle=0.0, translate=[shift, 0] if op == "TranslateX" else [0, shift],
+                        scale=1.0, shear=[0.0, 0.0], interpolation=nearest, fill=_RA_FILL)
+    if op == "Rotate":
+        return F.rotate(img, sign * 30.0 * t, interpolation=nearest, fill=_RA_FILL)
+    if op in ("Brightness", "Color", "Contrast", "Sharpness"):
+        adjust = {"Brightness": F.adjust_brightness, "Color": F.adjust_saturation,
+                  "Contrast": F.adjust_contrast, "Sharpness": F.adjust_sharpness}[op]
+        return adjust(img, 1.0 + sign * 0.9 * t)
+    if op == "Posterize":
+        return F.posterize(img, int(8 - round(4 * t)))
+    if op == "Solarize":
+        return F.solarize(img, 255.0 * (1.0 - t))
+    if op == "AutoContrast":
+        return F.autocontrast(img)
+    if op == "Equalize":
+        return F.equalize(img)
+    raise ValueError(f"unknown RandAugment operation {op!r}; expected one of {RANDAUGMENT_OPS}")
 
-    def __init__(
-        self, crop: MinimalistCrop, to_tensor: _ToNormalizedTensor, num_ops: int, magnitude: int
-    ) -> None:
-        from torchvision.transforms import v2
 
-        self.crop = crop
-        self.to_tensor = to_tensor
-        self.num_ops = num_ops
-        self.magnitude = magnitude
-        self.randaugment = v2.RandAugment(num_ops=num_ops, magnitude=magnitude)
+class WeakView:
+    """FixMatch's weak view: the whole image, flipped and shifted a little.
 
-    def __call__(self, img: Image.Image, rng: np.random.Generator) -> torch.Tensor:
-        img = self.crop(img, rng)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(rng.integers(0, 2**63 - 1)))
-            img = self.randaugment(img)
-        return self.to_tensor(img)
-
-    def __repr__(self) -> str:
-        return (
-            f"strong_transform({self.crop!r}, RandAugment(num_ops={self.num_ops}, "
-            f"magnitude={self.magnitude}), {self.to_tensor!r})"
-        )
-
-
-def strong_transform(
-    size: int,
-    min_scale: float,
-    mean: Sequence[float],
-    std: Sequence[float],
-    num_ops: int = 2,
-    magnitude: int = 9,
-) -> Callable[[Image.Image, np.random.Generator], torch.Tensor]:
-    """FixMatch's strong view: the weak view (minimalist crop) + RandAugment.
+    The shorter side is resized (bicubic, antialiased) to ``size`` and the
+    central square kept (CLIP-style resize + centre crop: the whole image of
+    a square dataset); then a horizontal flip with probability 1/2 (if
+    ``flip``) and a random translation of up to ``translate * size`` pixels
+    each way, the border filled by reflection (FixMatch's
+    ``RandomCrop(32, padding=4, padding_mode="reflect")`` is
+    ``translate=0.125``).  It never zooms in: every view keeps at least
+    ``(1 - translate)`` of the image's width and height.
 
     Parameters
     ----------
-    size, min_scale, mean, std
-        As in :func:`train_transform`; the crop is the weak view's.
+    size : int
+        Output side in pixels.
+    translate : float, default=0.125
+        Largest shift as a fraction of ``size``, in ``[0, 0.5]``.
+    flip : bool, default=True
+        Flip horizontally with probability 1/2.
+    """
+
+    def __init__(self, size: int, translate: float = 0.125, flip: bool = True) -> None:
+        self.size = check_int(size, "size", 1)
+        translate = check_fraction(translate, "translate")
+        if translate > 0.5:
+            raise ValueError(f"translate must be in [0, 0.5], got {translate}")
+        self.translate = translate
+        self.flip = bool(flip)
+        # Reflection needs the padding to be smaller than the image.
+        self.pad = min(int(round(translate * self.size)), self.size - 1)
+
+    def get_params(self, rng: np.random.Generator) -> tuple[bool, int, int]:
+        """Draw ``(flipped, dy, dx)``: the flip and the offsets into the padded image.
+
+        Exactly three draws are made, whatever the options, so that the
+        draws that follow (the strong view's) do not depend on them.
+        """
+        flipped = bool(rng.random() < 0.5) and self.flip
+        dy, dx = (int(v) for v in rng.integers(0, 2 * self.pad + 1, size=2))
+        return flipped, dy, dx
+
+    def apply(self, img: Image.Image, params: tuple[bool, int, int]) -> Image.Image:
+        """The view for drawn ``params`` (a ``size x size`` RGB image)."""
+        flipped, dy, dx = params
+        img = F.center_crop(_resize_shorter(img, self.size), [self.size])
+        if flipped:
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if self.pad:
+            p, s = self.pad, self.size
+            arr = np.pad(np.asarray(img), ((p, p), (p, p), (0, 0)), mode="reflect")
+            img = Image.fromarray(np.ascontiguousarray(arr[dy:dy + s, dx:dx + s]))
+        return img
+
+    def __call__(self, img: Image.Image, rng: np.random.Generator) -> Image.Image:
+        return self.apply(img, self.get_params(rng))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size}, translate={self.translate!r}, flip={self.flip})"
+
+
+class StrongView:
+    """FixMatch's strong view: the weak view, RandAugment, then Cutout.
+
+    FixMatch's ``RandAugmentMC``: ``num_ops`` operations drawn uniformly
+    (with replacement) from :data:`RANDAUGMENT_OPS`, each applied with
+    probability 1/2 at its own magnitude drawn uniformly from
+    ``1..max_magnitude`` (of 30; FixMatch draws 1..9 of 10, so the default
+    27 spans the same range), signed operations with a random sign; then
+    Cutout: a grey (127) square of side ``cutout * size`` centred uniformly
+    on the image and clipped to it.
+
+    Parameters
+    ----------
+    weak : WeakView
+        The geometric part (flip, translation).
     num_ops : int, default=2
-        RandAugment operations per image (FixMatch's 2).
-    magnitude : int, default=9
-        RandAugment magnitude, 0..30 (torchvision's default bins).
+    max_magnitude : int, default=27
+        In ``1..30``.
+    cutout : float, default=0.5
+        Side of the Cutout square as a fraction of the image side; 0
+        disables it.
+    """
+
+    def __init__(self, weak: WeakView, num_ops: int = 2, max_magnitude: int = 27,
+                 cutout: float = 0.5) -> None:
+        self.weak = weak
+        self.num_ops = check_int(num_ops, "num_ops", 0)
+        self.max_magnitude = check_int(max_magnitude, "max_magnitude", 1)
+        if self.max_magnitude > RANDAUGMENT_LEVELS:
+            raise ValueError(f"max_magnitude must be <= {RANDAUGMENT_LEVELS}, got {max_magnitude}")
+        self.cutout = check_fraction(cutout, "cutout")
+
+    def get_params(self, rng: np.random.Generator, height: int, width: int) -> dict:
+        """Draw every choice of one strong view.
+
+        Returns
+        -------
+        dict
+            ``weak``: the :meth:`WeakView.get_params` draw; ``ops``: a list
+            of ``(op, magnitude, negate, applied)``; ``cutout``: the
+            ``(top, left, bottom, right)`` box (empty when ``cutout=0``) on
+            the ``height x width`` output.
+        """
+        weak = self.weak.get_params(rng)
+        ops = []
+        for _ in range(self.num_ops):
+            op = RANDAUGMENT_OPS[int(rng.integers(len(RANDAUGMENT_OPS)))]
+            magnitude = int(rng.integers(1, self.max_magnitude + 1))
+            negate = bool(rng.random() < 0.5)
+            applied = bool(rng.random() < 0.5)
+            ops.append((op, magnitude, negate, applied))
+        # FixMatch's CutoutAbs: a centre drawn over the image, the square's
+        # corner clipped at 0 and its far side at the border.
+        side = int(round(self.cutout * min(height, width)))
+        cy, cx = rng.uniform(0, height), rng.uniform(0, width)
+        top, left = int(max(0.0, cy - side / 2)), int(max(0.0, cx - side / 2))
+        box = (top, left, min(height, top + side), min(width, left + side)) if side else (0, 0, 0, 0)
+        return {"weak": weak, "ops": ops, "cutout": box}
+
+    def apply(self, img: Image.Image, params: dict) -> Image.Image:
+        img = self.weak.apply(img, params["weak"])
+        for op, magnitude, negate, applied in params["ops"]:
+            if applied:
+                img = _randaugment_op(img, op, magnitude, negate)
+        top, left, bottom, right = params["cutout"]
+        if bottom > top and right > left:
+            arr = np.array(img)
+            arr[top:bottom, left:right] = _CUTOUT_FILL
+            img = Image.fromarray(arr)
+        return img
+
+    def __call__(self, img: Image.Image, rng: np.random.Generator) -> Image.Image:
+        size = self.weak.size
+        return self.apply(img, self.get_params(rng, size, size))
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.weak!r}, num_ops={self.num_ops}, "
+            f"max_magnitude={self.max_magnitude}, cutout={self.cutout!r})"
+        )
+
+
+class _ViewToTensor:
+    """A view (``img, rng -> PIL``) followed by tensor conversion and normalisation."""
+
+    def __init__(self, view, to_tensor: _ToNormalizedTensor) -> None:
+        self.view = view
+        self.to_tensor = to_tensor
+
+    def __call__(self, img: Image.Image, rng: np.random.Generator) -> torch.Tensor:
+        return self.to_tensor(self.view(img, rng))
+
+    def __repr__(self) -> str:
+        return f"{self.view!r} + tensor({self.to_tensor!r})"
+
+
+def weak_transform(
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    translate: float = 0.125,
+    flip: bool = True,
+) -> Callable[[Image.Image, np.random.Generator], torch.Tensor]:
+    """FixMatch's weak view of an unlabeled image (see :class:`WeakView`).
+
+    Resize + centre crop to ``size``, horizontal flip with probability 1/2,
+    translation by up to ``translate * size`` pixels (reflected border).
+    ULFineClassifier's pseudo-labels come from this view; its labeled images
+    keep LIFT+'s minimalist crop (:func:`train_transform`).
+
+    Parameters
+    ----------
+    size : int
+        Output side in pixels.
+    mean, std : sequence of 3 floats
+        Per-channel normalisation.
+    translate : float, default=0.125
+        FixMatch's 4 of 32 pixels.
+    flip : bool, default=True
 
     Returns
     -------
@@ -460,13 +647,46 @@ def strong_transform(
         ``transform(img, rng) -> Tensor`` of shape ``(3, size, size)``,
         float32, deterministic given ``rng``.  Picklable.
     """
-    num_ops = check_int(num_ops, "num_ops", 0)
-    magnitude = check_int(magnitude, "magnitude", 0)
-    if magnitude > 30:
-        raise ValueError(f"magnitude must be <= 30, got {magnitude}")
-    return _StrongTransform(
-        MinimalistCrop(size, min_scale), _ToNormalizedTensor(mean, std), num_ops, magnitude
-    )
+    return _ViewToTensor(WeakView(size, translate, flip), _ToNormalizedTensor(mean, std))
 
 
-__all__.append("strong_transform")
+def strong_transform(
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    num_ops: int = 2,
+    max_magnitude: int = 27,
+    cutout: float = 0.5,
+    translate: float = 0.125,
+    flip: bool = True,
+) -> Callable[[Image.Image, np.random.Generator], torch.Tensor]:
+    """FixMatch's strong view: weak view + RandAugment (random magnitude) + Cutout.
+
+    See :class:`StrongView`.  Before issue 16 this function was the
+    minimalist crop + torchvision's fixed-magnitude RandAugment and took
+    ``min_scale`` as its second argument (see the changelog).
+
+    Parameters
+    ----------
+    size, mean, std, translate, flip
+        As in :func:`weak_transform`.
+    num_ops : int, default=2
+        RandAugment operations drawn per image (FixMatch's 2), each applied
+        with probability 1/2.
+    max_magnitude : int, default=27
+        Largest magnitude (of 30); each operation draws its own from
+        ``1..max_magnitude``.
+    cutout : float, default=0.5
+        Cutout square side as a fraction of ``size`` (FixMatch's 16 of 32).
+
+    Returns
+    -------
+    callable
+        ``transform(img, rng) -> Tensor`` of shape ``(3, size, size)``,
+        float32, deterministic given ``rng``.  Picklable.
+    """
+    view = StrongView(WeakView(size, translate, flip), num_ops, max_magnitude, cutout)
+    return _ViewToTensor(view, _ToNormalizedTensor(mean, std))
+
+
+__all__ += ["RANDAUGMENT_OPS", "StrongView", "WeakView", "strong_transform", "weak_transform"]

@@ -1,10 +1,13 @@
-"""ULFineClassifier: PAF/DLF math on hand-made tensors, masking, and fits."""
+"""ULFineClassifier: PAF/DLF math on hand-made tensors, views, masking, and fits."""
 
 import pickle
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
 from sklearn.base import clone
 
 from liftlearn.nn import ulfine as um
@@ -53,6 +56,42 @@ def test_visual_prototypes_first_batch_then_moving_average():
     torch.testing.assert_close(protos[1], torch.tensor([0.0, 1.0]))  # not in batch
 
 
+def _raw_penalty(c):
+    n = c.shape[0]
+    gram = c @ c.T
+    return (gram - torch.diag_embed(torch.diagonal(gram))).pow(2).sum() / (n * (n - 1))
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(2, 6), dim=st.integers(2, 8), seed=st.integers(0, 2**16),
+       rate=st.floats(0.0, 0.5))
+def test_orthogonality_step_is_a_penalty_gradient_step(n, dim, seed, rate):
+    g = torch.Generator().manual_seed(seed)
+    c = torch.nn.functional.normalize(torch.randn(n, dim, generator=g) + 1.0, dim=-1)
+    out = um.orthogonality_step(c, rate)
+    torch.testing.assert_close(out.norm(dim=-1), torch.ones(n))
+    # A gradient step of size rate * n / 4 on the penalty, then re-normalised.
+    leaf = c.clone().requires_grad_(True)
+    _raw_penalty(leaf).backward()
+    expect = torch.nn.functional.normalize(c - rate * n / 4 * leaf.grad, dim=-1)
+    torch.testing.assert_close(out, expect)
+    # It never raises the penalty for these step sizes.
+    assert float(um.orthogonality_penalty(out)) <= float(um.orthogonality_penalty(c)) + 1e-6
+
+
+def test_orthogonality_step_fixed_point_and_identity():
+    eye = torch.eye(3)
+    torch.testing.assert_close(um.orthogonality_step(eye, 0.7), eye)
+    c = torch.tensor([[2.0, 0.0], [1.0, 1.0]])
+    torch.testing.assert_close(um.orthogonality_step(c, 0.0), torch.nn.functional.normalize(c, dim=-1))
+    # Two prototypes at 45 degrees: each loses rate * cos45 * the other.
+    u = torch.nn.functional.normalize(c, dim=-1)
+    out = um.orthogonality_step(c, 0.5)
+    expect0 = torch.nn.functional.normalize(u[0] - 0.5 * (u[0] @ u[1]) * u[1], dim=0)
+    torch.testing.assert_close(out[0], expect0)
+    assert float(out[0] @ out[1]) < float(u[0] @ u[1])
+
+
 def test_orthogonality_penalty_by_hand():
     assert float(um.orthogonality_penalty(torch.eye(3))) == pytest.approx(0.0)
     assert float(um.orthogonality_penalty(torch.ones(4, 5))) == pytest.approx(1.0)
@@ -72,9 +111,10 @@ def test_dual_logit_fusion_by_hand():
     torch.testing.assert_close(um.dual_logit_fusion(zt, zl, 1.0), zl)
 
 
-def test_prior_estimate_and_class_histogram():
-    prior = um.prior_estimate(torch.tensor([6.0, 3.0, 1.0]), torch.tensor([0.0, 0.5, 0.5]), 10)
-    torch.testing.assert_close(prior, torch.tensor([0.3, 0.4, 0.3]))
+def test_class_histogram_and_no_dead_prior_estimate():
+    # The prior the logit adjustment uses is computed by the task; the
+    # unused duplicate in the math module is gone (issue 16, item 6).
+    assert not hasattr(um, "prior_estimate")
     p = torch.tensor([0.5, 0.5, 0.0])
     labels = torch.tensor([2, 2, 0, 1])
     mask = torch.tensor([True, True, True, False])
@@ -211,10 +251,216 @@ def test_each_part_switches_off(tiny_params, ssl_data, switches):
         ref = torch.nn.functional.normalize(semantic_init(net.backbone, clf.class_names_), dim=-1)
         torch.testing.assert_close(init, ref)
     if not switches["dlf"]:
+        x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
-            f = net.features(torch.zeros(2, 3, 32, 32))
-            torch.testing.assert_close(net(torch.zeros(2, 3, 32, 32)), net.head(f).float())
+            f = net.features(x)
+            if switches["paf"]:
+                # PAF only: predictions (and pseudo-labels) come from the
+                # textual head, the one PAF moves; else PAF would be vacuous.
+                assert net.text_only
+                torch.testing.assert_close(net(x), net.text_logits(f))
+                assert not torch.allclose(net(x), net.head(f).float(), atol=1e-3)
+            else:
+                torch.testing.assert_close(net(x), net.head(f).float())
     assert clf.predict(Xt[:3]).shape == (3,)
+
+
+def test_paf_only_pseudo_labels_come_from_the_textual_head(tiny_params, ssl_data, monkeypatch):
+    X, _, y_ssl, names, _, _ = ssl_data
+    seen = []
+    real = um.pseudo_labels
+
+    def spy(logits, threshold):
+        seen.append(logits.detach().clone())
+        return real(logits, threshold)
+
+    monkeypatch.setattr(um, "pseudo_labels", spy)
+    calls = {}
+    real_text = ULFineNetwork.text_logits
+
+    def text_spy(self, features):
+        out = real_text(self, features)
+        calls.setdefault("text", []).append(out.detach().clone())
+        return out
+
+    monkeypatch.setattr(ULFineNetwork, "text_logits", text_spy)
+    ULFineClassifier(**_params(tiny_params, epochs=1, paf=True, dlf=False)).fit(X, y_ssl, class_names=names)
+    assert seen, "no pseudo-labels were proposed"
+    # Every proposal's logits are the textual head's output for that batch.
+    assert any(torch.equal(seen[0], t) for t in calls.get("text", []))
+
+
+def _task_for(clf, X, y, names):
+    """The engine task ``clf.fit(X, y)`` would run (internal API: views only)."""
+    from liftlearn.nn.backbones import get_backbone
+
+    device = torch.device("cpu")
+    backbone = get_backbone(clf._backbone_spec(), device)
+    paths, labels, _, _ = clf._training_images(X, y, names)
+    net = clf._build_network(backbone, labels.names, 0)
+    return clf._make_task(net, backbone, paths, labels, 0, device), backbone
+
+
+@pytest.fixture(scope="module")
+def grid_images(tmp_path_factory):
+    """Images whose red/green channels encode each pixel's column/row."""
+    folder = tmp_path_factory.mktemp("grid")
+    ramp = np.linspace(0, 255, 64)
+    arr = np.stack([np.tile(ramp, (64, 1)), np.tile(ramp[:, None], (1, 64)), np.full((64, 64), 60.0)], -1)
+    paths = []
+    for i in range(6):
+        path = folder / f"grid{i}.png"
+        Image.fromarray(arr.round().astype(np.uint8)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def _pixels(tensor, backbone):
+    """A view tensor back in [0, 1]."""
+    mean = torch.tensor(backbone.mean)[:, None, None]
+    std = torch.tensor(backbone.std)[:, None, None]
+    return (tensor * std + mean).numpy()
+
+
+@pytest.fixture(scope="module")
+def grid_task(grid_images):
+    clf = ULFineClassifier(backbone="liftlearn-tiny-vit", pretrained=None, device="cpu", epochs=5,
+                           random_state=0, check_images=None)
+    y = np.array([0, 1, -1, -1, -1, -1])
+    return _task_for(clf, grid_images, y, ["a", "b"])
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), item=st.integers(0, 3))
+def test_weak_view_keeps_the_whole_image(grid_task, seed, item):
+    # FixMatch's weak view only flips and shifts by up to 12.5%: every view
+    # shows at least ~87% of the image's width and height. The minimalist
+    # crop of epoch 1 (down to 8% of the area) is no weak view.
+    task, backbone = grid_task
+    _, unlabeled = task.datasets_for_epoch(0)
+    unlabeled.seed = seed
+    weak, strong, _ = unlabeled[item]
+    pix = _pixels(weak, backbone)
+    x_span = pix[0].max() - pix[0].min()
+    y_span = pix[1].max() - pix[1].min()
+    assert x_span >= 0.8 and y_span >= 0.8, (x_span, y_span)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), item=st.integers(0, 3))
+def test_strong_view_has_cutout(grid_task, seed, item):
+    task, backbone = grid_task
+    _, unlabeled = task.datasets_for_epoch(0)
+    unlabeled.seed = seed
+    _, strong, _ = unlabeled[item]
+    pix = np.round(_pixels(strong, backbone) * 255)
+    grey = (pix == 127).all(axis=0)
+    side = 16  # cutout=0.5 of the tiny encoder's 32 pixels; clipped at most to half
+    assert grey.sum() >= (side // 2) ** 2
+
+
+def test_strong_view_draws_fixmatch_randaugment():
+    from liftlearn.transforms import RANDAUGMENT_OPS, StrongView, WeakView
+
+    view = StrongView(WeakView(32), num_ops=2, max_magnitude=27, cutout=0.5)
+    plans = [view.get_params(np.random.default_rng(i), 32, 32) for i in range(400)]
+    ops = [op for p in plans for op in p["ops"]]
+    assert all(len(p["ops"]) == 2 for p in plans)
+    magnitudes = {m for _, m, _, _ in ops}
+    assert min(magnitudes) == 1 and max(magnitudes) == 27  # random magnitude, not a fixed one
+    assert {op for op, _, _, _ in ops} == set(RANDAUGMENT_OPS)
+    applied = np.mean([a for _, _, _, a in ops])
+    assert 0.4 < applied < 0.6  # each operation with probability 1/2
+    sides = {(b[2] - b[0], b[3] - b[1]) for b in (p["cutout"] for p in plans)}
+    assert (16, 16) in sides and all(h <= 16 and w <= 16 and h >= 8 and w >= 8 for h, w in sides)
+    # The plan decides the view: the same generator gives the same image.
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8))
+    a = np.asarray(view(img, np.random.default_rng(3)))
+    b = np.asarray(view(img, np.random.default_rng(3)))
+    np.testing.assert_array_equal(a, b)
+    top, left, bottom, right = view.get_params(np.random.default_rng(3), 32, 32)["cutout"]
+    assert (a[top:bottom, left:right] == 127).all()
+
+
+def test_labeled_images_keep_the_lift_crop(grid_task, grid_images):
+    from liftlearn.transforms import mda_min_scale, train_transform
+    from liftlearn.data import load_image
+
+    task, backbone = grid_task
+    labeled, _ = task.datasets_for_epoch(1)
+    crop = train_transform(32, mda_min_scale(1, 5), backbone.mean, backbone.std)
+    expect = crop(load_image(grid_images[1]), np.random.default_rng([0, 1, 1]))
+    torch.testing.assert_close(labeled[1][0], expect)
+
+
+def test_redrawn_image_gets_fresh_views(grid_task):
+    task, _ = grid_task
+    _, unlabeled = task.datasets_for_epoch(0)
+    n = len(unlabeled)
+    first, again, same = unlabeled[1], unlabeled[1 + n], unlabeled[1]
+    assert first[2] == again[2]
+    assert torch.equal(first[0], same[0])
+    assert not torch.equal(first[1], again[1])
+    with pytest.raises(IndexError):
+        unlabeled[-1]
+
+
+def test_gradient_accumulation_gives_the_same_fit(tiny_params, ssl_data):
+    # Issue 16, item 1: visual prototypes, P_u, PAF and the orthogonality
+    # step change once per optimizer step, so micro-batches do not matter
+    # (LIFT+'s version of this test is in test_estimators.py).
+    X, _, y_ssl, names, Xt, _ = ssl_data
+    params = _params(tiny_params, epochs=2, threshold=0.0, paf_momentum=0.5, orthogonality_weight=0.2)
+    full = ULFineClassifier(**params).fit(X, y_ssl, class_names=names)
+    accum = ULFineClassifier(**params, device_batch_size=8).fit(X, y_ssl, class_names=names)
+    torch.testing.assert_close(accum.module_.text_prototypes, full.module_.text_prototypes, atol=2e-5, rtol=0)
+    np.testing.assert_allclose(accum.unlabeled_prior_, full.unlabeled_prior_, atol=1e-6)
+    np.testing.assert_array_equal(accum.transduction_, full.transduction_)
+    np.testing.assert_allclose(full.decision_function(Xt), accum.decision_function(Xt), atol=2e-4)
+    np.testing.assert_allclose([h["loss"] for h in full.history_], [h["loss"] for h in accum.history_], rtol=1e-4)
+
+
+def _penalty(t):
+    return float(um.orthogonality_penalty(torch.as_tensor(t)))
+
+
+def test_orthogonality_acts_on_the_textual_prototypes_by_default(tiny_params, ssl_data):
+    # Issue 16, item 3: the paper lists the constraint under PAF, with the
+    # textual prototypes. threshold=1 keeps every pseudo-label out, so the
+    # linear head cannot feel the textual prototypes: it must not move.
+    X, _, y_ssl, names, _, _ = ssl_data
+    assert ULFineClassifier().orthogonality_target == "text"
+    base = _params(tiny_params, epochs=2, threshold=1.0, paf_momentum=0.2)
+    off = ULFineClassifier(**base, orthogonality_weight=0.0).fit(X, y_ssl, class_names=names)
+    on = ULFineClassifier(**base, orthogonality_weight=0.5).fit(X, y_ssl, class_names=names)
+    torch.testing.assert_close(on.module_.head.weight, off.module_.head.weight, atol=0, rtol=0)
+    assert _penalty(on.module_.text_prototypes) < _penalty(off.module_.text_prototypes) - 1e-3
+
+
+def test_orthogonality_on_the_linear_head_on_request(tiny_params, ssl_data):
+    X, _, y_ssl, names, _, _ = ssl_data
+    base = _params(tiny_params, epochs=2, threshold=1.0, orthogonality_target="linear")
+    off = ULFineClassifier(**base, orthogonality_weight=0.0).fit(X, y_ssl, class_names=names)
+    on = ULFineClassifier(**base, orthogonality_weight=5.0).fit(X, y_ssl, class_names=names)
+    assert _penalty(on.module_.head.weight.detach()) < _penalty(off.module_.head.weight.detach())
+
+
+def test_max_steps_is_a_step_budget(tiny_params, ssl_data, monkeypatch):
+    from liftlearn.engine import ULFineTask
+
+    X, _, y_ssl, names, _, _ = ssl_data
+    steps = []
+    real = ULFineTask.after_optimizer_step
+    monkeypatch.setattr(ULFineTask, "after_optimizer_step",
+                        lambda self: (steps.append(1), real(self))[1])
+    # 5 steps over 2 epochs: 3 then 2, 16 labeled and 32 unlabeled draws each
+    # (every unlabeled draw gives a pseudo-label at threshold 0).
+    clf = ULFineClassifier(**_params(tiny_params, epochs=2, threshold=0.0, max_steps=5))
+    clf.fit(X, y_ssl, class_names=names)
+    assert len(steps) == 5
+    assert [h["n_pseudo_labels"] for h in clf.history_] == [3 * 32, 2 * 32]
+    with pytest.raises(ValueError, match="max_steps=1 must be at least epochs=2"):
+        ULFineClassifier(**_params(tiny_params, epochs=2, max_steps=1)).fit(X, y_ssl, class_names=names)
 
 
 def test_paf_moves_text_prototypes(fitted):
@@ -260,7 +506,8 @@ def test_minus_one_cannot_be_a_class(tiny_params, ssl_data):
 @pytest.mark.parametrize(
     "param, value",
     [("threshold", 1.5), ("unlabeled_ratio", 0), ("paf", 1), ("fusion_weight", -0.1),
-     ("ema_momentum", 0.0), ("randaugment_magnitude", 31), ("lr", 0)],
+     ("ema_momentum", 0.0), ("randaugment_magnitude", 31), ("randaugment_magnitude", 0), ("lr", 0),
+     ("orthogonality_target", "both"), ("max_steps", 0), ("cutout", 1.5)],
 )
 def test_parameter_validation(tiny_params, ssl_data, param, value):
     X, _, y_ssl, _, _, _ = ssl_data

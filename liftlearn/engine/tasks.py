@@ -117,11 +117,23 @@ class LiftPlusTask(TrainingTask):
         return self.criterion(self.forward(images), targets), len(targets)
 
 
+def draw_order(n_images: int, n_draws: int, seed: int, epoch: int, stream: int) -> list:
+    """Which images an epoch draws: shuffled passes, cut at ``n_draws``.
+
+    Pass ``k`` (from 0) is a fresh permutation whose items are offset by
+    ``k * n_images``, which :class:`~liftlearn.data.SSLDataset` reads as the
+    ``k``-th redraw of the image (fresh random views). ``stream`` keeps the
+    labeled (0) and unlabeled (1) orders independent.
+    """
+    rng = np.random.default_rng([seed, epoch, stream])
+    passes = -(-n_draws // n_images)
+    order = np.concatenate([rng.permutation(n_images) + k * n_images for k in range(passes)])
+    return order[:n_draws].tolist()
+
+
 def unlabeled_order(n_unlabeled: int, n_draws: int, seed: int, epoch: int) -> list:
-    """Which unlabeled images an epoch draws: shuffled passes, cut at ``n_draws``."""
-    rng = np.random.default_rng([seed, epoch, 1])
-    passes = -(-n_draws // n_unlabeled)
-    return np.concatenate([rng.permutation(n_unlabeled) for _ in range(passes)])[:n_draws].tolist()
+    """The unlabeled images an epoch draws (:func:`draw_order`, stream 1)."""
+    return draw_order(n_unlabeled, n_draws, seed, epoch, stream=1)
 
 
 class _PairedBatches:
@@ -143,10 +155,15 @@ class _PairedBatches:
 class ULFineTask(TrainingTask):
     """ULFine: LIFT+ plus FixMatch pseudo-labels, PAF and DLF.
 
-    Each micro-batch pairs labeled weak views with ``ratio`` times as many
-    unlabeled (weak, strong) pairs; the visual prototypes, ``P_u`` and (with
-    PAF) the textual prototypes are updated after every micro-batch's
-    backward pass.
+    Each micro-batch pairs labeled training crops with ``ratio`` times as
+    many unlabeled (weak, strong) view pairs. The running estimates (visual
+    prototypes, ``P_u``) and, with PAF, the textual prototypes (PAF update,
+    then the orthogonality step) change once per optimizer step, from the
+    whole logical batch: :meth:`after_backward` only collects the
+    micro-batch's labeled features and pseudo-labels, and
+    :meth:`after_optimizer_step` applies them. The pseudo-labels of a
+    logical batch all come from the same model (nothing changes between its
+    micro-batches), so the fit does not depend on ``device_batch_size``.
 
     Parameters
     ----------
@@ -160,7 +177,11 @@ class ULFineTask(TrainingTask):
     tau : float
     options : dict
         ``threshold``, ``ratio``, ``unlabeled_weight``, ``paf``,
-        ``paf_momentum``, ``ema``, ``orthogonality_weight``.
+        ``paf_momentum``, ``ema``, ``orthogonality_weight``,
+        ``orthogonality_target`` (``"text"`` or ``"linear"``) and
+        ``labeled_draws`` (None: each epoch is one pass over the labeled
+        images; else a list with each epoch's number of labeled draws, a
+        multiple of the batch size: the step budget).
     seed : int
     device : torch.device
     """
@@ -170,7 +191,7 @@ class ULFineTask(TrainingTask):
         super().__init__(network, seed, device)
         self.datasets_for_epoch = datasets_for_epoch
         self.tau = float(tau)
-        self.options = dict(options)
+        self.options = {"orthogonality_target": "text", "labeled_draws": None, **options}
         self.features = network.features
         n_classes, dim = network.text_prototypes.shape
         self.counts = np.asarray(labeled_counts, dtype=np.float64)
@@ -180,6 +201,12 @@ class ULFineTask(TrainingTask):
         self.pseudo = np.full(int(n_total), -1, dtype=np.int64)
         self.n_pseudo_prev = 0
         self.prior_counts = self.counts.copy()
+        self._clear_step()
+
+    def _clear_step(self) -> None:
+        # What the current optimizer step's micro-batches have contributed.
+        self._step_features, self._step_targets = [], []
+        self._step_plabels, self._step_masks = [], []
 
     def compile(self, compiler):
         self.features = compiler(self.network.features)
@@ -190,17 +217,26 @@ class ULFineTask(TrainingTask):
         self.prior_counts = self.counts + self.n_pseudo_prev * self.unlabeled_prior.cpu().double().numpy()
         self.adjust = self.tau * log_prior(self.prior_counts).to(self.device)
         labeled, unlabeled = self.datasets_for_epoch(epoch)
-        n = len(labeled)
+        draws = self.options["labeled_draws"]
+        if draws is None:
+            n = len(labeled)
+            labeled_loader = loader(labeled, micro_batch_size, sampler=self._sampler(labeled, epoch))
+        else:
+            # A step budget: as many labeled draws as the epoch's steps need,
+            # in shuffled passes over the labeled images.
+            n = int(draws[epoch])
+            labeled_loader = loader(labeled, micro_batch_size,
+                                    sampler=draw_order(len(labeled), n, self.seed, epoch, stream=0))
         ratio = self.options["ratio"]
         self.use_unlabeled = len(unlabeled) > 0
         unlabeled_loader = None
         if self.use_unlabeled:
             order = unlabeled_order(len(unlabeled), ratio * n, self.seed, epoch)
             unlabeled_loader = loader(unlabeled, ratio * micro_batch_size, sampler=order)
-        labeled_loader = loader(labeled, micro_batch_size, sampler=self._sampler(labeled, epoch))
         zero = lambda: torch.zeros((), device=self.device)  # noqa: E731
         self.sums = {"loss_labeled": zero(), "loss_unlabeled": zero()}
         self.n_correct, self.n_pseudo, self.n_drawn = zero(), zero(), 0
+        self._clear_step()
         return _PairedBatches(labeled_loader, unlabeled_loader), n
 
     def training_step(self, batch):
@@ -224,31 +260,49 @@ class ULFineTask(TrainingTask):
             loss_u = torch.zeros((), device=device)
         loss_x = F.cross_entropy(network.head(f_l).float() + self.adjust, yl)
         loss = loss_x + opts["unlabeled_weight"] * loss_u
-        if opts["orthogonality_weight"] > 0:
+        if opts["orthogonality_target"] == "linear" and opts["orthogonality_weight"] > 0:
+            # The loop weights each micro-batch's loss by its share of the
+            # logical batch, so the penalty counts once per step.
             loss = loss + opts["orthogonality_weight"] * um.orthogonality_penalty(network.head.weight)
         self._f_l, self._yl, self._loss_x, self._loss_u = f_l, yl, loss_x, loss_u
         return loss, len(yl)
 
     @torch.no_grad()
     def after_backward(self):
-        network, opts = self.network, self.options
-        f_l, yl, n = self._f_l, self._yl, len(self._yl)
+        network = self.network
+        f_l, yl, n = self._f_l.detach(), self._yl, len(self._yl)
         self.sums["loss_labeled"] += self._loss_x.detach() * n
         self.sums["loss_unlabeled"] += self._loss_u.detach() * n
-        self.n_correct += (network.fused_logits(f_l.detach()).argmax(1) == yl).sum()
-        um.update_visual_prototypes(self.visual, self.seen, f_l, yl, opts["ema"])
+        self.n_correct += (network.fused_logits(f_l).argmax(1) == yl).sum()
+        self._step_features.append(f_l)
+        self._step_targets.append(yl)
         if self._mask is not None:
             mask, plabel = self._mask, self._plabel
             self.n_pseudo += mask.sum()
             self.n_drawn += len(mask)
-            self.unlabeled_prior = um.ema_class_histogram(self.unlabeled_prior, plabel, mask, opts["ema"])
+            self._step_plabels.append(plabel)
+            self._step_masks.append(mask)
             self.pseudo[self._iu.numpy()] = torch.where(mask, plabel, -1).cpu().numpy()
-        if opts["paf"]:
-            network.text_prototypes.copy_(um.paf_update(
-                network.text_prototypes, self.visual, self.seen, self.unlabeled_prior,
-                opts["paf_momentum"]))
         # Drop the step's tensors: they hold the micro-batch's activations.
         self._f_l = self._loss_x = self._loss_u = self._mask = self._plabel = None
+
+    @torch.no_grad()
+    def after_optimizer_step(self):
+        network, opts = self.network, self.options
+        if self._step_features:
+            um.update_visual_prototypes(self.visual, self.seen, torch.cat(self._step_features),
+                                        torch.cat(self._step_targets), opts["ema"])
+        if self._step_plabels:
+            self.unlabeled_prior = um.ema_class_histogram(
+                self.unlabeled_prior, torch.cat(self._step_plabels), torch.cat(self._step_masks),
+                opts["ema"])
+        if opts["paf"]:
+            text = um.paf_update(network.text_prototypes, self.visual, self.seen,
+                                 self.unlabeled_prior, opts["paf_momentum"])
+            if opts["orthogonality_target"] == "text" and opts["orthogonality_weight"] > 0:
+                text = um.orthogonality_step(text, opts["orthogonality_weight"])
+            network.text_prototypes.copy_(text)
+        self._clear_step()
 
     def epoch_end(self, n_items):
         record = {k: float(v) / max(n_items, 1) for k, v in self.sums.items()}
@@ -274,6 +328,7 @@ class ULFineTask(TrainingTask):
         }
 
     def state_dict(self) -> dict:
+        # Saved after an epoch, when no step is half-collected.
         return {
             "unlabeled_prior": self.unlabeled_prior,
             "visual": self.visual,

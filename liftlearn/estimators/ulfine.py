@@ -3,29 +3,32 @@
 :class:`ULFineClassifier` takes labeled images plus unlabeled ones marked
 ``y == -1`` (scikit-learn's semi-supervised convention).  It is LIFT+ (same
 frozen CLIP image encoder, adapters, semantic-aware initialisation,
-minimalist crops, logit adjustment, test-time ensembling) with three
-additions, each of which a parameter switches off:
+minimalist crops for the labeled images, logit adjustment, test-time
+ensembling) with three additions, each of which a parameter switches off:
 
-- FixMatch-style pseudo-labels: the prediction on a weak view (the LIFT+
-  crop) of an unlabeled image becomes its hard label when confident enough,
-  and the loss is taken on a strong view (crop + RandAugment);
+- FixMatch pseudo-labels: the prediction on a weak view (resize + centre
+  crop, flip, small translation) of an unlabeled image becomes its hard
+  label when confident enough, and the loss is taken on a strong view (the
+  weak view + RandAugment with random magnitudes + Cutout);
 - Prototype Adaptive Fitting (PAF): a second, gradient-free head of textual
   prototypes, moved towards the visual prototypes of the labeled data with
   a per-class momentum set by the predicted class distribution of the
-  unlabeled data, plus an orthogonality term;
+  unlabeled data, plus an orthogonality constraint;
 - Dual Logit Fusion (DLF): predictions and pseudo-labels from the fusion of
   the textual-prototype logits with the (logit-adjusted) linear head's.
 
 ULFine's paper (Zhang, Li, Geng & Chen, 2025) has no public code and only
-partly public formulas.  What is known and what is **liftlearn's
-reconstruction** is documented in :mod:`liftlearn.nn.ulfine` and in the
-parameters below; every reconstructed choice is a parameter.
+partly public formulas.  What is known (the abstract; a review's reading of
+the PAF update) and what is **liftlearn's reconstruction** is documented
+per part in :mod:`liftlearn.nn.ulfine` and in the parameters below; every
+reconstructed choice is a parameter.
 
 With ``paf=False, dlf=False`` the class runs FixMatch + lightweight
 fine-tuning (``adapter="adaptformer"``), FixMatch + linear probing
 (``adapter="none"``) or FixMatch + full fine-tuning (``adapter="full"``,
-a private copy of the blocks): the paper's
-study of LP, LFT and FFT.
+a private copy of the blocks): the paper's study of LP, LFT and FFT.
+``paf=True, dlf=False`` (the PAF-only ablation) predicts from the textual
+head, the only head PAF moves.
 """
 
 from __future__ import annotations
@@ -34,13 +37,13 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from .._validation import Boolean, Interval
+from .._validation import Boolean, Interval, Options
 from ..data import SSLDataset
 from ..engine import ULFineTask
 from ..nn.backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED
 from ..nn.heads import DEFAULT_TEMPLATE, CosineClassifier
 from ..nn.networks import ULFineNetwork
-from ..transforms import mda_min_scale, strong_transform, train_transform
+from ..transforms import mda_min_scale, strong_transform, train_transform, weak_transform
 from ._fine_tuned import FineTunedClassifier
 
 __all__ = ["ULFineClassifier"]
@@ -53,10 +56,27 @@ class ULFineClassifier(FineTunedClassifier):
     for string labels, as in :mod:`sklearn.semi_supervised`); ``-1`` is
     never a class.  Everything LIFT+ does, this does too; the parameters
     shared with :class:`~liftlearn.LiftPlusClassifier` mean the same
-    (``epochs`` counts passes over the *labeled* images; ``batch_size``
-    labeled images per step, with ``unlabeled_ratio`` times as many
-    unlabeled ones).  The parameters below marked *ours* are liftlearn's
-    reconstruction of what the paper leaves unknown.
+    (``epochs`` counts passes over the *labeled* images unless
+    ``max_steps`` is set; ``batch_size`` labeled images per step, with
+    ``unlabeled_ratio`` times as many unlabeled ones).  The parameters below
+    marked *ours* are liftlearn's reconstruction of what the paper leaves
+    unknown; *paper* marks what its abstract states and *review* what a
+    third-party review of it reports (second hand).
+
+    Views: labeled images get LIFT+'s minimalist crop (its schedule over
+    ``epochs``). Unlabeled images get FixMatch's two views: the **weak**
+    view (the whole image resized to the encoder's resolution, centre
+    crop, horizontal flip with probability 1/2, translation by up to
+    12.5% of the side with a reflected border: :func:`~liftlearn.transforms.weak_transform`)
+    proposes the pseudo-label; the **strong** view (the weak view, then
+    ``randaugment_ops`` RandAugment operations each applied with
+    probability 1/2 at a random magnitude up to ``randaugment_magnitude``,
+    then a ``cutout`` square: :func:`~liftlearn.transforms.strong_transform`)
+    takes the loss.
+
+    Running estimates (visual prototypes, ``P_u``, the PAF update and the
+    orthogonality step) change once per optimizer step, from the whole
+    logical batch, so ``device_batch_size`` does not change the result.
 
     Parameters
     ----------
@@ -69,36 +89,75 @@ check_images, on_bad_image, checkpoint_dir, random_state, verbose
         labeled plus pseudo-labeled images. ``compile`` compiles the encoder's
         forward; ``checkpoint_dir`` also saves the pseudo-label statistics and
         prototypes, so a resumed fit ends with the same model.
+
+        Training length: the paper's is not public. The default, 5 epochs
+        over the labeled images, is LIFT+'s; on the standard CIFAR-10-LT
+        split (N_1=1500, imbalance 100: 3,720 labeled images) it is about
+        150 optimizer steps of 128, and PAF's effect grows with the number
+        of updates. ``max_steps`` sets the length as a step budget instead.
+    max_steps : int or None, default=None
+        *Ours*: total optimizer steps, spread evenly over the ``epochs``
+        (each epoch then draws ``batch_size`` labeled images per step, in
+        shuffled passes over the labeled set, each draw with fresh views);
+        ``epochs`` still sets the stages of the cosine learning-rate and
+        crop schedules. Must be at least ``epochs``. To count epochs over
+        the unlabeled set instead, use
+        ``max_steps = E * ceil(n_unlabeled / (unlabeled_ratio * batch_size))``.
+        None: ``epochs`` passes over the labeled images.
     pseudo_label : bool, default=True
         Train on confident pseudo-labels of the unlabeled images (FixMatch).
         False ignores the unlabeled images.
     threshold : float, default=0.7
-        Confidence (softmax of the weak view's logits) a pseudo-label needs.
-        *Ours*: 0.7, as CLIP-based SSL codebases use, not FixMatch's 0.95.
+        Confidence (softmax of the weak view's prediction logits) a
+        pseudo-label needs. *Ours*: public LTSSL codebases use 0.95
+        (FixMatch, DASO, ACR: models trained from scratch) and 0.6 (LoFT,
+        CLIP-based); 0.7 is our choice between them, not a published value.
     unlabeled_ratio : int, default=2
         Unlabeled images per labeled image in a step (FixMatch's mu).
-        *Ours*: 2, the unlabeled-to-labeled ratio of the CIFAR-LT LTSSL
-        benchmarks, so an epoch sees about every unlabeled image once.
+        DASO's CIFAR-LT configurations use 2.
     unlabeled_weight : float, default=1.0
-        Weight of the unlabeled loss (FixMatch's lambda_u).
+        Weight of the unlabeled loss (FixMatch's lambda_u; DASO's 1).
     randaugment_ops : int, default=2
-    randaugment_magnitude : int, default=9
-        The strong view's RandAugment (FixMatch's settings).
+        RandAugment operations drawn per strong view, each applied with
+        probability 1/2 (FixMatch's ``RandAugmentMC(n=2)``).
+    randaugment_magnitude : int, default=27
+        Largest RandAugment magnitude, 1..30 (torchvision's scale); each
+        operation draws its own magnitude uniformly from
+        ``1..randaugment_magnitude`` (FixMatch draws 1..9 of 10: the default
+        spans the same range).
+    cutout : float, default=0.5
+        Side of the strong view's Cutout square as a fraction of the image
+        side (FixMatch's 16 of 32 pixels); 0 disables it.
     paf : bool, default=True
-        Prototype Adaptive Fitting of the textual prototypes. False keeps
-        them at the semantic-aware (zero-shot) initialisation.
+        Prototype Adaptive Fitting of the textual prototypes (*review*: the
+        update ``c_t <- (1 - a_k) c_t + a_k c_v``, ``a_k = m P_u[k] / max P_u``,
+        every step). False keeps them at the semantic-aware (zero-shot)
+        initialisation.
     paf_momentum : float, default=0.01
         PAF's base momentum m (*ours*: the paper's value is unknown).
     ema_momentum : float, default=0.1
-        *Ours*: weight of each batch in the moving averages of the visual
-        prototypes and of the unlabeled class prior ``P_u``.
-    orthogonality_weight : float, default=0.1
-        *Ours*: weight of the mean squared cosine similarity between the
-        linear head's class vectors (PAF's orthogonality term; formula
-        unknown). Applies only with ``paf=True``.
+        *Ours*: weight of each optimizer step's batch in the moving averages
+        of the visual prototypes and of the unlabeled class prior ``P_u``
+        (the histogram of confident pseudo-labels).
+    orthogonality_target : {"text", "linear"}, default="text"
+        Where PAF's orthogonality constraint acts. *Review*: the paper lists
+        it under PAF, with the textual prototypes, so ``"text"`` is the
+        default: after each PAF update, a gradient-free step
+        :func:`~liftlearn.nn.ulfine.orthogonality_step` of rate
+        ``orthogonality_weight`` pushes the textual prototypes apart.
+        ``"linear"`` instead adds ``orthogonality_weight`` times the mean
+        squared cosine similarity of the linear head's class vectors to the
+        loss (liftlearn's earlier reading). Both formulas are *ours*: the
+        paper's is unknown. Applies only with ``paf=True``.
+    orthogonality_weight : float, default=0.01
+        *Ours*: the step rate (``"text"``; the default equals
+        ``paf_momentum``'s, so that neither update overrides the other) or
+        the loss weight (``"linear"``). 0 switches the constraint off.
     dlf : bool, default=True
-        Dual Logit Fusion; False predicts and pseudo-labels with the linear
-        head alone.
+        Dual Logit Fusion. False predicts and pseudo-labels with one head:
+        the textual one when ``paf=True`` (the PAF-only ablation: the
+        linear head still trains the adapter, but PAF acts on predictions
+        only through the textual head), the linear one when ``paf=False``.
     fusion_weight : float, default=0.5
         *Ours*: DLF logits are ``(1 - w) * textual + w * linear``.
 
@@ -127,7 +186,8 @@ trainable_fraction_, n_trainable_params_, device_
         Per epoch: ``epoch``, ``loss``, ``loss_labeled``, ``loss_unlabeled``,
         ``n_pseudo_labels`` (confident pseudo-labels drawn),
         ``pseudo_label_rate`` (their share of unlabeled draws),
-        ``labeled_accuracy`` (prediction logits on the labeled weak views),
+        ``labeled_accuracy`` (prediction logits on the labeled training
+        crops),
         ``lr``, ``seconds``.
 
     Examples
@@ -177,13 +237,16 @@ trainable_fraction_, n_trainable_params_, device_
         unlabeled_ratio=2,
         unlabeled_weight=1.0,
         randaugment_ops=2,
-        randaugment_magnitude=9,
+        randaugment_magnitude=27,
+        cutout=0.5,
         paf=True,
         paf_momentum=0.01,
         ema_momentum=0.1,
-        orthogonality_weight=0.1,
+        orthogonality_target="text",
+        orthogonality_weight=0.01,
         dlf=True,
         fusion_weight=0.5,
+        max_steps=None,
     ):
         self.backbone = backbone
         self.pretrained = pretrained
@@ -217,12 +280,15 @@ trainable_fraction_, n_trainable_params_, device_
         self.unlabeled_weight = unlabeled_weight
         self.randaugment_ops = randaugment_ops
         self.randaugment_magnitude = randaugment_magnitude
+        self.cutout = cutout
         self.paf = paf
         self.paf_momentum = paf_momentum
         self.ema_momentum = ema_momentum
+        self.orthogonality_target = orthogonality_target
         self.orthogonality_weight = orthogonality_weight
         self.dlf = dlf
         self.fusion_weight = fusion_weight
+        self.max_steps = max_steps
 
     _parameter_constraints: dict = {
         **FineTunedClassifier._parameter_constraints,
@@ -231,13 +297,16 @@ trainable_fraction_, n_trainable_params_, device_
         "unlabeled_ratio": [Interval(Integral, 1)],
         "unlabeled_weight": [Interval(Real, 0)],
         "randaugment_ops": [Interval(Integral, 0)],
-        "randaugment_magnitude": [Interval(Integral, 0, 30)],
+        "randaugment_magnitude": [Interval(Integral, 1, 30)],
+        "cutout": [Interval(Real, 0, 1)],
         "paf": [Boolean()],
         "paf_momentum": [Interval(Real, 0, 1)],
         "ema_momentum": [Interval(Real, 0, 1, closed="right")],
+        "orthogonality_target": [Options(("text", "linear"))],
         "orthogonality_weight": [Interval(Real, 0)],
         "dlf": [Boolean()],
         "fusion_weight": [Interval(Real, 0, 1)],
+        "max_steps": [Interval(Integral, 1), None],
     }
 
     _allow_unlabeled = True
@@ -262,6 +331,21 @@ trainable_fraction_, n_trainable_params_, device_
             The fitted estimator; left unfitted if fitting fails.
         """
         return super().fit(X, y, class_names)
+
+    def _check_param_relations(self) -> None:
+        super()._check_param_relations()
+        if self.max_steps is not None and self.max_steps < self.epochs:
+            raise ValueError(
+                f"ULFineClassifier: max_steps={self.max_steps} must be at least "
+                f"epochs={self.epochs} (every epoch takes at least one optimizer step)"
+            )
+
+    def _steps_per_epoch(self) -> list | None:
+        """Optimizer steps of each epoch under ``max_steps`` (None without)."""
+        if self.max_steps is None:
+            return None
+        epochs, total = int(self.epochs), int(self.max_steps)
+        return [total // epochs + (1 if e < total % epochs else 0) for e in range(epochs)]
 
     def _check_y(self, y) -> None:
         # np.array(["cat", -1]) silently turns -1 into the string "-1"; like
@@ -289,6 +373,7 @@ trainable_fraction_, n_trainable_params_, device_
             backbone, self._build_tuner(backbone, len(class_names), seed),
             CosineClassifier(init, scale=float(self.scale)), init,
             dlf=bool(self.dlf), fusion_weight=float(self.fusion_weight),
+            text_only=bool(self.paf) and not bool(self.dlf),
         )
 
     def _make_task(self, network, backbone, paths, labels, seed, device):
@@ -299,21 +384,26 @@ trainable_fraction_, n_trainable_params_, device_
         lab_idx, unl_idx = np.flatnonzero(is_labeled), np.flatnonzero(~is_labeled)
         if not self.pseudo_label:
             unl_idx = unl_idx[:0]
-        ra_ops, ra_mag = int(self.randaugment_ops), int(self.randaugment_magnitude)
+        # FixMatch's views of unlabeled images do not follow the crop
+        # schedule: the weak one must stay weak in every epoch.
+        weak = weak_transform(size, mean, std)
+        strong = strong_transform(size, mean, std, int(self.randaugment_ops),
+                                  int(self.randaugment_magnitude), float(self.cutout))
 
         def datasets_for_epoch(epoch):
-            min_scale = mda_min_scale(epoch, epochs, schedule=schedule)
-            weak = train_transform(size, min_scale, mean, std)
-            strong = strong_transform(size, min_scale, mean, std, ra_ops, ra_mag)
-            labeled = SSLDataset(paths[lab_idx], enc[lab_idx], lab_idx, weak, None, seed, epoch)
+            crop = train_transform(size, mda_min_scale(epoch, epochs, schedule=schedule), mean, std)
+            labeled = SSLDataset(paths[lab_idx], enc[lab_idx], lab_idx, crop, None, seed, epoch)
             unlabeled = SSLDataset(paths[unl_idx], enc[unl_idx], unl_idx, weak, strong, seed, epoch)
             return labeled, unlabeled
 
+        steps = self._steps_per_epoch()
         options = dict(
             threshold=float(self.threshold), ratio=int(self.unlabeled_ratio),
             unlabeled_weight=float(self.unlabeled_weight), paf=bool(self.paf),
             paf_momentum=float(self.paf_momentum), ema=float(self.ema_momentum),
+            orthogonality_target=str(self.orthogonality_target),
             orthogonality_weight=float(self.orthogonality_weight) if self.paf else 0.0,
+            labeled_draws=None if steps is None else [k * int(self.batch_size) for k in steps],
         )
         return ULFineTask(network, datasets_for_epoch, labels.counts, len(paths),
                           float(self.tau), options, seed, device)

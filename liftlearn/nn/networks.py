@@ -108,10 +108,12 @@ class ULFineNetwork(LiftNetwork):
     """LIFT+'s network with a second head of textual prototypes.
 
     ``head`` is the trained (linear-probing) cosine classifier; the textual
-    prototypes are a buffer, moved only by PAF, never by gradients.
-    ``forward`` returns the logits used for pseudo-labels and predictions:
-    the DLF fusion of both heads, or the linear head's alone when ``dlf`` is
-    off.
+    prototypes are a buffer, moved only by PAF (and its orthogonality step),
+    never by gradients. ``forward`` returns the logits used for
+    pseudo-labels and predictions: the DLF fusion of both heads when
+    ``dlf`` is on; otherwise the textual head's alone with ``text_only``
+    (PAF without DLF: the only way PAF can act on predictions) or the linear
+    head's alone.
 
     Parameters
     ----------
@@ -120,17 +122,27 @@ class ULFineNetwork(LiftNetwork):
     text_prototypes : Tensor of shape (n_classes, dim)
         Initial textual prototypes (the semantic-aware initialisation).
     dlf : bool
-        Fuse the two heads (else the textual head is unused).
+        Fuse the two heads.
     fusion_weight : float
         Weight of the linear head in the fusion.
+    text_only : bool, default=False
+        Without ``dlf``: predict from the textual head instead of the
+        linear one. Ignored with ``dlf``.
     """
 
     def __init__(self, backbone, tuner, head: CosineClassifier, text_prototypes: torch.Tensor,
-                 dlf: bool, fusion_weight: float):
+                 dlf: bool, fusion_weight: float, text_only: bool = False):
         super().__init__(backbone, tuner, head)
         self.register_buffer("text_prototypes", F.normalize(text_prototypes.detach().float(), dim=-1))
         self.dlf = bool(dlf)
         self.fusion_weight = float(fusion_weight)
+        self.text_only = bool(text_only)
+
+    def __setstate__(self, state):
+        # Networks pickled before ``text_only`` existed predicted from the
+        # linear head whenever DLF was off.
+        state.setdefault("text_only", False)
+        super().__setstate__(state)
 
     def text_logits(self, features: torch.Tensor) -> torch.Tensor:
         # Same scale as the linear head, so that the fusion weight compares
@@ -140,6 +152,8 @@ class ULFineNetwork(LiftNetwork):
 
     def fused_logits(self, features: torch.Tensor) -> torch.Tensor:
         """Prediction logits from pre-computed features (see class doc)."""
+        if not self.dlf and self.text_only:
+            return self.text_logits(features)
         linear = self.head(features)
         if not self.dlf:
             return linear.float()

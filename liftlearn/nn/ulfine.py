@@ -1,11 +1,26 @@
 """The tensor math of ULFine's parts, kept free of data loading and training.
 
-ULFine (Zhang, Li, Geng & Chen, 2025) has two parts, Prototype Adaptive
-Fitting (PAF) and Dual Logit Fusion (DLF), plus the FixMatch-style
-pseudo-labelling it runs under.  The paper's formulas are only partly public
-(see ``shared/reference/ulfine.md``); every function below states which part
-is known and which is **liftlearn's reconstruction**.  Each is a pure
-function of its tensors so that tests can check it on hand-made inputs.
+ULFine (Zhang, Li, Geng & Chen, 2025, arXiv 2505.05062) has two parts,
+Prototype Adaptive Fitting (PAF) and Dual Logit Fusion (DLF), run under
+FixMatch-style pseudo-labelling.  No code is public and the full text was not
+available; ``shared/reference/ulfine.md`` keeps three sources apart, and so
+do the docstrings here:
+
+- **paper**: the abstract (the two parts, their purpose, LP/LFT/FFT findings);
+- **review**: a third-party review of the paper, second hand: the PAF update
+  ``c_t <- (1 - a_k) c_t + a_k c_v`` with ``a_k = m P_u[k] / max_i P_u[i]``,
+  visual prototypes as moving averages of labeled class means, an
+  orthogonality constraint listed under PAF (formula unknown), and DLF
+  fusing textual-prototype logits with linear-probing logits;
+- **ours**: liftlearn's reconstruction of everything else (normalisations,
+  the orthogonality step, the fusion rule, how ``P_u`` is measured), each a
+  parameter of :class:`~liftlearn.ULFineClassifier`.
+
+Each function is a pure function of its tensors, so that tests can check it
+on hand-made inputs.  The training task applies the running updates
+(visual prototypes, ``P_u``, PAF, orthogonality) once per optimizer step,
+from the whole logical batch, so that results do not depend on gradient
+accumulation.
 """
 
 from __future__ import annotations
@@ -21,8 +36,8 @@ __all__ = [
     "ema_class_histogram",
     "masked_mean",
     "orthogonality_penalty",
+    "orthogonality_step",
     "paf_update",
-    "prior_estimate",
     "pseudo_labels",
     "update_visual_prototypes",
 ]
@@ -37,11 +52,13 @@ def update_visual_prototypes(
 ) -> None:
     """Moving average of each class's mean labeled feature, in place.
 
-    Known: the visual prototype of class k is a moving average of the mean
+    Review: the visual prototype of class k is a moving average of the mean
     feature of the labeled samples of class k in each mini-batch.  Ours:
     features are L2-normalised first (the heads are cosine heads, so only
-    directions matter), and a class seen for the first time takes its batch
-    mean outright instead of averaging with a meaningless zero vector.
+    directions matter), a class seen for the first time takes its batch
+    mean outright instead of averaging with a meaningless zero vector, and
+    "mini-batch" is the whole logical batch of an optimizer step (the
+    caller concatenates its micro-batches).
 
     Parameters
     ----------
@@ -72,10 +89,10 @@ def update_visual_prototypes(
 def confidence_momentum(unlabeled_prior: torch.Tensor, base_momentum: float) -> torch.Tensor:
     """PAF's per-class momentum ``a_k = m * P_u[k] / max_i P_u[i]``.
 
-    Known (review pages): this form.  It moves the textual prototypes of the
-    classes the model predicts most on unlabeled data fastest, and barely
-    touches the rarely predicted (tail) ones, whose visual prototypes rest
-    on few images.
+    Review: this form (the value of ``m`` is unknown).  It moves the
+    textual prototypes of the classes the model predicts most on unlabeled
+    data fastest, and barely touches the rarely predicted (tail) ones, whose
+    visual prototypes rest on few images.
     """
     peak = unlabeled_prior.max()
     if peak <= 0:
@@ -92,10 +109,11 @@ def paf_update(
 ) -> torch.Tensor:
     """Prototype Adaptive Fitting: ``c_t <- (1 - a_k) c_t + a_k c_v`` per class.
 
-    Known: the update and ``a_k`` (:func:`confidence_momentum`).  Ours: both
-    prototypes are unit vectors and the result is re-normalised, so that the
-    update rotates a direction rather than shrinking it; classes without a
-    visual prototype yet (``seen`` False) are left alone.
+    Review: the update and ``a_k`` (:func:`confidence_momentum`), applied
+    every step.  Ours: both prototypes are unit vectors and the result is
+    re-normalised, so that the update rotates a direction rather than
+    shrinking it; classes without a visual prototype yet (``seen`` False)
+    are left alone.
 
     Returns
     -------
@@ -112,10 +130,12 @@ def paf_update(
 def orthogonality_penalty(weight: torch.Tensor) -> torch.Tensor:
     """Mean squared cosine similarity between different classes' vectors.
 
-    The paper's orthogonality term is unknown; this one is **ours**: 0 when
-    the class vectors are mutually orthogonal, 1 when all are parallel.  It
-    pushes apart the linear head's class vectors, which CLIP's text
-    initialisation leaves strongly correlated.
+    Review: PAF has an orthogonality constraint; its formula is unknown.
+    This measure is **ours**: 0 when the class vectors are mutually
+    orthogonal, 1 when all are parallel.  :func:`orthogonality_step` takes
+    a gradient-free step on it for the textual prototypes (the default, the
+    paper's reading); with ``orthogonality_target="linear"`` it is instead
+    a loss term on the linear head's class vectors.
     """
     w = F.normalize(weight.float(), dim=-1)
     n = w.shape[0]
@@ -126,22 +146,64 @@ def orthogonality_penalty(weight: torch.Tensor) -> torch.Tensor:
     return off.pow(2).sum() / (n * (n - 1))
 
 
+def orthogonality_step(prototypes: torch.Tensor, rate: float) -> torch.Tensor:
+    """One gradient-free step that pushes the class prototypes apart.
+
+    **Ours** (the paper's orthogonality formula is unknown): for unit
+    prototypes ``c_i``,
+
+    ``c_i <- normalize(c_i - rate * mean_{j != i} (c_i . c_j) c_j)``,
+
+    i.e. each prototype loses ``rate`` times its mean projection onto the
+    other classes' prototypes.  It is a gradient step of size
+    ``rate * n / 4`` on :func:`orthogonality_penalty` (whose gradient for
+    ``c_i`` is ``4 / (n (n - 1)) * sum_{j != i} (c_i . c_j) c_j``), written
+    per class so that ``rate`` does not depend on the number of classes.
+    The textual prototypes carry no gradient (PAF moves them), so the
+    constraint is applied as a step, once per optimizer step, after the PAF
+    update.  Mutually orthogonal prototypes are a fixed point; ``rate=0``
+    only re-normalises.
+
+    Parameters
+    ----------
+    prototypes : Tensor of shape (n_classes, dim)
+    rate : float
+        Step size, ``>= 0``.
+
+    Returns
+    -------
+    Tensor of shape (n_classes, dim)
+        New unit prototypes (the input is not modified).
+    """
+    c = F.normalize(prototypes.float(), dim=-1)
+    n = c.shape[0]
+    if n < 2 or rate == 0:
+        return c
+    gram = c @ c.T
+    off = gram - torch.diag_embed(torch.diagonal(gram))
+    return F.normalize(c - rate * (off @ c) / (n - 1), dim=-1)
+
+
 def dual_logit_fusion(
     text_logits: torch.Tensor, linear_logits: torch.Tensor, weight: float
 ) -> torch.Tensor:
     """Dual Logit Fusion: ``(1 - w) * z_text + w * z_linear``.
 
-    Known: DLF fuses textual-prototype logits with linear-probing logits.
-    Ours: a convex combination with weight ``w`` on the linear head.  The
-    class-prior adjustment lives in the linear head's training loss (logit
-    adjustment by :func:`prior_estimate`), which makes its raw logits
-    prior-free, so the fused logits need no further correction.
+    Paper/review: DLF fuses textual-prototype logits with linear-probing
+    logits.  Ours: a convex combination with weight ``w`` on the linear
+    head.  The class-prior adjustment lives in the linear head's training
+    loss (logit adjustment by the prior of labeled plus pseudo-labeled
+    images), which makes its raw logits prior-free, so the fused logits need
+    no further correction.
     """
     return (1.0 - weight) * text_logits.float() + weight * linear_logits.float()
 
 
 def pseudo_labels(logits: torch.Tensor, threshold: float) -> tuple:
     """FixMatch's hard pseudo-labels: the arg-max, kept at confidence >= threshold.
+
+    FixMatch's rule (exact); which logits propose them (the fused ones) and
+    the threshold are ours.
 
     Returns
     -------
@@ -160,32 +222,15 @@ def ema_class_histogram(
     """Move the unlabeled class-prior estimate towards a batch's pseudo-labels.
 
     Ours (the paper's measurement of ``P_u`` is unknown): the histogram of
-    the batch's *confident* pseudo-labels, normalised, blended in with
-    weight ``momentum``.  A batch without confident pseudo-labels leaves the
-    estimate unchanged.
+    the logical batch's *confident* pseudo-labels, normalised, blended in
+    with weight ``momentum``.  A batch without confident pseudo-labels
+    leaves the estimate unchanged.
     """
     kept = labels[mask]
     if len(kept) == 0:
         return prior
     hist = torch.bincount(kept, minlength=prior.shape[0]).to(prior.dtype)
     return (1 - momentum) * prior + momentum * hist / hist.sum()
-
-
-def prior_estimate(
-    labeled_counts: torch.Tensor, unlabeled_prior: torch.Tensor, n_pseudo: float
-) -> torch.Tensor:
-    """Class prior of the data the linear head trains on.
-
-    Ours: labeled counts plus ``n_pseudo`` confident pseudo-labels spread as
-    ``unlabeled_prior``, normalised.  ``n_pseudo`` is the number of
-    confident pseudo-labels of the previous epoch (0 in the first).
-
-    Returns
-    -------
-    Tensor of shape (n_classes,), summing to 1.
-    """
-    counts = labeled_counts.double() + float(n_pseudo) * unlabeled_prior.double()
-    return (counts / counts.sum()).float()
 
 
 def masked_mean(values: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
