@@ -9,6 +9,14 @@ the embedded CIFAR-10-LT sample and must reproduce the recorded
 ``transduction_`` and ``unlabeled_prior_`` exactly. The legacy files must
 still load and predict exactly as they did.
 
+Settings whose numbers were changed on purpose later were re-recorded alone
+(``record_golden.py --rerecord``); each carries a ``recorded`` entry naming
+the commit and the reason. So far: ``g_ulfine`` and ``i_ulfine_threshold02``
+(issue 16: ULFine's per-optimizer-step updates, FixMatch's weak and strong
+views, orthogonality on the textual prototypes). The legacy ``ulfine.joblib``
+was fitted with ``g_ulfine``'s old code; it must still predict what it
+predicted then (``legacy_proba.npz``), no longer what ``g_ulfine`` fits now.
+
 Only the public API is used. Results depend on the number of torch threads
 (1 and 2 differ in the last bits), so the tests run with 2, as recorded.
 """
@@ -113,4 +121,6 @@ def test_legacy_model_file(name, golden_data, expected):
     proba = model.predict_proba(golden_data["X_test"])
     with np.load(GOLDEN / "legacy" / "legacy_proba.npz") as z:
         _assert_array_identical(proba, z[name.replace(".", "_")], "predict_proba")
-    _assert_array_identical(proba, expected[f"{key}__proba"], "predict_proba")
+    if "recorded" not in META["settings"][key]:
+        # Still the numbers of the commit that wrote the legacy files.
+        _assert_array_identical(proba, expected[f"{key}__proba"], "predict_proba")

@@ -35,6 +35,34 @@ Everything runs on the CPU with ``torch.set_num_threads(2)`` (as
 tests/conftest.py does on a machine with two or more cores), the tiny
 random-weight backbone (``backbone="liftlearn-tiny-vit", pretrained=None``)
 and ``random_state=0``.
+
+Re-recording chosen settings
+----------------------------
+A change that moves some settings' numbers on purpose re-records only
+those, against the current tree, and merges them into the existing files::
+
+    HF_HUB_OFFLINE=1 python tests/data/golden/record_golden.py \
+        --rerecord g_ulfine i_ulfine_threshold02 \
+        --reason "issue 16: ULFine updates once per optimizer step, ..."
+
+It fits the named settings with the liftlearn that ``import liftlearn``
+finds (check it is this checkout), replaces their ``history``,
+``<key>__*`` arrays and adds a ``recorded`` entry (commit of the tree, and
+whether it had uncommitted changes, library versions, reason) to each;
+every other setting, the sample indices and ``legacy/`` are left exactly as
+they were (the legacy files keep the predictions of the commit that wrote
+them). Both files are written atomically. ``--check-only`` fits and reports
+which of the named settings moved, writing nothing.
+
+Settings re-recorded so far (see each setting's ``recorded`` entry):
+
+- ``g_ulfine`` and ``i_ulfine_threshold02`` (issue 16): ULFine's running
+  estimates change once per optimizer step, the weak view is FixMatch's,
+  the strong view adds random-magnitude RandAugment and Cutout, and the
+  orthogonality constraint acts on the textual prototypes.
+  ``h_ulfine_tte_nopaf`` did not move (no pseudo-label reaches the 0.7
+  threshold on the random backbone and PAF is off, so nothing it computes
+  changed) and keeps its original record.
 """
 
 import os
@@ -122,6 +150,109 @@ def git_head(path):
         return None
 
 
+def git_dirty(path):
+    """Whether the checkout has uncommitted changes to tracked files (None if unknown)."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return bool(out.strip())
+
+
+def _atomic_write(path, write):
+    """``write(tmp_path)`` then rename over ``path``: never a torn file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def rerecord(keys, out, reason, check_only=False):
+    """Fit ``keys`` on the current tree and merge them into ``out``'s files."""
+    import open_clip
+    import sklearn
+
+    import liftlearn
+    from liftlearn import LiftPlusClassifier, ULFineClassifier
+    from liftlearn.datasets import load_cifar10_lt_sample
+
+    unknown = [k for k in keys if k not in SETTINGS]
+    if unknown:
+        sys.exit(f"unknown setting(s) {unknown}; known: {list(SETTINGS)}")
+    out = Path(out)
+    meta = json.loads((out / "golden.json").read_text(encoding="utf-8"))
+    with np.load(out / "golden.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    checkout = Path(liftlearn.__file__).resolve().parents[1]
+    commit, dirty = git_head(checkout), git_dirty(checkout)
+    print(f"liftlearn from {liftlearn.__file__} (commit {commit}, uncommitted changes: {dirty}), "
+          f"torch threads {torch.get_num_threads()}")
+    if torch.get_num_threads() != meta["torch_num_threads"]:
+        sys.exit(f"record with --threads {meta['torch_num_threads']}, as the other settings were")
+
+    X, y, names = load_cifar10_lt_sample("train")
+    Xt, _, _ = load_cifar10_lt_sample("test")
+    if list(names) != meta["class_names"]:
+        sys.exit("the embedded sample's class names changed; re-record everything instead")
+    X_train = [X[i] for i in meta["train_indices"]]
+    X_test = [Xt[i] for i in meta["test_indices"]]
+    if [sample_relative(p) for p in X_train] != meta["train_files"] or \
+            [sample_relative(p) for p in X_test] != meta["test_files"]:
+        sys.exit("the embedded sample's files changed; re-record everything instead")
+    y_train = np.asarray(y)[meta["train_indices"]]
+    estimators = {"LiftPlusClassifier": LiftPlusClassifier, "ULFineClassifier": ULFineClassifier}
+    versions = {
+        "python": sys.version.split()[0], "torch": torch.__version__, "numpy": np.__version__,
+        "open_clip": open_clip.__version__, "sklearn": sklearn.__version__,
+    }
+    for key in keys:
+        est_name, params = SETTINGS[key]
+        clf = estimators[est_name](**meta["common_params"], **params, class_names=list(names))
+        ssl = est_name == "ULFineClassifier"
+        clf.fit(X_train, ssl_labels(y_train) if ssl else y_train)
+        new = {f"{key}__proba": clf.predict_proba(X_test)}
+        if ssl:
+            new[f"{key}__transduction"] = clf.transduction_
+            new[f"{key}__unlabeled_prior"] = clf.unlabeled_prior_
+        history = encode(history_without_seconds(clf.history_))
+        moved = history != meta["settings"][key]["history"] or any(
+            k not in arrays or arrays[k].dtype != v.dtype or not np.array_equal(arrays[k], v)
+            for k, v in new.items()
+        )
+        print(f"{key}: {'moved' if moved else 'unchanged'}")
+        if check_only:
+            continue
+        arrays.update(new)
+        meta["settings"][key] = {
+            "estimator": est_name, "params": params, "ssl": ssl, "history": history,
+            "recorded": {"commit": commit, "uncommitted_changes": dirty, "versions": versions,
+                         "reason": reason},
+        }
+    if check_only:
+        return
+
+    def write_json(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=1)
+            f.write("\n")
+
+    _atomic_write(out / "golden.json", write_json)
+    # np.savez appends ".npz" to names without it: give it an open file.
+    def write_npz(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **{k: arrays[k] for k in sorted(arrays)})
+
+    _atomic_write(out / "golden.npz", write_npz)
+    print(f"merged {keys} into {out / 'golden.json'} and {out / 'golden.npz'}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent))
@@ -130,10 +261,21 @@ def main(argv=None):
     parser.add_argument("--reverse", action="store_true", help="fit the settings in reverse order")
     parser.add_argument("--no-legacy", action="store_true", help="skip the legacy/ model files")
     parser.add_argument("--any-commit", action="store_true")
+    parser.add_argument("--rerecord", nargs="+", metavar="KEY",
+                        help="re-record only these settings against the current tree and merge "
+                             "them into the existing files in --out (see the docstring)")
+    parser.add_argument("--reason", help="why the settings moved (required with --rerecord)")
+    parser.add_argument("--check-only", action="store_true",
+                        help="with --rerecord: report which settings moved, write nothing")
     args = parser.parse_args(argv)
 
     logging.getLogger().setLevel(logging.ERROR)  # open_clip's "initialized randomly"
     torch.set_num_threads(args.threads)
+    if args.rerecord:
+        if not args.reason and not args.check_only:
+            sys.exit("--rerecord needs --reason: say which change moved the numbers")
+        rerecord(args.rerecord, args.out, args.reason, check_only=args.check_only)
+        return
 
     import joblib
     import open_clip
