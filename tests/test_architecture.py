@@ -29,6 +29,7 @@ LAYER_OF = {
     "liftlearn._validation": "base",
     "liftlearn._device": "base",
     "liftlearn._labels": "base",
+    "liftlearn._logging": "base",
     "liftlearn.data": "data",
     "liftlearn.transforms": "data",
     "liftlearn.metrics": "metrics",

@@ -102,3 +102,159 @@ def test_text_to_visual_uses_the_transposed_projection(tiny_checkpoint):
     expected = torch.nn.functional.normalize(t @ bb.visual.proj.T, dim=-1)
     assert torch.allclose(w, expected, atol=1e-6)
     assert isinstance(bb, Backbone)
+
+
+# ------------------------------------------------ supported backbones only
+
+
+def test_list_backbones_lists_only_supported_towers():
+    import open_clip
+
+    from liftlearn.nn.backbones import unsupported_reason
+
+    names = list_backbones()
+    for name in ("ViT-B-16-quickgelu", "ViT-L-14", "RN50", "liftlearn-tiny-vit", "liftlearn-tiny-rn"):
+        assert name in names
+    for name in ("ViT-B-16-SigLIP", "ViT-SO400M-14-SigLIP", "coca_ViT-B-32", "EVA02-B-16",
+                 "convnext_base", "ViT-L-14-CLIPA", "MobileCLIP-S1"):
+        assert name not in names
+    assert all(unsupported_reason(open_clip.get_model_config(n)) is None for n in names)
+    assert len(names) < len(open_clip.list_models())
+
+
+@pytest.fixture
+def no_building(monkeypatch):
+    """Record every call of open_clip.create_model (there should be none)."""
+    import open_clip
+
+    calls = []
+
+    def create_model(*args, **kwargs):
+        calls.append((args, kwargs))
+        raise AssertionError("open_clip.create_model was called")
+
+    monkeypatch.setattr(open_clip, "create_model", create_model)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "name, pretrained, reason",
+    [
+        ("ViT-B-16-SigLIP", "webli", "a SigLIP model"),
+        ("EVA02-B-16", None, "a timm image tower: eva02_base_patch16_clip_224"),
+        ("coca_ViT-B-32", None, "a CoCa model"),
+        ("ViT-L-14-CLIPA", None, "'avg'-pooled image features"),
+    ],
+)
+def test_unsupported_backbones_are_refused_before_building(name, pretrained, reason, no_building):
+    start = time.perf_counter()
+    with pytest.raises(BackboneError, match=f"backbone '{name}' is not supported") as exc:
+        get_backbone(name, "cpu", pretrained=pretrained)
+    assert reason in str(exc.value) and "list_backbones()" in str(exc.value)
+    assert no_building == [] and time.perf_counter() - start < 5
+
+
+def test_local_dir_with_an_unsupported_config_is_refused(tmp_path, no_building):
+    import json
+
+    import open_clip
+
+    cfg = {"model_cfg": open_clip.get_model_config("EVA02-B-16")}
+    (tmp_path / "open_clip_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(BackboneError, match="a timm image tower"):
+        get_backbone(f"local-dir:{tmp_path}", "cpu")
+    assert no_building == []
+
+
+# ------------------------------------------ weights offline: fail fast, once
+
+
+@pytest.fixture
+def empty_hf_cache(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def test_offline_missing_weights_one_error_no_build(empty_hf_cache, no_building, caplog):
+    # HF_HUB_OFFLINE set (conftest) and nothing cached: an error at once,
+    # built from the cache check, without open_clip trying (and logging on
+    # root) first; the advice does not tell the user to set what is set.
+    with pytest.raises(BackboneError) as exc:
+        get_backbone("RN50", "cpu", pretrained="openai")
+    msg = str(exc.value)
+    assert "HF_HUB_OFFLINE is set" in msg and "HF_HUB_OFFLINE=1" not in msg
+    assert str(empty_hf_cache) in msg and ".." not in msg
+    assert exc.value.missing_weights and exc.value.summary in msg
+    assert no_building == [] and not caplog.records
+
+
+def test_online_unreachable_hub_fails_at_once_without_retries(empty_hf_cache, no_building,
+                                                              monkeypatch, caplog):
+    # No HF_HUB_OFFLINE and no network (here: an endpoint nobody listens on):
+    # one quick request instead of five retries per file (about a minute).
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    start = time.perf_counter()
+    with pytest.raises(BackboneError, match="http://127.0.0.1:9 cannot be reached") as exc:
+        get_backbone("RN50", "cpu", pretrained="openai")
+    assert time.perf_counter() - start < 10
+    assert "HF_HUB_OFFLINE" not in str(exc.value)
+    assert no_building == [] and not [r for r in caplog.records if "Retry" in r.getMessage()]
+
+
+def test_cached_weights_pass_the_check(empty_hf_cache):
+    # A tag whose weights are in the Hugging Face cache passes the check
+    # offline, and is loaded without a network request.
+    from liftlearn.nn.backbones import check_backbone
+
+    snapshot = empty_hf_cache / "models--timm--resnet50_clip.openai" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "open_clip_pytorch_model.bin").write_bytes(b"weights")
+    refs = empty_hf_cache / "models--timm--resnet50_clip.openai" / "refs"
+    refs.mkdir()
+    (refs / "main").write_text("abc123")
+    found = check_backbone(BackboneSpec.create("RN50", "openai"))
+    assert found == str(snapshot / "open_clip_pytorch_model.bin")
+
+
+def test_open_clip_log_lines_go_to_liftlearns_logger(monkeypatch):
+    # open_clip logs on the root logger, whose first logging.info() call
+    # installs a stderr handler on root for the whole process. Building a
+    # backbone and its tokenizer must leave root as it was, and say what
+    # open_clip said on liftlearn's logger ("initialized randomly" is news
+    # only at INFO with pretrained=None).
+    import logging
+
+    from liftlearn.nn.backbones import clear_backbone_cache
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    handler = Keep(level=logging.DEBUG)
+    logger = logging.getLogger("liftlearn")
+    old_levels = logger.level, root.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    root.setLevel(logging.WARNING)  # logging's default (conftest raises it)
+    try:
+        clear_backbone_cache()
+        bb = get_backbone("liftlearn-tiny-vit", "cpu")
+        bb.encode_text(["a photo of a cat."])
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_levels[0])
+        root.setLevel(old_levels[1])
+    assert root.handlers == []
+    (note,) = [r for r in records if "initialized randomly" in r.getMessage()]
+    assert note.name == "liftlearn.backbones" and note.levelno == logging.INFO

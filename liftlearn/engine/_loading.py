@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -40,9 +42,28 @@ def make_loader(dataset: Dataset, batch_size: int, device: torch.device, num_wor
 
 
 def progress(iterable, verbose: int, desc: str, total: int):
-    """``iterable`` behind a progress bar when ``verbose``."""
-    if not verbose:
+    """``iterable`` behind a progress bar when ``verbose`` and stderr is a terminal.
+
+    A bar redraws itself with carriage returns: in a log file or a pipe
+    (a batch job, ``2> fit.log``) that leaves a line of ``\\r`` fragments per
+    update, so elsewhere only the logged epoch lines report progress.
+    """
+    if not verbose or not _is_terminal(sys.stderr):
         return iterable
     from tqdm.auto import tqdm
 
     return tqdm(iterable, desc=desc, total=total, leave=False)
+
+
+def _is_terminal(stream) -> bool:
+    """Whether ``stream`` is an interactive terminal (False when unsure).
+
+    A Jupyter kernel's stderr counts as one: ``tqdm.auto`` draws a widget
+    there, not carriage-return fragments.
+    """
+    if type(stream).__module__.split(".")[0] == "ipykernel":
+        return True
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False

@@ -20,6 +20,7 @@ from typing import List, Optional
 import torch
 
 from .._device import autocast_for
+from .._logging import get_logger
 from ..exceptions import TrainingError
 from ._loading import make_loader, progress
 from .checkpoint import Checkpoint
@@ -32,6 +33,8 @@ __all__ = [
     "make_optimizer",
     "optimizer_step",
 ]
+
+_log = get_logger("engine")
 
 
 @dataclass
@@ -178,7 +181,9 @@ def fit_task(
         record.update({"lr": lr, "seconds": time.perf_counter() - start})
         history.append(record)
         if config.verbose:
-            print(task.describe(record, config.epochs))
+            # Through the liftlearn logger (the estimator's verbose sets its
+            # level), so scripts and log files get whole lines, not prints.
+            _log.info(task.describe(record, config.epochs))
         if checkpoint is not None:
             checkpoint.write({
                 "network": network.state_dict(),

@@ -27,6 +27,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._device import map_device, resolve_device
 from .._labels import resolve_labels
+from .._logging import verbosity
 from .._validation import Boolean, Interval, PathLike, Predicate, validate_params
 from ..data import check_paths
 from ..engine.predict import predict_images
@@ -72,7 +73,8 @@ def fit_context(fit):
         try:
             self._validate_params()
             self._check_param_relations()
-            return fit(self, *args, **kwargs)
+            with verbosity(self.verbose):  # verbose sets the liftlearn logger's level
+                return fit(self, *args, **kwargs)
         except BaseException:
             self._reset_fitted()
             raise
@@ -158,11 +160,12 @@ class CLIPEstimator(BaseEstimator, ABC):
         """``module_``'s outputs for the images, averaged over TTE views."""
         check_is_fitted(self)
         module = self.module_
-        return predict_images(
-            module, module.backbone, check_paths(X), tte=bool(self.tte),
-            tte_expand=int(self.tte_expand), batch_size=int(self.batch_size),
-            device=module.device, num_workers=self.num_workers, verbose=int(self.verbose),
-        )
+        with verbosity(self.verbose):  # verbose sets the liftlearn logger's level
+            return predict_images(
+                module, module.backbone, check_paths(X), tte=bool(self.tte),
+                tte_expand=int(self.tte_expand), batch_size=int(self.batch_size),
+                device=module.device, num_workers=self.num_workers, verbose=int(self.verbose),
+            )
 
 
 def _is_class_names(value) -> bool:

@@ -28,16 +28,20 @@ import torch
 import torch.nn.functional as F
 
 from .._device import canonical_device
+from .._logging import get_logger
+from .._random import seeded_global_rng
 from ..exceptions import BackboneError
 
 __all__ = [
     "Backbone",
     "BackboneSpec",
     "backbone_fingerprint",
+    "check_backbone",
     "check_fingerprint",
     "clear_backbone_cache",
     "get_backbone",
     "list_backbones",
+    "unsupported_reason",
     "weights_fingerprint",
 ]
 
@@ -66,15 +70,60 @@ def _open_clip():
     return open_clip
 
 
+def unsupported_reason(model_cfg: Optional[dict]) -> Optional[str]:
+    """Why liftlearn cannot adapt the model an open_clip config describes, or None.
+
+    Decided from the config alone, without building anything: liftlearn
+    trains modules inside open_clip's own ``VisionTransformer`` (classifying
+    the CLS token, as LIFT+ does) and ``ModifiedResNet`` image towers.
+
+    Parameters
+    ----------
+    model_cfg : dict or None
+        An open_clip model config (``open_clip.get_model_config(name)``, or
+        the ``model_cfg`` of an ``open_clip_config.json``).
+
+    Returns
+    -------
+    reason : str or None
+        E.g. ``"a timm image tower: eva02_base_patch16_clip_224"``; None
+        for a supported config (or None given).
+    """
+    if not model_cfg:
+        return None
+    vision = model_cfg.get("vision_cfg") or {}
+    if "multimodal_cfg" in model_cfg:
+        return "a CoCa model: a captioning decoder on top of CLIP"
+    if "init_logit_bias" in model_cfg:
+        return "a SigLIP model"
+    if vision.get("timm_model_name"):
+        return f"a timm image tower: {vision['timm_model_name']}"
+    if vision.get("hf_model_name"):
+        return f"a Hugging Face image tower: {vision['hf_model_name']}"
+    if vision.get("attentional_pool"):
+        return "attention-pooled image features, not the CLS token LIFT+ classifies"
+    pool = vision.get("pool_type", "tok")
+    if pool not in (None, "tok"):
+        return f"{pool!r}-pooled image features, not the CLS token LIFT+ classifies"
+    return None
+
+
 def list_backbones() -> list:
-    """Names of the open_clip architectures liftlearn can build.
+    """Names of the open_clip architectures liftlearn can fine-tune.
+
+    Read from open_clip's model configs without building a model: those with
+    open_clip's own ViT (CLS-token) or CLIP ResNet image tower. timm and
+    Hugging Face image towers, SigLIP, CoCa and CLIPA (average-pooled)
+    models are left out; :func:`get_backbone` refuses them by name.
 
     Returns
     -------
     names : list of str
-        open_clip's model configs plus liftlearn's own tiny test model.
+        Supported open_clip model names plus liftlearn's own tiny test
+        models, in open_clip's order.
     """
-    return list(_open_clip().list_models())
+    oc = _open_clip()
+    return [name for name in oc.list_models() if unsupported_reason(oc.get_model_config(name)) is None]
 
 
 @dataclass(frozen=True)
@@ -116,16 +165,29 @@ class BackboneSpec:
         return cls(name, pretrained)
 
 
+def _offline_env() -> bool:
+    """Whether the user asked for offline mode (``HF_HUB_OFFLINE``), read now."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # pragma: no cover - open_clip depends on it
+        return False
+    return bool(constants.HF_HUB_OFFLINE)
+
+
 @contextlib.contextmanager
-def _honour_offline_env():
+def _honour_offline_env(force: bool = False):
     """Apply ``HF_HUB_OFFLINE`` even when it was set after import.
 
     huggingface_hub reads the variable once at import; a user who sets it
     later would otherwise wait through about 46 s of retries before the
-    error we want to give at once.
+    error we want to give at once. ``force=True`` goes offline whatever the
+    variable says: used when the weights are known to be cached, so that
+    loading them sends no request (and waits on no retries without a
+    network).
     """
-    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().lower()
-    if flag not in ("1", "true", "yes", "on"):
+    if not (force or _offline_env()):
         yield
         return
     try:
@@ -141,27 +203,253 @@ def _honour_offline_env():
         constants.HF_HUB_OFFLINE = old
 
 
+@contextlib.contextmanager
+def _open_clip_logs(expected: Sequence[str] = ()):
+    """Route what open_clip logs while it builds a model to liftlearn's logger.
+
+    open_clip logs on the *root* logger with ``logging.info(...)``, which
+    installs a stderr handler on root the first time (``basicConfig``) and so
+    makes every library's warnings print from then on, and prints its
+    download errors beside the exception liftlearn raises for them. Within
+    this block a filter on root keeps open_clip's records (the root handlers
+    never see them) and a placeholder handler stops ``basicConfig``; when
+    the block ends without an error they are re-logged on
+    ``liftlearn.backbones`` (the CLI's ``-q`` hides them), and on an error
+    they are dropped: the exception says what went wrong, once. Records
+    containing one of ``expected`` (news the caller asked for, such as
+    "initialized randomly" for ``pretrained=None``) are re-logged at INFO.
+    """
+    import logging
+
+    root = logging.getLogger()
+    prefix = os.path.dirname(_open_clip().__file__) + os.sep
+    captured: list = []
+
+    def keep(record):
+        if str(record.pathname).startswith(prefix):
+            captured.append(record)
+            return False
+        return True
+
+    guard = None
+    if not root.handlers:
+        # Another thread's root records meanwhile go to this placeholder
+        # rather than to logging's last resort; the block lasts one build.
+        guard = logging.NullHandler()
+        root.addHandler(guard)
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+        if guard is not None:
+            root.removeHandler(guard)
+    log = get_logger("backbones")
+    for record in captured:
+        message = record.getMessage()
+        level = record.levelno
+        if any(text in message for text in expected):
+            level = min(level, logging.INFO)
+        log.log(level, "open_clip: %s", message)
+
+
+def _candidate_weight_files(tag_cfg: dict) -> tuple:
+    """Where open_clip's ``download_pretrained`` looks for a tag's weights.
+
+    Returns ``(kind, location, files)``: ``("hf", repo_id, filenames)``
+    (safetensors alternatives first, as open_clip tries them),
+    ``("url", cache_folder, [filename])`` or ``("file", None, [path])``.
+    """
+    if tag_cfg.get("file"):
+        return "file", None, [tag_cfg["file"]]
+    try:
+        import huggingface_hub  # noqa: F401
+        has_hub = True
+    except ImportError:  # pragma: no cover - open_clip depends on it
+        has_hub = False
+    if has_hub and tag_cfg.get("hf_hub"):
+        repo_id, filename = os.path.split(tag_cfg["hf_hub"])
+        default = "open_clip_pytorch_model.bin"  # open_clip.constants.HF_WEIGHTS_NAME
+        filename = filename or default
+        files = []
+        if filename == default:
+            files.append("open_clip_model.safetensors")
+        elif filename.endswith((".bin", ".pth")):
+            files.append(filename[:-4] + ".safetensors")
+        return "hf", repo_id, files + [filename]
+    url = tag_cfg.get("url", "")
+    return "url", os.path.expanduser("~/.cache/clip"), [os.path.basename(url)]
+
+
+def _cached_weights(tag_cfg: dict) -> tuple:
+    """``(path or None, where)``: a cached weights file of a pretrained tag
+    (None when open_clip would have to download it) and, for messages,
+    which cache was looked in."""
+    kind, location, files = _candidate_weight_files(tag_cfg)
+    if kind == "file":
+        return (files[0] if os.path.isfile(files[0]) else None), files[0]
+    if kind == "url":
+        path = os.path.join(location, files[0])
+        return (path if os.path.isfile(path) else None), f"open_clip's cache ({location})"
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    for filename in files:
+        found = try_to_load_from_cache(location, filename)
+        if isinstance(found, str) and os.path.isfile(found):
+            return found, ""
+    return None, f"Hugging Face cache ({constants.HF_HUB_CACHE})"
+
+
+def _hub_unreachable(timeout: float = 5.0) -> Optional[str]:
+    """Why the Hugging Face Hub cannot be reached now, or None when it can.
+
+    One request without retries (huggingface_hub retries a failed download
+    5 times per file with back-off, about a minute without a network); it
+    goes through huggingface_hub's own session, so proxies and
+    ``HF_ENDPOINT`` are honoured.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - any failure means no download
+        return f"{constants.ENDPOINT} cannot be reached ({exc})"
+    return None
+
+
+def _missing_weights(spec: "BackboneSpec", where: str, why: str) -> BackboneError:
+    """The one error for weights that are neither cached nor downloadable now.
+
+    ``summary`` (what is wrong, without advice) and ``missing_weights`` let
+    a caller such as the CLI give advice in its own terms.
+    """
+    summary = (
+        f"the weights of backbone {spec.name!r} for the pretrained tag {spec.pretrained!r} "
+        f"are not in the {where}, and {why}"
+    )
+    err = BackboneError(
+        f"{summary}. Download them once with network access (they stay in the cache), "
+        "or pass pretrained='/path/to/weights.safetensors' (a local checkpoint file) or "
+        "backbone='local-dir:/path' (a folder with open_clip_config.json)."
+    )
+    err.summary = summary
+    err.missing_weights = True
+    return err
+
+
+def _local_dir_config(name: str) -> Optional[dict]:
+    """The ``model_cfg`` of a ``local-dir:`` backbone (None if unreadable:
+    open_clip then reports the folder)."""
+    import json
+
+    path = Path(name.split(":", 1)[1]).expanduser() / "open_clip_config.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("model_cfg")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_backbone(spec: "BackboneSpec") -> Optional[str]:
+    """Check, without building or downloading, that ``spec`` can be loaded.
+
+    The checks :func:`get_backbone` makes before it builds a model (the
+    ``liftlearn`` command makes them before loading any data): the name is
+    an open_clip config of a supported family, ``pretrained`` is a tag of
+    that model or an existing file, and a tag's weights are in the cache or
+    can be downloaded now (one quick request, unless ``HF_HUB_OFFLINE`` is
+    set: then only the cache counts).
+
+    Parameters
+    ----------
+    spec : BackboneSpec
+
+    Returns
+    -------
+    cached : str or None
+        The cached weights file of a pretrained tag, else None.
+
+    Raises
+    ------
+    BackboneError
+        Naming the backbone and what to do instead. For weights that are
+        neither cached nor downloadable the error has ``missing_weights =
+        True`` and a ``summary`` without advice.
+    """
+    oc = _open_clip()
+    name = spec.name
+    if name.startswith("local-dir:"):
+        cfg = _local_dir_config(name)
+    elif ":" in name:
+        return None  # hf-hub: open_clip fetches the config with the weights
+    else:
+        cfg = oc.get_model_config(name)
+        if cfg is None:
+            raise BackboneError(
+                f"unknown backbone {name!r}: not an open_clip model config; "
+                "liftlearn.nn.backbones.list_backbones() lists the supported names, or "
+                "use 'local-dir:/path' for a folder with open_clip_config.json"
+            )
+    reason = unsupported_reason(cfg)
+    if reason is not None:
+        raise BackboneError(
+            f"backbone {name!r} is not supported ({reason}): liftlearn fine-tunes "
+            "open_clip's own VisionTransformer (CLS token) and ModifiedResNet image "
+            "towers; liftlearn.nn.backbones.list_backbones() lists them"
+        )
+    pretrained = spec.pretrained
+    if pretrained is None or ":" in name:
+        return None
+    if os.sep in pretrained or os.path.isfile(pretrained):
+        if not os.path.isfile(pretrained):
+            raise BackboneError(
+                f"pretrained checkpoint {pretrained!r} does not exist or is not a file"
+            )
+        return None
+    tag_cfg = oc.get_pretrained_cfg(name, pretrained)
+    if not tag_cfg:
+        tags = oc.list_pretrained_tags_by_model(name)
+        raise BackboneError(
+            f"{pretrained!r} is neither a pretrained tag of backbone {name!r} nor a file. "
+            f"Known tags for {name!r}: {tags or 'none'}"
+        )
+    cached, where = _cached_weights(tag_cfg)
+    if cached is not None:
+        return cached
+    if _offline_env():
+        raise _missing_weights(spec, where, "HF_HUB_OFFLINE is set, so they are not downloaded")
+    kind = _candidate_weight_files(tag_cfg)[0]
+    if kind == "hf":
+        unreachable = _hub_unreachable()
+        if unreachable is not None:
+            raise _missing_weights(spec, where, unreachable)
+    return None
+
+
 def _build_model(spec: BackboneSpec):
+    """Build the open_clip model of ``spec``, after :func:`check_backbone`.
+
+    Refuses unknown and unsupported names, unknown tags and weights that are
+    neither cached nor downloadable before open_clip builds or downloads
+    anything; open_clip's own log lines go to liftlearn's logger (one error,
+    the raised one).
+    """
     open_clip = _open_clip()
     name = spec.name
-    if ":" not in name and name not in open_clip.list_models():
-        raise BackboneError(
-            f"unknown backbone {name!r}: not an open_clip model config. "
-            "See liftlearn.backbones.list_backbones() for the names, or use "
-            "'local-dir:/path' for a folder with open_clip_config.json."
-        )
-    if spec.pretrained is not None and os.sep in spec.pretrained:
-        if not os.path.isfile(spec.pretrained):
-            raise BackboneError(
-                f"pretrained checkpoint {spec.pretrained!r} does not exist "
-                "or is not a file"
-            )
+    cached = check_backbone(spec)
     try:
-        with _honour_offline_env(), warnings.catch_warnings():
+        # Weights known to be cached load without a network request.
+        # pretrained=None asks for random weights: open_clip's warning that
+        # none were loaded is news only at INFO.
+        expected = ("initialized randomly",) if spec.pretrained is None else ()
+        with _honour_offline_env(force=cached is not None), _open_clip_logs(expected), \
+                warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*QuickGELU mismatch.*")
             if spec.pretrained is None:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(_RANDOM_INIT_SEED)
+                # Under the lock every seeded use of the global generator
+                # takes, so that a fit initialising in another thread
+                # neither perturbs nor sees these draws.
+                with seeded_global_rng(_RANDOM_INIT_SEED):
                     model = open_clip.create_model(name, pretrained=None)
             else:
                 model = open_clip.create_model(name, pretrained=spec.pretrained)
@@ -170,17 +458,15 @@ def _build_model(spec: BackboneSpec):
     except Exception as exc:
         hint = ""
         if spec.pretrained is not None and os.sep not in spec.pretrained:
-            tags = open_clip.list_pretrained_tags_by_model(name) if ":" not in name else []
             hint = (
-                f" Known tags for {name!r}: {tags or 'none'}. Offline, the weights "
-                "must already be in the Hugging Face cache (HF_HOME / "
-                "HF_HUB_CACHE); otherwise pass pretrained='/path/to/weights."
-                "safetensors' or backbone='local-dir:/path'. Set HF_HUB_OFFLINE=1 "
-                "to fail fast instead of retrying the network."
+                " The weights are downloaded into the Hugging Face cache (HF_HOME / "
+                "HF_HUB_CACHE) the first time; without a network pass "
+                "pretrained='/path/to/weights.safetensors' or backbone='local-dir:/path'."
             )
+        # open_clip's messages end with a period or not: add exactly one.
         raise BackboneError(
             f"could not load backbone {name!r} with pretrained={spec.pretrained!r}: "
-            f"{exc}.{hint}"
+            f"{str(exc).rstrip().rstrip('.')}.{hint}"
         ) from exc
     return model
 
@@ -259,7 +545,8 @@ class Backbone:
 
         Prompts are encoded in chunks (iNaturalist has 8,142 classes).
         """
-        tokenizer = _open_clip().get_tokenizer(self.spec.name)
+        with _open_clip_logs():  # open_clip logs on root (see there)
+            tokenizer = _open_clip().get_tokenizer(self.spec.name)
         out = []
         for start in range(0, len(texts), chunk_size):
             tokens = tokenizer(list(texts[start : start + chunk_size])).to(self.device)
@@ -299,20 +586,49 @@ def get_backbone(
     Returns
     -------
     backbone : Backbone
-        The same object for every call with an equal spec and device.
+        The same object for every call with an equal spec and device, as
+        long as the weights file behind ``pretrained`` (or the
+        ``local-dir:`` folder) keeps its size and modification time: a
+        replaced file is loaded afresh, as build tools notice a changed
+        input.
     """
     if not isinstance(spec, BackboneSpec):
         spec = BackboneSpec.create(spec, pretrained)
     device = canonical_device(device)
     key = (spec, str(device))
+    signature = _source_signature(spec)
     with _cache_lock:
         backbone = _cache.get(key)
-        if backbone is None:
+        if backbone is None or getattr(backbone, "_source_signature", None) != signature:
+            _cache.pop(key, None)  # free the stale weights before loading
             model = _build_model(spec)
             model = model.to(device)
             backbone = Backbone(spec, model, device)
+            backbone._source_signature = signature
             _cache[key] = backbone
     return backbone
+
+
+def _file_signature(path: str) -> tuple:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (path, None)
+    return (path, st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _source_signature(spec: BackboneSpec) -> tuple:
+    """What the cache compares to notice replaced weights: size, mtime and
+    inode of the local files a spec loads (an empty tuple for tags, whose
+    cached downloads do not change under a name)."""
+    files = []
+    if spec.pretrained is not None and os.path.isfile(spec.pretrained):
+        files.append(spec.pretrained)
+    if spec.name.startswith("local-dir:"):
+        folder = spec.name[len("local-dir:"):]
+        if os.path.isdir(folder):
+            files.extend(sorted(os.path.join(folder, f) for f in os.listdir(folder)))
+    return tuple(_file_signature(f) for f in files)
 
 
 def clear_backbone_cache() -> None:
