@@ -29,6 +29,7 @@ _LAZY = {
     "ULFineClassifier": "liftlearn.estimators",
     "ZeroShotClassifier": "liftlearn.estimators",
     "CLIPFeatures": "liftlearn.estimators",
+    "CoOpClassifier": "liftlearn.estimators",
     "load": "liftlearn.persistence",
     "save": "liftlearn.persistence",
     "BackboneError": "liftlearn.exceptions",

@@ -21,7 +21,9 @@ import numpy as np
 import torch
 
 from ._device import DeviceWarning, map_device
-from .estimators import CLIPFeatures, LiftPlusClassifier, ULFineClassifier, ZeroShotClassifier
+from .estimators import (
+    CLIPFeatures, CoOpClassifier, LiftPlusClassifier, ULFineClassifier, ZeroShotClassifier,
+)
 from .nn.backbones import BackboneSpec, backbone_fingerprint, get_backbone, check_fingerprint
 from .nn.backbones import weights_fingerprint
 
@@ -33,7 +35,7 @@ _FORMAT_VERSION = 2
 #: The estimators model files may hold, by exact class name.
 ESTIMATORS = {
     cls.__name__: cls
-    for cls in (LiftPlusClassifier, ULFineClassifier, ZeroShotClassifier, CLIPFeatures)
+    for cls in (LiftPlusClassifier, ULFineClassifier, ZeroShotClassifier, CLIPFeatures, CoOpClassifier)
 }
 
 # Parameters that model files never store: restored from fitted state or

@@ -15,11 +15,11 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils import estimator_checks as ec
 
 import liftlearn
-from liftlearn import CLIPFeatures, LiftPlusClassifier, ULFineClassifier, ZeroShotClassifier
+from liftlearn import CLIPFeatures, CoOpClassifier, LiftPlusClassifier, ULFineClassifier, ZeroShotClassifier
 from liftlearn._validation import InvalidParameterError
 
-ESTIMATORS = [LiftPlusClassifier, ULFineClassifier, ZeroShotClassifier, CLIPFeatures]
-CLASSIFIERS = [LiftPlusClassifier, ULFineClassifier, ZeroShotClassifier]
+ESTIMATORS = [LiftPlusClassifier, ULFineClassifier, ZeroShotClassifier, CLIPFeatures, CoOpClassifier]
+CLASSIFIERS = [LiftPlusClassifier, ULFineClassifier, ZeroShotClassifier, CoOpClassifier]
 IDS = [c.__name__ for c in ESTIMATORS]
 
 TINY = dict(backbone="liftlearn-tiny-vit", pretrained=None, device="cpu")
@@ -27,7 +27,7 @@ TRAIN = dict(epochs=1, batch_size=16, random_state=0)
 
 
 def make(cls, **params):
-    extra = dict(TRAIN) if cls in (LiftPlusClassifier, ULFineClassifier) else {}
+    extra = dict(TRAIN) if cls in (LiftPlusClassifier, ULFineClassifier, CoOpClassifier) else {}
     return cls(**{**TINY, **extra, **params})
 
 
