@@ -102,6 +102,9 @@ SETTINGS = {
     # unlabeled_prior_, no unlabeled loss). 0.2 keeps some, which exercises
     # the pseudo-label, P_u and transduction_ paths.
     "i_ulfine_threshold02": ("ULFineClassifier", dict(epochs=2, tte=False, threshold=0.2)),
+    # Recorded after LoRA's init fix (issue 12), with --rerecord: the old
+    # code initialised LoRA's down-projection with the width as fan-in.
+    "j_lora": ("LiftPlusClassifier", dict(adapter="lora", epochs=2, tte=False)),
 }
 
 
@@ -222,7 +225,7 @@ def rerecord(keys, out, reason, check_only=False):
             new[f"{key}__transduction"] = clf.transduction_
             new[f"{key}__unlabeled_prior"] = clf.unlabeled_prior_
         history = encode(history_without_seconds(clf.history_))
-        moved = history != meta["settings"][key]["history"] or any(
+        moved = key not in meta["settings"] or history != meta["settings"][key]["history"] or any(
             k not in arrays or arrays[k].dtype != v.dtype or not np.array_equal(arrays[k], v)
             for k, v in new.items()
         )
