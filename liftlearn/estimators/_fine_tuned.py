@@ -295,7 +295,9 @@ class FineTunedClassifier(CLIPClassifier):
         if kind == "cosine" and init == "semantic":
             # LIFT+'s default, exactly as before the other heads existed.
             return CosineClassifier(self._semantic_init(backbone, class_names), scale=float(self.scale))
-        if init is None:
+        if init is None or backbone.kind == "timm":
+            # Random rows (seeded); without a text encoder they are also the
+            # rows of classes without training images under the data inits.
             generator = torch.Generator().manual_seed(int(seed))
             weight = random_class_vectors(len(class_names), backbone.feature_dim, generator)
         else:
@@ -337,7 +339,8 @@ class FineTunedClassifier(CLIPClassifier):
             warnings.warn(
                 f"classifier_init={init!r}: {len(missing)} class(es) without a row from the "
                 f"training images (no image, or fewer than two classes with images) "
-                f"({', '.join(map(repr, names))}{more}) keep the semantic initialisation",
+                f"keep their initial row (semantic; random without a text encoder): "
+                f"({', '.join(map(repr, names))}{more})",
                 LiftLearnWarning, stacklevel=4,
             )
         with torch.no_grad():

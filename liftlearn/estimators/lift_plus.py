@@ -9,6 +9,7 @@ from ..data import TrainDataset
 from ..engine import LiftPlusTask
 from ..nn.backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED
 from ..nn.heads import CLASSIFIERS, DEFAULT_TEMPLATE
+from ..nn.timm_backbones import is_timm_name
 from ..nn.losses import LOSSES, check_loss_params, make_loss
 from ..transforms import mda_min_scale, train_transform
 from ._fine_tuned import FineTunedClassifier
@@ -30,6 +31,13 @@ class LiftPlusClassifier(FineTunedClassifier):
     backbone : str, default="ViT-B-16-quickgelu"
         open_clip model name. The default is CLIP ViT-B/16 with QuickGELU, as
         OpenAI trained it. ``"liftlearn-tiny-vit"`` is a tiny model for tests.
+        The study's non-CLIP backbones (timm, no text encoder; they need
+        ``classifier_init="class_mean"``, ``"linear_probing"`` or None and
+        take ``adapter`` "none" or "full", ResNets also "ssf"):
+        ``"IN21K-ViT-B/16"``, ``"IN21K-ViT-B/16@384px"``,
+        ``"IN21K-ViT-L/16"``, ``"IN1K-RN50"``, ``"IN1K-RN101"``,
+        ``"IN1K-RN152"`` (``"liftlearn-tiny-timm-vit"`` and
+        ``"liftlearn-tiny-timm-resnet"`` for tests).
     pretrained : str or None, default="openai"
         open_clip pretrained tag, path of a local checkpoint file, or None for
         random weights (fixed by a seed; useful only for tests and demos).
@@ -284,6 +292,12 @@ default="semantic"
             check_loss_params(self.loss, self.loss_params)
         except ValueError as exc:
             raise ValueError(f"{name}: {exc}") from None
+        if is_timm_name(self.backbone) and self.classifier_init == "semantic":
+            raise ValueError(
+                f"{name}: backbone={self.backbone!r} has no text encoder, so "
+                "classifier_init='semantic' does not apply; use 'class_mean' (the LIFT+ "
+                "study's choice for these backbones), 'linear_probing' or None"
+            )
         if self.adapter != "aft" and (self.aft_ratio is not None or self.aft_loc != "all"):
             raise ValueError(
                 f"{name}: aft_ratio and aft_loc apply to adapter='aft' only; leave them "

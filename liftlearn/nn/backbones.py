@@ -31,6 +31,7 @@ from .._device import canonical_device
 from .._logging import get_logger
 from .._random import seeded_global_rng
 from ..exceptions import BackboneError
+from .timm_backbones import build_timm_model, check_timm_spec, is_timm_name
 
 __all__ = [
     "Backbone",
@@ -376,6 +377,9 @@ def check_backbone(spec: "BackboneSpec") -> Optional[str]:
         neither cached nor downloadable the error has ``missing_weights =
         True`` and a ``summary`` without advice.
     """
+    if is_timm_name(spec.name):
+        check_timm_spec(spec)  # the study's non-CLIP backbones (local files only)
+        return None
     oc = _open_clip()
     name = spec.name
     if name.startswith("local-dir:"):
@@ -434,6 +438,8 @@ def _build_model(spec: BackboneSpec):
     anything; open_clip's own log lines go to liftlearn's logger (one error,
     the raised one).
     """
+    if is_timm_name(spec.name):
+        return build_timm_model(spec)
     open_clip = _open_clip()
     name = spec.name
     cached = check_backbone(spec)
@@ -501,6 +507,14 @@ class Backbone:
         model.eval()
         model.requires_grad_(False)
         visual = model.visual
+        if getattr(model, "is_timm", False):
+            # A timm tower of the study (liftlearn.nn.timm_backbones): no
+            # text encoder; its own resolution and normalisation.
+            self.kind = "timm"
+            self.n_layers = model.n_layers
+            self.feature_dim = model.feature_dim
+            self.image_size, self.mean, self.std = model.image_size, model.mean, model.std
+            return
         if isinstance(visual, VisionTransformer):
             self.kind = "vit"
             self.n_layers = len(visual.transformer.resblocks)
@@ -545,6 +559,11 @@ class Backbone:
 
         Prompts are encoded in chunks (iNaturalist has 8,142 classes).
         """
+        if self.kind == "timm":
+            raise BackboneError(
+                f"backbone {self.spec.name!r} has no text encoder: use "
+                "classifier_init='class_mean' (or 'linear_probing' or None)"
+            )
         with _open_clip_logs():  # open_clip logs on root (see there)
             tokenizer = _open_clip().get_tokenizer(self.spec.name)
         out = []

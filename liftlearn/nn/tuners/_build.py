@@ -7,6 +7,25 @@ from ._base import TUNERS, Tuner
 from .resnet import ResNetTuner, _resnet_names
 
 
+#: The methods a timm backbone of the study takes, by its kind (the whole
+#: tower is a private copy under "full"; "ssf" scales and shifts a ResNet's
+#: pooled feature, as LIFT+ does).
+TIMM_ADAPTERS = {"vit": ("none", "full"), "resnet": ("none", "ssf", "full")}
+
+
+def _timm_tuner(adapter: str, backbone, layers, adapter_dim) -> Tuner:
+    kind = backbone.model.kind
+    allowed = TIMM_ADAPTERS[kind]
+    if adapter not in allowed:
+        raise ValueError(
+            f"adapter={adapter!r} needs an open_clip CLIP tower; the timm backbone "
+            f"{backbone.spec.name!r} takes {list(allowed)}"
+        )
+    if layers is not None or adapter_dim is not None:
+        raise ValueError("adapter_layers and adapter_dim do not apply to a timm backbone; leave them None")
+    return ResNetTuner(adapter, backbone.visual, backbone.feature_dim)
+
+
 def build_tuner(adapter: str, backbone, n_classes: int, adapter_dim=None, **options) -> Tuner:
     """The tuner for ``adapter`` on ``backbone``, sized for ``n_classes``.
 
@@ -44,6 +63,8 @@ def build_tuner(adapter: str, backbone, n_classes: int, adapter_dim=None, **opti
             f"adapter_dim does not apply to adapter={adapter!r}; leave it None "
             f"(it sizes {sized})"
         )
+    if backbone.kind == "timm":
+        return _timm_tuner(adapter, backbone, layers, adapter_dim)
     if backbone.kind != "vit":
         if not method.resnet:
             raise ValueError(

@@ -1,0 +1,74 @@
+"""The LIFT+ study's non-CLIP backbones through timm (issue 18), on tiny
+random configurations and local weight files only."""
+
+import numpy as np
+import pytest
+import torch
+
+from liftlearn import CoOpClassifier, LiftPlusClassifier
+from liftlearn.exceptions import BackboneError
+from liftlearn.nn.backbones import BackboneSpec, check_backbone, get_backbone
+from liftlearn.nn.timm_backbones import TIMM_BACKBONES
+
+VIT, RN = "liftlearn-tiny-timm-vit", "liftlearn-tiny-timm-resnet"
+
+
+def test_the_study_backbones_use_their_own_normalisation():
+    for name in ("IN21K-ViT-B/16", "IN21K-ViT-B/16@384px", "IN21K-ViT-L/16"):
+        assert TIMM_BACKBONES[name][3:] == ((0.5,) * 3, (0.5,) * 3)
+    for name in ("IN1K-RN50", "IN1K-RN101", "IN1K-RN152"):
+        assert TIMM_BACKBONES[name][3:] == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert TIMM_BACKBONES["IN21K-ViT-B/16@384px"][:3:2] == ("vit_base_patch16_384", 384)
+
+
+def test_tiny_vit_feature_is_the_normalised_cls_token():
+    bb = get_backbone(VIT, "cpu")
+    assert (bb.kind, bb.feature_dim, bb.n_layers, bb.image_size) == ("timm", 32, 2, 32)
+    assert bb.mean == (0.5, 0.5, 0.5)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        cls = bb.visual.forward_features(images)[:, 0]  # after the final LayerNorm
+        assert torch.allclose(bb.visual(images), cls, atol=1e-6)
+    with pytest.raises(BackboneError, match="no text encoder"):
+        bb.encode_text(["a photo of a cat."])
+
+
+def test_weights_come_from_a_local_file_only(tmp_path):
+    import timm
+
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=7,
+                              img_size=32, embed_dim=32, depth=2, num_heads=2)
+    path = tmp_path / "tiny_vit.pth"
+    torch.save(model.state_dict(), path)
+    bb = get_backbone(VIT, "cpu", pretrained=str(path))
+    assert torch.equal(bb.visual.patch_embed.proj.weight, model.patch_embed.proj.weight)
+    assert torch.equal(bb.visual.norm.weight, model.norm.weight)
+    with pytest.raises(BackboneError, match="downloads no timm weights"):
+        check_backbone(BackboneSpec.create(VIT, "augreg_in21k"))
+    with pytest.raises(BackboneError, match="is not a file"):
+        get_backbone(VIT, "cpu", pretrained=str(tmp_path / "missing.pth"))
+
+
+@pytest.mark.parametrize("backbone, adapter", [(VIT, "none"), (VIT, "full"), (RN, "ssf")])
+def test_fit_and_predict_with_class_mean_init(small, backbone, adapter):
+    X, y, names, Xt, _ = small
+    bb = get_backbone(backbone, "cpu")
+    before = {k: v.clone() for k, v in bb.model.state_dict().items()}
+    clf = LiftPlusClassifier(backbone=backbone, pretrained=None, adapter=adapter,
+                             classifier_init="class_mean", epochs=1, batch_size=40, device="cpu",
+                             random_state=0, class_names=names, tte=False)
+    clf.fit(X[::2], y[::2])
+    assert np.isfinite(clf.history_[-1]["loss"])
+    assert clf.predict_proba(Xt[:3]).shape == (3, 10)
+    assert all(torch.equal(before[k], v) for k, v in bb.model.state_dict().items())
+
+
+def test_what_does_not_apply_is_refused_before_training(small):
+    X, y, names, _, _ = small
+    kw = dict(pretrained=None, device="cpu", class_names=names, epochs=1)
+    with pytest.raises(ValueError, match="has no text encoder"):
+        LiftPlusClassifier(backbone=VIT, **kw).fit(X, y)  # classifier_init="semantic"
+    with pytest.raises(ValueError, match=r"takes \['none', 'full'\]"):
+        LiftPlusClassifier(backbone=VIT, classifier_init=None, **kw).fit(X, y)  # adaptformer
+    with pytest.raises(ValueError, match="CoOp needs a CLIP model"):
+        CoOpClassifier(backbone=RN, **kw).fit(X, y)
