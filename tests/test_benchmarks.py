@@ -93,22 +93,112 @@ def test_peak_table_and_targets():
     assert profile.judge(res, torch.device("cpu"))[0].startswith("not judged")
 
 
-def test_ulfine_vs_lift_benchmark_runs(tmp_path):
+ULFINE_BENCH = ROOT / "benchmarks" / "ulfine_vs_lift.py"
+
+
+def _ulfine_bench():
+    import importlib.util
+
+    name = "_liftlearn_ulfine_bench"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ULFINE_BENCH)
+        module = importlib.util.module_from_spec(spec)
+        # Dataclasses look their module up while the class is created.
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def _run_ulfine_bench(tmp_path, *extra):
+    out = subprocess.run(
+        [sys.executable, str(ULFINE_BENCH), "--smoke", "--dest", str(tmp_path / "data"),
+         "--json", str(tmp_path / "res.json"), *extra],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)},
+    )
+    return out
+
+
+def test_ulfine_vs_lift_smoke_prints_the_ltssl_table(tmp_path):
     from conftest import shared_cifar_dir
 
     source = shared_cifar_dir()
     if source is None:
         pytest.skip("../shared/data/cifar10-jpg not found")
-    script = ROOT / "benchmarks" / "ulfine_vs_lift.py"
-    out = subprocess.run(
-        [sys.executable, str(script), "--source", str(source), "--dest", str(tmp_path),
-         "--backbone", "liftlearn-tiny-vit", "--pretrained", "none", "--n-max-labeled", "20",
-         "--n-max-unlabeled", "40", "--imbalance-labeled", "10", "--imbalance-unlabeled", "10",
-         "--n-test", "5", "--epochs", "1", "--batch-size", "16", "--device", "cpu",
-         "--many-threshold", "10", "--few-threshold", "4"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)},
-    )
+    out = _run_ulfine_bench(tmp_path, "--source", str(source))
     assert out.returncode == 0, out.stderr[-3000:]
-    for row in ("| LIFT+ (labeled only) |", "| FixMatch + LFT |", "| ULFine |"):
-        assert row in out.stdout
-    assert "| method | overall | many | medium | few | fit s |" in out.stdout
+    text = out.stdout
+    assert "| method | acc | acc (TTE) | many | medium | few | fit s |" in text
+    bench = _ulfine_bench()
+    for method in bench.METHODS:
+        assert f"| {method} | " in text, method
+    assert "### cifar10-n1500-m3000-consistent (smoke): cifar10" in text
+    # Absent user files: a clear message naming the flag, not a crash.
+    assert "skipped cifar100-n150-m300-consistent (smoke): pass --cifar100-root" in text
+    assert "skipped stl10-n450-g10 (smoke): pass --stl10-root" in text
+    res = json.loads((tmp_path / "res.json").read_text())
+    assert res["seeds"] == [0, 1]
+    rows = res["results"]["cifar10-n1500-m3000-consistent (smoke)"]["methods"]
+    assert list(rows) == list(bench.METHODS)
+    for method, seeds in rows.items():
+        assert len(seeds) == 2
+        for r in seeds:
+            assert 0 <= r["acc"] <= 1 and 0 <= r["acc_tte"] <= 1 and r["fit_seconds"] > 0
+            assert {"many", "medium", "few"} <= set(r)
+            assert r["n_labeled"] > 0 and r["n_unlabeled"] > 0  # the split's sizes
+    assert set(res["skipped"]) == {"cifar100-n150-m300-consistent (smoke)", "stl10-n450-g10 (smoke)"}
+
+
+def test_ulfine_vs_lift_settings_and_splits():
+    bench = _ulfine_bench()
+    names = set(bench.SETTINGS)
+    for group in ("cifar10-n1500-m3000", "cifar10-n500-m4000", "cifar100-n150-m300"):
+        assert {f"{group}-{d}" for d in ("consistent", "uniform", "reversed")} <= names
+    s = bench.SETTINGS["cifar10-n1500-m3000-reversed"]
+    assert (s.n1, s.m1, s.g_labeled, s.g_unlabeled, s.reverse) == (1500, 3000, 100, 100, True)
+    s = bench.SETTINGS["cifar100-n150-m300-uniform"]
+    assert (s.n1, s.m1, s.g_labeled, s.g_unlabeled) == (150, 300, 10, 1)
+    # The splits: consistent, uniform and reversed unlabeled profiles.
+    import numpy as np
+
+    y = np.repeat(np.arange(10), 60)
+    data = {"pool": ([f"img{i}.png" for i in range(len(y))], y)}
+    profiles = {}
+    for dist in ("consistent", "uniform", "reversed"):
+        setting = bench.SMOKE_SETTINGS[f"cifar10-n1500-m3000-{dist} (smoke)"]
+        X, y_ssl = bench.make_split(data, setting, seed=0)
+        assert len(X) == len(y_ssl)
+        unl = np.array([int(p[3:-4]) for p, v in zip(X, y_ssl) if v == -1])
+        profiles[dist] = np.bincount(y[unl], minlength=10)
+    assert profiles["consistent"][0] > profiles["consistent"][-1]
+    assert len(set(profiles["uniform"])) == 1
+    assert profiles["reversed"][0] < profiles["reversed"][-1]
+    for dist, p in profiles.items():
+        np.testing.assert_array_equal(sorted(p), sorted(profiles["consistent"]) if dist != "uniform" else p)
+
+
+def test_ulfine_vs_lift_stl10_layout(tmp_path):
+    # STL-10's files as image folders: labeled train/test per class plus an
+    # unlabeled folder; the unlabeled images join the split as -1.
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "stl10"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("test", 2)):
+        for c in ("bird", "cat", "dog"):
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
+    (root / "unlabeled" / "part0").mkdir(parents=True)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(root / "unlabeled" / "part0" / f"u{i}.png")
+    bench = _ulfine_bench()
+    (X, y, names), (Xt, yt), unlabeled = bench.load_stl10(root, max_unlabeled=3)
+    assert names == ["bird", "cat", "dog"] and len(X) == 12 and len(Xt) == 6 and len(unlabeled) == 3
+    setting = bench.Setting("stl10", 4, 0, 4, 1, False, "unknown")
+    Xs, y_ssl = bench.make_split({"pool": (X, y), "unlabeled": unlabeled}, setting, seed=0)
+    assert (y_ssl == -1).sum() == 3 and Xs[-3:] == unlabeled
+    assert np.bincount(y_ssl[y_ssl >= 0]).tolist() == [4, 2, 1]
+    args = bench.parse_args(["--smoke", "--stl10-root", str(tmp_path / "nowhere")])
+    assert "lacks the folder(s)" in bench._missing("stl10", args)
