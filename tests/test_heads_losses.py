@@ -354,3 +354,19 @@ def test_bad_study_parameters_are_named_before_training(small, kw, match):
     with pytest.raises(ValueError, match=match):
         clf.fit(X, y)
     assert not hasattr(clf, "module_")
+
+
+def test_study_parameters_survive_a_model_file(small, tmp_path):
+    """loss_params (a dict), the new head and AFT's masks round-trip through
+    liftlearn.save/load and predict the same."""
+    import liftlearn
+
+    X, y, names, Xt, _ = small
+    clf, _, _ = _fast(small, classifier="linear", loss="ldam", loss_params={"max_m": 0.3},
+                      adapter="aft", aft_ratio=0.1)
+    clf.fit(X[::3], y[::3])
+    path = tmp_path / "model.safetensors"
+    liftlearn.save(clf, path)
+    back = liftlearn.load(path)
+    assert back.get_params()["loss_params"] == {"max_m": 0.3}
+    assert np.allclose(back.predict_proba(Xt[:4]), clf.predict_proba(Xt[:4]), atol=1e-5)
