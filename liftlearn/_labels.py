@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from numbers import Integral
+from numbers import Integral, Real
 
 
 import numpy as np
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
 __all__ = ["LabelInfo", "resolve_labels"]
@@ -24,13 +25,17 @@ class LabelInfo:
 
 
 def _as_label_array(y) -> np.ndarray:
-    y = column_or_1d(np.asarray(y, dtype=None if not isinstance(y, (list, tuple)) else object), warn=True)
+    from_sequence = isinstance(y, (list, tuple))
+    y = column_or_1d(np.asarray(y, dtype=None if not from_sequence else object), warn=True)
     if y.dtype == object:
         # Lists of ints arrive as object arrays above; make them ints again so
         # that classes_ has a numeric dtype like sklearn's.
         if all(isinstance(v, Integral) and not isinstance(v, bool) for v in y):
             y = y.astype(np.int64)
-        elif all(isinstance(v, str) for v in y):
+        elif from_sequence and all(isinstance(v, str) for v in y):
+            # What numpy (and so LabelEncoder) makes of a list of str. An
+            # object array of str stays object: LabelEncoder().fit(y).classes_
+            # keeps that dtype, and so does classes_.
             y = y.astype(str)
     if y.dtype.kind == "f":
         bad = ~np.isfinite(y)
@@ -46,6 +51,26 @@ def _as_label_array(y) -> np.ndarray:
             if v is None or (isinstance(v, float) and not np.isfinite(v)):
                 raise ValueError(f"y[{i}] is {v!r}, which is not a label")
     return y
+
+
+def _check_target_type(labeled: np.ndarray) -> None:
+    """scikit-learn's check of classification targets on the labeled part of
+    ``y`` ("Unknown label type: continuous ..." for regression targets).
+
+    Object arrays of numbers are checked as floats (scikit-learn would call
+    any object array of numbers "unknown"); other object arrays (strings,
+    mixed types) are left to :func:`resolve_labels`, whose messages name the
+    problem more precisely than "unknown".
+    """
+    if not len(labeled):
+        return
+    values = labeled
+    if values.dtype == object:
+        if not all(isinstance(v, Real) and not isinstance(v, bool) for v in values.tolist()):
+            return
+        values = values.astype(np.float64)
+    if values.dtype.kind in "biuf":
+        check_classification_targets(values)
 
 
 def _unknown(labels, known) -> str:
@@ -72,12 +97,23 @@ def resolve_labels(y, class_names=None, *, allow_unlabeled: bool = False) -> Lab
     Returns
     -------
     LabelInfo
+        ``classes`` has the dtype ``LabelEncoder().fit(y).classes_`` would:
+        ``<U`` for a list of str, object for an object array of str.
+
+    Raises
+    ------
+    ValueError
+        On labels that are no classes: scikit-learn's target check refuses
+        continuous values ("Unknown label type: continuous ..."); NaN, None,
+        unsortable mixtures, -1 where not allowed, labels outside
+        ``class_names`` and fewer than 2 classes are named.
     """
     y = _as_label_array(y)
     unlabeled = np.zeros(len(y), dtype=bool)
     if allow_unlabeled:
         unlabeled = np.array([isinstance(v, Integral) and not isinstance(v, bool) and v == -1 for v in y.tolist()])
     labeled = y[~unlabeled]
+    _check_target_type(labeled)
 
     names_minus_one = isinstance(class_names, Mapping) and -1 in class_names
     if not allow_unlabeled and not names_minus_one and y.dtype.kind in "iu" and (y == -1).any():
@@ -126,6 +162,9 @@ def resolve_labels(y, class_names=None, *, allow_unlabeled: bool = False) -> Lab
                 f"y has labels outside 0..{len(names) - 1}, the classes named by "
                 "class_names: " + _unknown(labeled[bad].tolist(), set())
             )
+    if y.dtype == object and classes.dtype.kind == "U":
+        # Names from class_names keys: keep y's object dtype, as LabelEncoder would.
+        classes = classes.astype(object)
     if len(classes) < 2:
         raise ValueError(
             f"need at least 2 classes, got {len(classes)}"

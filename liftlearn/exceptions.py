@@ -10,6 +10,7 @@ __all__ = [
     "LiftLearnWarning",
     "NotFittedError",
     "TrainingError",
+    "UnknownLabelWarning",
 ]
 
 
@@ -50,6 +51,11 @@ class TrainingError(RuntimeError):
 
 class LiftLearnWarning(UserWarning):
     """Base class of the warnings liftlearn emits."""
+
+
+class UnknownLabelWarning(LiftLearnWarning):
+    """``score`` met labels the model was not fitted with; they count as
+    errors (as in scikit-learn's accuracy)."""
 
 
 def __getattr__(name):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import pickle
+import warnings
 import re
 from numbers import Integral, Real
 
@@ -12,11 +14,14 @@ import numpy as np
 import pytest
 from sklearn.base import clone, is_classifier
 from sklearn.exceptions import NotFittedError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.utils import estimator_checks as ec
 
 import liftlearn
 from liftlearn import CLIPFeatures, CoOpClassifier, LiftPlusClassifier, ULFineClassifier, ZeroShotClassifier
 from liftlearn._validation import InvalidParameterError
+from liftlearn.exceptions import BadImageError, LiftLearnWarning, UnknownLabelWarning
 
 ESTIMATORS = [LiftPlusClassifier, ULFineClassifier, ZeroShotClassifier, CLIPFeatures, CoOpClassifier]
 CLASSIFIERS = [LiftPlusClassifier, ULFineClassifier, ZeroShotClassifier, CoOpClassifier]
@@ -213,9 +218,133 @@ def test_class_names_as_long_as_x_are_refused_in_fit(cls, data):
 
 @pytest.mark.parametrize("cls", CLASSIFIERS, ids=[c.__name__ for c in CLASSIFIERS])
 def test_score_refuses_labels_outside_the_model(cls, fitted, data):
-    Xt = data[3]
-    with pytest.raises(ValueError, match="not fitted with: 99"):
-        fitted[cls].score(Xt, [99] * len(Xt))
+    # Now: scikit-learn's accuracy, where such samples count as errors, with
+    # one warning naming the labels.
+    est, Xt = fitted[cls], data[3]
+    y_pred = est.predict(Xt)
+    y = [99, 98] + y_pred[2:].tolist()  # two unknown labels, the rest right
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        score = est.score(Xt, y)
+    unknown = [w for w in caught if issubclass(w.category, UnknownLabelWarning)]
+    assert len(unknown) == 1 and "98, 99" in str(unknown[0].message)
+    assert issubclass(UnknownLabelWarning, LiftLearnWarning)
+    assert score == pytest.approx((len(Xt) - 2) / len(Xt))
+    weights = np.r_[0.0, 0.0, np.ones(len(Xt) - 2)]  # sample_weight as in accuracy_score
+    with pytest.warns(UnknownLabelWarning):
+        assert est.score(Xt, y, sample_weight=weights) == 1.0
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        est.score(Xt, y[:-1])
+
+
+# ------------------------------------------------------- targets and images
+@pytest.mark.parametrize("cls", CLASSIFIERS, ids=[c.__name__ for c in CLASSIFIERS])
+def test_continuous_targets_and_missing_y_are_refused(cls, data):
+    X, y, names, _ = data
+    y_cont = np.random.default_rng(0).normal(size=len(X))
+    if cls is ULFineClassifier:
+        y_cont[::3] = -1  # the -1 marks are not what is refused
+    est = make(cls)
+    with pytest.raises(ValueError, match="Unknown label type: continuous"):
+        est.fit(X, y_cont)
+    with pytest.raises(ValueError, match="requires y to be passed"):
+        est.fit(X, None)
+    assert not [a for a in vars(est) if a.endswith("_")]
+
+
+@settings(max_examples=15, deadline=None)
+@given(values=st.lists(st.floats(-5, 5, allow_nan=False).filter(lambda v: v != round(v)),
+                       min_size=1, max_size=4),
+       container=st.sampled_from(["array", "list", "object"]))
+def test_any_non_integral_float_label_is_refused(data, values, container):
+    # Property: one non-integral float among integer labels makes y a
+    # regression target, whatever the container.
+    y = [0, 1, 2] * 3
+    y[: len(values)] = values
+    y = {"array": np.asarray(y, dtype=float), "list": y,
+         "object": np.asarray(y, dtype=object)}[container]
+    with pytest.raises(ValueError, match="Unknown label type: continuous"):
+        make(LiftPlusClassifier).fit(data[0][: len(y)], y)
+
+
+@pytest.mark.parametrize("cls", [ULFineClassifier, ZeroShotClassifier],
+                         ids=["ULFineClassifier", "ZeroShotClassifier"])
+def test_ulfine_marks_and_integral_floats_still_fit(cls, data):
+    X, y, names, _ = data
+    y = y.astype(float)  # 0.0, 1.0, ... are classes, not a regression target
+    if cls is ULFineClassifier:
+        y[::3] = -1
+    est = make(cls, class_names=names).fit(X, y)
+    assert est.classes_.tolist() == list(range(10))
+
+
+def _corrupt(tmp_path):
+    path = tmp_path / "corrupt.jpg"
+    path.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return str(path)
+
+
+def _prediction_methods(est):
+    if isinstance(est, CLIPFeatures):
+        return {"transform": est.transform}
+    return {"decision_function": est.decision_function, "predict_proba": est.predict_proba,
+            "predict": est.predict, "score": lambda X: est.score(X, [0] * len(X))}
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS, ids=IDS)
+def test_prediction_checks_every_image_before_predicting_any(cls, fitted, data, tmp_path,
+                                                             monkeypatch):
+    from liftlearn.estimators import _base
+
+    est, Xt = fitted[cls], data[3]
+    assert est.get_params()["check_images"] == "header"
+    calls = []
+    real = _base.predict_images
+    monkeypatch.setattr(_base, "predict_images", lambda *a, **k: calls.append(1) or real(*a, **k))
+    X_bad = list(Xt[:3]) + [_corrupt(tmp_path)] + list(Xt[3:])
+    for name, method in _prediction_methods(est).items():
+        with pytest.raises(BadImageError, match="corrupt.jpg") as info:
+            method(X_bad)
+        assert info.value.path.endswith("corrupt.jpg"), name
+    assert calls == []  # not one image was predicted
+    outputs(est, Xt)
+    assert calls == [1]
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS, ids=IDS)
+def test_skipped_images_get_nan_rows_and_one_warning(cls, fitted, data, tmp_path):
+    est, Xt = copy.deepcopy(fitted[cls]).set_params(on_bad_image="skip"), data[3]
+    good = outputs(est, Xt[:3])
+    X_bad = [Xt[0], _corrupt(tmp_path), Xt[1], str(tmp_path / "gone.png"), Xt[2]]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = outputs(est, X_bad)
+    assert [str(w.message)[:22] for w in caught] == ["2 of 5 image(s) could "]
+    assert out.shape == (5, good.shape[1])  # rows are never dropped
+    assert np.isnan(out[[1, 3]]).all()
+    np.testing.assert_allclose(out[[0, 2, 4]], good, rtol=1e-5, atol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LiftLearnWarning)
+        assert np.isnan(outputs(est, [_corrupt(tmp_path)])).all()  # all skipped: NaN too
+        if isinstance(est, CLIPFeatures):
+            return
+        y_pred = est.predict(X_bad)
+        assert y_pred.tolist() == [*est.predict(Xt[:1]), -1, *est.predict(Xt[1:2]), -1,
+                                   *est.predict(Xt[2:3])]
+        # A skipped image counts as an error, whatever its label.
+        y = [y_pred[0], -1, y_pred[2], y_pred[2], y_pred[4]]
+        assert est.score(X_bad, y) == pytest.approx(3 / 5)
+        assert np.isnan(est.decision_function(X_bad)[1]).all()
+
+
+@pytest.mark.parametrize("cls", [ZeroShotClassifier, CLIPFeatures],
+                         ids=["ZeroShotClassifier", "CLIPFeatures"])
+def test_bad_image_parameters_are_checked(cls, data):
+    X, y, names, _ = data
+    with pytest.raises(InvalidParameterError, match="check_images"):
+        fit(make(cls, check_images="full"), X, y, names)
+    with pytest.raises(ValueError, match="on_bad_image='skip' needs check_images"):
+        fit(make(cls, check_images=None, on_bad_image="skip"), X, y, names)
 
 
 @pytest.mark.parametrize("cls", CLASSIFIERS, ids=[c.__name__ for c in CLASSIFIERS])

@@ -24,7 +24,7 @@ from sklearn.metrics import (
     recall_score,
 )
 from sklearn.metrics import get_scorer as sklearn_get_scorer
-from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_validate
+from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold, cross_validate
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
@@ -180,9 +180,18 @@ def test_agrees_with_sklearn(problem):
         )
         report = long_tail_report(y_true, y_pred, counts, output_dict=True)
     assert_allclose(report["accuracy"], accuracy_score(y_true, y_pred))
-    clipped = np.maximum(accuracy[present], 1e-3)
-    assert_allclose(report["harmonic_mean_accuracy"], stats.hmean(clipped))
-    assert_allclose(report["geometric_mean_accuracy"], stats.gmean(clipped))
+    raw = accuracy[present]
+    # No clipping by default, as imbalanced-learn's geometric_mean_score:
+    # one class at 0 makes both means 0.
+    assert_allclose(report["harmonic_mean_accuracy"], stats.hmean(raw) if raw.min() > 0 else 0.0)
+    with np.errstate(divide="ignore"):
+        assert_allclose(report["geometric_mean_accuracy"], stats.gmean(raw))
+    assert report["correction"] == 0.0
+    with quiet():
+        clipped_report = long_tail_report(y_true, y_pred, counts, output_dict=True, correction=1e-3)
+    clipped = np.maximum(raw, 1e-3)
+    assert_allclose(clipped_report["harmonic_mean_accuracy"], stats.hmean(clipped))
+    assert_allclose(clipped_report["geometric_mean_accuracy"], stats.gmean(clipped))
     assert report["worst_class_accuracy"] == accuracy[present].min()
 
 
@@ -305,11 +314,30 @@ def test_harmonic_and_geometric_mean_hand_examples():
     assert_allclose(harmonic_mean_accuracy(y_true, y_pred), 2 / 3)
     assert_allclose(geometric_mean_accuracy(y_true, y_pred), np.sqrt(0.5))
     y_true, y_pred = [0, 1, 1], [1, 1, 1]  # accuracies 0.0, 1.0
-    assert_allclose(harmonic_mean_accuracy(y_true, y_pred), 2 / (1000 + 1))
-    assert_allclose(geometric_mean_accuracy(y_true, y_pred), np.sqrt(1e-3))
+    assert_allclose(harmonic_mean_accuracy(y_true, y_pred, correction=1e-3), 2 / (1000 + 1))
+    assert_allclose(geometric_mean_accuracy(y_true, y_pred, correction=1e-3), np.sqrt(1e-3))
     assert_allclose(geometric_mean_accuracy(y_true, y_pred, correction=0.01), 0.1)
     assert harmonic_mean_accuracy(y_true, y_pred, correction=0) == 0.0
     assert geometric_mean_accuracy(y_true, y_pred, correction=0) == 0.0
+
+
+def test_means_do_not_clip_by_default_and_the_report_names_a_correction():
+    # The quickstart's case: a class at 0 beside good ones. imbalanced-learn's
+    # geometric_mean_score (correction=0.0 by default) gives 0; so do we.
+    y_true, y_pred = [0, 0, 1, 1, 2, 2], [0, 0, 1, 1, 0, 0]
+    assert geometric_mean_accuracy(y_true, y_pred) == 0.0
+    assert harmonic_mean_accuracy(y_true, y_pred) == 0.0
+    counts = [500, 50, 5]
+    rows = summary_rows(long_tail_report(y_true, y_pred, counts))
+    assert rows["geometric mean"][-1] == "0.000" and rows["harmonic mean"][-1] == "0.000"
+    text = long_tail_report(y_true, y_pred, counts, correction=1e-3)
+    rows = summary_rows(text)
+    assert rows["geometric mean (clipped at 0.001)"][-1] == "0.100"
+    assert "harmonic mean (clipped at 0.001)" in rows
+    assert long_tail_report(y_true, y_pred, counts, output_dict=True,
+                            correction=1e-3)["correction"] == 1e-3
+    with pytest.raises(ValueError, match="correction"):
+        long_tail_report(y_true, y_pred, counts, correction=-1)
 
 
 def test_worst_class_and_macro_f1_hand_examples():
@@ -602,6 +630,74 @@ def test_grid_search_with_long_tail_scoring():
     assert few[1] > few[2] > few[0]  # the majority fallback never hits a few class
 
 
+CALLS: list = []
+
+
+class CountingClassifier(LookupClassifier):
+    """Records every prediction call (module-level so that clones count too)."""
+
+    def predict(self, X):
+        CALLS.append("predict")
+        return super().predict(X)
+
+    def predict_proba(self, X):
+        CALLS.append("predict_proba")
+        pred = np.searchsorted(self.classes_, super().predict(X))  # not self.predict
+        k = len(self.classes_)
+        rest = 0.1 / (k - 1)
+        return np.full((len(X), k), rest) + np.eye(k)[pred] * (0.9 - rest)
+
+    def decision_function(self, X):
+        CALLS.append("decision_function")
+        return np.log(self.predict_proba(X))
+
+
+@pytest.mark.parametrize("calibration", [False, True])
+def test_long_tail_scoring_predicts_once_per_fold_and_warns_once(calibration):
+    # 3-fold CV where class 5 (2 images) is missing from one test fold: the
+    # absent-class warning is due there, once, not once per metric.
+    X, y = long_tail_data(sizes=(60, 40, 30, 20, 10, 2))
+    scoring = long_tail_scoring(calibration=calibration)
+    CALLS.clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = cross_validate(CountingClassifier(answers=y, skill=0.6), X, y,
+                                cv=KFold(3, shuffle=True, random_state=0), scoring=scoring)
+    # Exactly one prediction per fold: predict_proba with calibration, else predict.
+    assert CALLS == ["predict_proba" if calibration else "predict"] * 3
+    absent = [w for w in caught if issubclass(w.category, UndefinedClassWarning)]
+    assert 1 <= len(absent) <= 3
+    for name in scoring:
+        assert result[f"test_{name}"].shape == (3,), name
+    assert np.isfinite(result["test_balanced_accuracy"]).all()
+
+
+@PROPERTY
+@given(st.integers(0, 10_000), st.floats(0.0, 1.0), st.sampled_from([0.0, 1e-3]))
+def test_long_tail_scoring_equals_its_single_metric_scorers(seed, skill, correction):
+    X, y = long_tail_data(sizes=(150, 60, 25, 8), seed=seed)
+    train = np.arange(len(y)) % 2 == 0
+    clf = LookupClassifier(answers=y, skill=skill).fit(X[train], y[train])
+    scoring = long_tail_scoring(many_threshold=50, few_threshold=10, calibration=True,
+                                correction=correction)
+    with quiet():
+        together = scoring(clf, X, y)
+        for name, scorer in scoring.items():
+            assert_allclose(together[name], scorer(clf, X, y), err_msg=name)
+    assert list(together) == list(scoring)
+
+
+def test_long_tail_scoring_in_a_search_refits_on_a_key():
+    X, y = long_tail_data()
+    search = GridSearchCV(LookupClassifier(answers=y), {"skill": [0.2, 0.9]},
+                          scoring=long_tail_scoring(), refit="few_shot_accuracy", cv=3)
+    with quiet():
+        search.fit(X, y)
+    assert search.best_params_ == {"skill": 0.9}
+    assert "mean_test_macro_f1" in search.cv_results_
+    assert "long_tail_scoring(" in repr(long_tail_scoring())
+
+
 def test_few_shot_scorer_is_nan_on_folds_without_few_classes():
     X, y = long_tail_data(sizes=(300, 300, 90))  # no class under 20 images
     result = cross_validate(
@@ -675,9 +771,11 @@ def test_get_scorer():
 def test_scorers_pickle():
     X, y = long_tail_data()
     clf = LookupClassifier(answers=y, skill=0.5).fit(X, y)
-    for name, scorer in long_tail_scoring(calibration=True).items():
+    scoring = long_tail_scoring(calibration=True)
+    for name, scorer in scoring.items():
         clone = pickle.loads(pickle.dumps(scorer))
         assert_allclose(clone(clf, X, y), scorer(clf, X, y), err_msg=name)
+    assert pickle.loads(pickle.dumps(scoring))(clf, X, y) == scoring(clf, X, y)
     assert repr(few_shot_scorer) == "<liftlearn scorer 'few_shot_accuracy'>"
 
 

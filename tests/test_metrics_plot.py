@@ -66,3 +66,36 @@ def test_plot_uses_given_axes_and_thresholds():
     ]
     lo, hi = ax.get_xlim()
     assert lo <= 5 and hi >= 5000 * 1.5
+
+
+def test_plot_names_the_worst_points_and_keeps_the_legend_off_the_data(tmp_path):
+    counts = np.array([500, 300, 120, 60, 30, 12, 6])
+    names = ["plane", "car", "bird", "cat", "deer", "dog", "frog"]
+    y_true = np.repeat(np.arange(7), 10)
+    # Accuracies 1.0, 0.9, ..., 0.4: the rare classes are the worst.
+    y_pred = np.where(np.tile(np.arange(10), 7) < 10 - y_true, y_true, (y_true + 1) % 7)
+    ax = plot_per_class_accuracy(y_true, y_pred, counts, target_names=names, annotate=3)
+    named = {text.get_text(): text.xy for text in ax.texts}
+    assert set(named) == {"frog", "dog", "deer"}  # the three lowest accuracies
+    assert_allclose(named["frog"], (6, 0.4))
+    ax.figure.canvas.draw()
+    renderer = ax.figure.canvas.get_renderer()
+    legend_box = ax.get_legend().get_window_extent(renderer)
+    axes_box = ax.get_window_extent(renderer)
+    assert legend_box.x0 >= axes_box.x1  # beside the axes: it hides no point
+    figure_box = ax.figure.bbox
+    assert legend_box.x1 <= figure_box.x1 + 1  # and still in the saved image
+    for text in ax.texts:  # every name is drawn inside the axes
+        box = text.get_window_extent(renderer)
+        assert axes_box.x0 <= box.x0 and box.x1 <= axes_box.x1 + 1, text.get_text()
+
+    every = plot_per_class_accuracy(y_true, y_pred, counts, target_names=names, annotate="all")
+    assert sorted(t.get_text() for t in every.texts) == sorted(names)
+    assert not plot_per_class_accuracy(y_true, y_pred, counts, annotate=0).texts
+    plain = plot_per_class_accuracy(y_true, y_pred, counts)  # default: 5 worst, label names
+    assert {t.get_text() for t in plain.texts} == {"6", "5", "4", "3", "2"}
+    with pytest.raises(ValueError, match="annotate"):
+        plot_per_class_accuracy(y_true, y_pred, counts, annotate=-1)
+    with pytest.raises(ValueError, match="target_names"):
+        plot_per_class_accuracy(y_true, y_pred, counts, target_names=names[:3])
+    ax.figure.savefig(tmp_path / "named.png")

@@ -4,10 +4,11 @@ import warnings
 
 import numpy as np
 import pytest
-from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_predict
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_predict, cross_validate
 
-from liftlearn import LiftPlusClassifier
-from liftlearn.metrics import few_shot_scorer, long_tail_scoring
+from liftlearn import LiftPlusClassifier, ZeroShotClassifier
+from liftlearn.exceptions import UnknownLabelWarning
+from liftlearn.metrics import UndefinedClassWarning, few_shot_scorer, long_tail_scoring
 
 
 @pytest.fixture(scope="module")
@@ -110,15 +111,42 @@ def test_class_names_through_search_fit(data, tiny_checkpoint):
         est.fit(X[:10], y[:10] % 10, class_names=names)
 
 
-def test_score_refuses_unknown_labels(data, tiny_checkpoint):
+def test_score_counts_unknown_labels_as_errors(data, tiny_checkpoint):
     X, y, names = data
     keep = y < 5
     clf = LiftPlusClassifier(backbone="liftlearn-tiny-vit", pretrained=tiny_checkpoint, epochs=1,
-                             batch_size=16, device="cpu", random_state=0).fit(
+                             batch_size=16, device="cpu", random_state=0, tte=False).fit(
         [x for x, k in zip(X, keep) if k], y[keep])
-    with pytest.raises(ValueError, match="not fitted with: 7"):
-        clf.score(X[-3:], [7, 1, 2])
+    y_pred = clf.predict(X[-3:])
+    with pytest.warns(UnknownLabelWarning, match="not fitted with: 7"):
+        # 7 can never be predicted: an error, as in accuracy_score.
+        assert clf.score(X[-3:], [7, *y_pred[1:]]) == pytest.approx(2 / 3)
     assert 0 <= clf.score([x for x, k in zip(X, keep) if k][:4], y[keep][:4]) <= 1
+
+
+@pytest.mark.parametrize("calibration", [False, True])
+def test_long_tail_scoring_predicts_each_fold_once(data, tiny_checkpoint, monkeypatch, calibration):
+    # Every long-tail metric of a fold from ONE decision_function (a full
+    # TTE pass), not one per metric (9, or 10 with calibration, before).
+    X, y, names = data
+    calls = []
+    real = ZeroShotClassifier.decision_function
+
+    def counting(self, X):
+        calls.append(len(X))
+        return real(self, X)
+
+    monkeypatch.setattr(ZeroShotClassifier, "decision_function", counting)
+    est = ZeroShotClassifier(backbone="liftlearn-tiny-vit", pretrained=tiny_checkpoint,
+                             device="cpu", tte=True, class_names=names)
+    scoring = long_tail_scoring(many_threshold=3, few_threshold=3, calibration=calibration)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = cross_validate(est, X, y, cv=2, scoring=scoring)
+    assert calls == [len(X) // 2] * 2
+    assert len([w for w in caught if issubclass(w.category, UndefinedClassWarning)]) <= 2
+    assert set(result) >= {f"test_{name}" for name in scoring}
+    assert np.isfinite(result["test_balanced_accuracy"]).all()
 
 
 def test_pipeline_with_the_classifier_last(data, tiny_checkpoint):

@@ -106,3 +106,71 @@ def test_fit_validates_x(data, tiny_checkpoint, tmp_path):
         clf.fit([str(tmp_path / "missing.jpg")] + list(X[1:]), y, class_names=names)
     with pytest.raises(NotFittedError):
         clone(clf).predict(Xt)
+
+
+@pytest.mark.parametrize(
+    "make_y, dtype",
+    [(lambda labels: list(labels), "<U"),                             # numpy makes <U of a list
+     (lambda labels: np.asarray(labels, dtype=object), "object"),     # kept as given
+     (lambda labels: np.asarray(labels), "<U")],
+)
+def test_classes_keep_the_dtype_label_encoder_gives(data, tiny_checkpoint, make_y, dtype):
+    from sklearn.preprocessing import LabelEncoder
+
+    X, y, names, Xt = data
+    y_str = make_y([names[v] for v in y])
+    clf = ZeroShotClassifier(**_params(tiny_checkpoint, tte=False)).fit(X, y_str)
+    expected = LabelEncoder().fit(y_str).classes_
+    assert clf.classes_.dtype == expected.dtype and clf.classes_.dtype.str.startswith(
+        "|O" if dtype == "object" else "<U")
+    assert clf.classes_.tolist() == expected.tolist()
+    assert clf.predict(Xt[:2]).dtype == expected.dtype
+    # The same with names from a mapping (classes from its keys).
+    mapped = ZeroShotClassifier(**_params(tiny_checkpoint, tte=False)).fit(
+        X, y_str, class_names={n: n.upper() for n in names})
+    assert mapped.classes_.dtype == expected.dtype
+
+
+def test_cross_val_score_with_a_rare_class_only_in_a_test_fold(data, tiny_checkpoint):
+    # Long-tailed labels without constructor class_names: class 9 has one
+    # image, so one fold tests it without having seen it. Like scikit-learn's
+    # accuracy, score counts it as an error (a number, not nan) and warns.
+    import warnings
+
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    from liftlearn.exceptions import UnknownLabelWarning
+
+    X, y, names, _ = data
+    y = np.where(np.arange(len(y)) == 0, 9, np.minimum(y, 8))  # class 9: image 0 only
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scores = cross_val_score(ZeroShotClassifier(**_params(tiny_checkpoint, tte=False)),
+                                 X, y, cv=StratifiedKFold(2, shuffle=True, random_state=0),
+                                 error_score="raise")
+    assert np.isfinite(scores).all() and ((0 <= scores) & (scores <= 1)).all()
+    unknown = [w for w in caught if issubclass(w.category, UnknownLabelWarning)]
+    assert len(unknown) == 1 and "9" in str(unknown[0].message)
+    assert not [w for w in caught if "Scoring failed" in str(w.message)]
+
+
+def test_skipped_images_with_string_classes(data, tiny_checkpoint, tmp_path):
+    import warnings
+
+    from liftlearn.exceptions import LiftLearnWarning
+
+    X, y, names, Xt = data
+    y_str = np.asarray([names[v] for v in y], dtype=object)
+    clf = ZeroShotClassifier(**_params(tiny_checkpoint, tte=False, on_bad_image="skip"))
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    with pytest.warns(LiftLearnWarning, match="skipping 1 unusable training image"):
+        clf.fit(list(X) + [str(corrupt)], np.r_[y_str, ["cat"]])
+    assert clf.skipped_images_ == [(str(corrupt), clf.skipped_images_[0][1])]
+    # The class counts leave the skipped image out; the classes keep its label.
+    np.testing.assert_array_equal(clf.class_counts_, np.unique(y_str, return_counts=True)[1])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        y_pred = clf.predict([Xt[0], str(corrupt)])
+    assert len(caught) == 1 and "1 of 2 image(s)" in str(caught[0].message)
+    assert y_pred.dtype == object and y_pred[1] == -1 and y_pred[0] in clf.classes_

@@ -15,6 +15,7 @@ hooks each.
 from __future__ import annotations
 
 import functools
+import warnings
 from abc import ABC
 from collections.abc import Mapping
 from numbers import Integral
@@ -23,14 +24,15 @@ import numpy as np
 import torch
 from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 
 from .._device import map_device, resolve_device
 from .._labels import resolve_labels
 from .._logging import verbosity
-from .._validation import Boolean, Interval, PathLike, Predicate, validate_params
-from ..data import check_paths
+from .._validation import Boolean, Interval, Options, PathLike, Predicate, validate_params
+from ..data import check_paths, find_bad_images
 from ..engine.predict import predict_images
+from ..exceptions import BadImageError, LiftLearnWarning, UnknownLabelWarning
 from ..nn.backbones import BackboneSpec
 from ..nn.heads import prompt_templates
 
@@ -100,6 +102,8 @@ class CLIPEstimator(BaseEstimator, ABC):
         "device": [Predicate(_is_device, "'auto', a device name such as 'cpu' or 'cuda:0', or a torch.device")],
         "num_workers": [Interval(Integral, 0), None],
         "verbose": [Interval(Integral, 0)],
+        "check_images": [Options(("header", "decode")), None],
+        "on_bad_image": [Options(("raise", "skip"))],
     }
 
     #: Fitted attributes computed from ``module_`` (not stored in model files).
@@ -120,6 +124,10 @@ class CLIPEstimator(BaseEstimator, ABC):
 
     def _check_param_relations(self) -> None:
         """Rules that tie two parameters together (after the table check)."""
+        if self.on_bad_image == "skip" and self.check_images is None:
+            raise ValueError(
+                f"{type(self).__name__}: on_bad_image='skip' needs check_images='header' or 'decode'"
+            )
 
     def _backbone_spec(self) -> BackboneSpec:
         return BackboneSpec.create(self.backbone, self.pretrained)
@@ -145,6 +153,10 @@ class CLIPEstimator(BaseEstimator, ABC):
 
     def __setstate__(self, state):
         state = self._upgrade_state(dict(state))
+        # ZeroShotClassifier and CLIPFeatures pickled before these parameters
+        # existed: give them the constructor defaults.
+        state.setdefault("check_images", "header")
+        state.setdefault("on_bad_image", "raise")
         super().__setstate__(state)
         if "module_" in state:
             # Fitted on a GPU, loaded where there is none: predict on the CPU.
@@ -156,16 +168,63 @@ class CLIPEstimator(BaseEstimator, ABC):
         return state
 
     # ------------------------------------------------------------ predicting
+    def _bad_images(self, paths) -> list:
+        """The ``(index, reason)`` pairs of the unusable images among
+        ``paths`` (per ``check_images``), in index order.
+
+        Raises :class:`~liftlearn.BadImageError` naming the first one unless
+        ``on_bad_image="skip"``.
+        """
+        if not self.check_images:
+            return []
+        bad = find_bad_images(paths, mode=self.check_images)
+        if bad and self.on_bad_image != "skip":
+            i, reason = bad[0]
+            more = f" ({len(bad) - 1} more bad image(s) follow)" if len(bad) > 1 else ""
+            raise BadImageError(paths[i], reason + more)
+        return bad
+
+    def _n_outputs(self) -> int:
+        """Columns of :meth:`_predict_outputs` (for rows of skipped images)."""
+        raise NotImplementedError
+
     def _predict_outputs(self, X) -> np.ndarray:
-        """``module_``'s outputs for the images, averaged over TTE views."""
+        """``module_``'s outputs for the images, averaged over TTE views.
+
+        Every image is checked first (``check_images``), so that a bad file
+        is named before any prediction time is spent. With
+        ``on_bad_image="skip"`` a bad image gets a row of NaN (rows are never
+        dropped: row i is image i) and one warning says how many.
+        """
         check_is_fitted(self)
+        paths = check_paths(X, must_exist=self.check_images is None)
+        bad = self._bad_images(paths)
+        keep = np.ones(len(paths), dtype=bool)
+        keep[[i for i, _ in bad]] = False
         module = self.module_
-        with verbosity(self.verbose):  # verbose sets the liftlearn logger's level
-            return predict_images(
-                module, module.backbone, check_paths(X), tte=bool(self.tte),
-                tte_expand=int(self.tte_expand), batch_size=int(self.batch_size),
-                device=module.device, num_workers=self.num_workers, verbose=int(self.verbose),
-            )
+        outputs = None
+        if keep.any():
+            with verbosity(self.verbose):  # verbose sets the liftlearn logger's level
+                outputs = predict_images(
+                    module, module.backbone, paths[keep], tte=bool(self.tte),
+                    tte_expand=int(self.tte_expand), batch_size=int(self.batch_size),
+                    device=module.device, num_workers=self.num_workers, verbose=int(self.verbose),
+                )
+        if not bad:
+            return outputs
+        i, reason = bad[0]
+        warnings.warn(
+            f"{len(bad)} of {len(paths)} image(s) could not be used and were not "
+            f"predicted, e.g. {paths[i]!r}: {reason}; {self._skipped_rows_are}",
+            LiftLearnWarning, stacklevel=3,
+        )
+        full = np.full((len(paths), self._n_outputs()), np.nan, dtype=np.float32)
+        if outputs is not None:
+            full[keep] = outputs
+        return full
+
+    #: What the skip warning says skipped images get.
+    _skipped_rows_are = "their rows are NaN"
 
 
 def _is_class_names(value) -> bool:
@@ -218,6 +277,13 @@ class CLIPClassifier(ClassifierMixin, CLIPEstimator):
         """Classes, names, encoded targets and counts of ``y`` (checked
         against ``X``'s length); ``names`` as :meth:`_class_names_for`
         returned them."""
+        if y is None:
+            # scikit-learn's wording (BaseEstimator._validate_data).
+            raise ValueError(
+                f"This {type(self).__name__} estimator requires y to be passed, but the "
+                "target y is None: fit learns the classes from the labels"
+            )
+        # scikit-learn's target check (continuous y and friends) runs in there.
         labels = resolve_labels(y, names, allow_unlabeled=allow_unlabeled)
         if len(labels.y_encoded) != len(paths):
             raise ValueError(
@@ -225,17 +291,27 @@ class CLIPClassifier(ClassifierMixin, CLIPEstimator):
             )
         return labels
 
+    def _n_outputs(self) -> int:
+        return len(self.classes_)
+
+    _skipped_rows_are = (
+        "their rows of decision_function and predict_proba are NaN and predict "
+        "gives them -1 (see the on_bad_image parameter)"
+    )
+
     def decision_function(self, X):
         """Class logits, averaged over the TTE views when ``tte`` is on.
 
         Parameters
         ----------
         X : sequence of str or os.PathLike
-            Image files.
+            Image files. All are checked (``check_images``) before any is
+            predicted.
 
         Returns
         -------
         logits : ndarray of shape (n_samples, n_classes)
+            A row of NaN for an image skipped by ``on_bad_image="skip"``.
         """
         check_is_fitted(self)
         return self._predict_outputs(X)
@@ -250,10 +326,20 @@ class CLIPClassifier(ClassifierMixin, CLIPEstimator):
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes)
-            Columns in the order of ``classes_``.
+            Columns in the order of ``classes_``; a row of NaN for an image
+            skipped by ``on_bad_image="skip"``.
         """
         check_is_fitted(self)
         return softmax(self.decision_function(X).astype(np.float64), axis=1)
+
+    def _predict_with_mask(self, X):
+        """Predicted labels and the mask of skipped images."""
+        scores = self.decision_function(X)
+        skipped = np.isnan(scores).any(axis=1)
+        y_pred = self.classes_[np.argmax(scores, axis=1)]
+        if skipped.any():
+            y_pred = _mark_unpredicted(y_pred, skipped, self.classes_)
+        return y_pred, skipped
 
     def predict(self, X):
         """Most likely class of each image.
@@ -265,13 +351,17 @@ class CLIPClassifier(ClassifierMixin, CLIPEstimator):
         Returns
         -------
         y_pred : ndarray of shape (n_samples,)
-            Labels from ``classes_``.
+            Labels from ``classes_``. An image skipped by
+            ``on_bad_image="skip"`` gets -1, scikit-learn's mark for "no
+            label" (as in ``ULFineClassifier.transduction_``); the array then
+            has object dtype unless the classes are signed integers, and
+            holds None instead if -1 is itself a class.
         """
         check_is_fitted(self)
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+        return self._predict_with_mask(X)[0]
 
     def score(self, X, y, sample_weight=None):
-        """Accuracy on images whose labels are among ``classes_``.
+        """Accuracy, as ``sklearn.metrics.accuracy_score``.
 
         Parameters
         ----------
@@ -282,24 +372,50 @@ class CLIPClassifier(ClassifierMixin, CLIPEstimator):
         Returns
         -------
         score : float
+            The (weighted) share of images predicted correctly. Images
+            skipped by ``on_bad_image="skip"`` count as errors.
 
-        Raises
-        ------
-        ValueError
-            If ``y`` holds a label the model does not know: it could never be
-            predicted, so the accuracy would silently count it as an error.
+        Warns
+        -----
+        UnknownLabelWarning
+            Once, naming the labels of ``y`` the model was not fitted with:
+            they can never be predicted and count as errors, as in
+            scikit-learn's accuracy. ``cross_val_score`` on long-tailed data
+            meets them when a rare class falls only in a test fold.
         """
         check_is_fitted(self)
-        y_arr = np.asarray(y, dtype=object).ravel()
+        y_true = column_or_1d(np.asarray(y, dtype=object), warn=True)
+        # X's shape first (its own message for a single path), no file access yet.
+        check_consistent_length(check_paths(X, must_exist=False), y_true, sample_weight)
         known = set(self.classes_.tolist())
-        unknown = sorted({repr(v) for v in y_arr.tolist() if v not in known})
+        unknown = sorted({repr(v) for v in y_true.tolist() if v not in known})
         if unknown:
-            raise ValueError(
+            warnings.warn(
                 f"y has {len(unknown)} label(s) the model was not fitted with: "
-                f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}; "
-                f"known classes: {self.classes_.tolist()[:10]}"
+                f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}; they "
+                "can never be predicted and count as errors. Name every class with "
+                "class_names in the constructor to give each one a column in every "
+                f"fold (known classes: {self.classes_.tolist()[:10]}"
+                f"{' ...' if len(self.classes_) > 10 else ''})",
+                UnknownLabelWarning, stacklevel=2,
             )
-        return super().score(X, y, sample_weight=sample_weight)
+        y_pred, skipped = self._predict_with_mask(X)
+        # Compared as Python objects: no dtype casting between y and classes_
+        # (np.asarray would turn [0, "cat"] into strings).
+        correct = np.equal(np.asarray(y_pred, dtype=object), y_true).astype(bool) & ~skipped
+        weights = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        return float(np.average(correct, weights=weights))
+
+
+def _mark_unpredicted(y_pred: np.ndarray, skipped: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """``y_pred`` with -1 (None if -1 is a class) where ``skipped``."""
+    minus_one_is_class = -1 in classes.tolist()
+    if classes.dtype.kind == "i" and not minus_one_is_class:
+        out = y_pred.copy()
+    else:
+        out = y_pred.astype(object)
+    out[skipped] = None if minus_one_is_class else -1
+    return out
 
 
 def prompt_template_constraint(ensemble: bool) -> list:

@@ -55,6 +55,15 @@ class CLIPFeatures(TransformerMixin, CLIPEstimator):
     batch_size : int, default=128
     device : str, default="auto"
     num_workers : int or None, default=None
+    check_images : {"header", "decode"} or None, default="header"
+        Check every image given to :meth:`transform` before any feature is
+        computed, as :class:`~liftlearn.LiftPlusClassifier` checks its
+        training images: ``"header"`` reads each file's header, ``"decode"``
+        decodes it, None checks only that the files exist.
+    on_bad_image : {"raise", "skip"}, default="raise"
+        ``"raise"``: a :class:`~liftlearn.BadImageError` names the first bad
+        image. ``"skip"``: a bad image gets a row of NaN (rows are never
+        dropped: row i is image i), with one warning saying how many.
     verbose : int, default=0
 
     Attributes
@@ -89,6 +98,8 @@ class CLIPFeatures(TransformerMixin, CLIPEstimator):
         batch_size=128,
         device="auto",
         num_workers=None,
+        check_images="header",
+        on_bad_image="raise",
         verbose=0,
     ):
         self.backbone = backbone
@@ -100,6 +111,8 @@ class CLIPFeatures(TransformerMixin, CLIPEstimator):
         self.batch_size = batch_size
         self.device = device
         self.num_workers = num_workers
+        self.check_images = check_images
+        self.on_bad_image = on_bad_image
         self.verbose = verbose
 
     _parameter_constraints: dict = {
@@ -177,14 +190,19 @@ class CLIPFeatures(TransformerMixin, CLIPEstimator):
         Parameters
         ----------
         X : sequence of str or os.PathLike
-            Image files.
+            Image files. All are checked (``check_images``) before any
+            feature is computed.
 
         Returns
         -------
         features : ndarray of shape (n_samples, n_features_out_), float32
+            A row of NaN for an image skipped by ``on_bad_image="skip"``.
         """
         check_is_fitted(self)
         return self._predict_outputs(X).astype(np.float32)
+
+    def _n_outputs(self) -> int:
+        return int(self.n_features_out_)
 
     def get_feature_names_out(self, input_features=None):
         """``clip0 .. clip{D-1}``."""

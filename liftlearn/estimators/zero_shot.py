@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
 from ..data import check_paths
+from ..exceptions import LiftLearnWarning
 from ..nn.backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, get_backbone
 from ..nn.heads import DEFAULT_TEMPLATE, text_classifier
 from ..nn.networks import ZeroShotNetwork
@@ -39,6 +42,18 @@ class ZeroShotClassifier(CLIPClassifier):
         Images per forward pass.
     device : str, default="auto"
     num_workers : int or None, default=None
+    check_images : {"header", "decode"} or None, default="header"
+        Check every image given to ``fit`` or to a prediction method before
+        any is used, as in :class:`~liftlearn.LiftPlusClassifier`:
+        ``"header"`` reads each file's header, ``"decode"`` decodes it, None
+        checks only that the files exist.
+    on_bad_image : {"raise", "skip"}, default="raise"
+        ``"raise"``: a :class:`~liftlearn.BadImageError` names the first bad
+        image, before any prediction. ``"skip"``: ``fit`` leaves bad images
+        out of ``class_counts_`` (listed in ``skipped_images_``); prediction
+        gives a bad image a row of NaN in ``decision_function`` and
+        ``predict_proba`` and -1 in ``predict`` (see :meth:`predict`), with
+        one warning saying how many; rows are never dropped.
     verbose : int, default=0
 
     Attributes
@@ -47,6 +62,8 @@ class ZeroShotClassifier(CLIPClassifier):
     class_names_ : list of str
     class_counts_ : ndarray of shape (n_classes,)
         Images per class in the ``y`` given to ``fit``.
+    skipped_images_ : list of (str, str)
+        Images of ``fit`` left out by ``on_bad_image="skip"``, with the reason.
     module_ : ZeroShotNetwork
         The torch module: the class embeddings on the shared frozen backbone.
     text_embeddings_ : ndarray of shape (n_classes, embed_dim)
@@ -68,6 +85,8 @@ class ZeroShotClassifier(CLIPClassifier):
         batch_size=128,
         device="auto",
         num_workers=None,
+        check_images="header",
+        on_bad_image="raise",
         verbose=0,
     ):
         self.backbone = backbone
@@ -79,6 +98,8 @@ class ZeroShotClassifier(CLIPClassifier):
         self.batch_size = batch_size
         self.device = device
         self.num_workers = num_workers
+        self.check_images = check_images
+        self.on_bad_image = on_bad_image
         self.verbose = verbose
 
     _parameter_constraints: dict = {
@@ -95,9 +116,9 @@ class ZeroShotClassifier(CLIPClassifier):
         Parameters
         ----------
         X : sequence of str or os.PathLike
-            Image files. Not used to train, but validated (they must exist and
-            match ``y`` in length) so that the estimator fits where
-            :class:`~liftlearn.LiftPlusClassifier` would.
+            Image files. Not used to train, but validated (they must exist,
+            pass ``check_images`` and match ``y`` in length) so that the
+            estimator fits where :class:`~liftlearn.LiftPlusClassifier` would.
         y : array-like of shape (n_samples,)
             Labels: they give ``classes_`` (with ``class_names``) and
             ``class_counts_``.
@@ -110,14 +131,27 @@ class ZeroShotClassifier(CLIPClassifier):
         self : ZeroShotClassifier
         """
         spec, device = self._backbone_spec(), self._resolve_device()
-        paths = check_paths(X)
+        paths = check_paths(X, must_exist=self.check_images is None)
         labels = self._labels(paths, y, self._class_names_for(class_names, len(paths)))
+        bad = self._bad_images(paths)
+        skipped = [(str(paths[i]), reason) for i, reason in bad]
+        counts = labels.counts
+        if bad:
+            warnings.warn(
+                f"skipping {len(bad)} unusable training image(s), e.g. {skipped[0][0]!r}: "
+                f"{skipped[0][1]} (see skipped_images_)", LiftLearnWarning, stacklevel=3,
+            )
+            # Nothing is trained: the classes stay, only the counts drop them.
+            keep = np.ones(len(paths), dtype=bool)
+            keep[[i for i, _ in bad]] = False
+            counts = np.bincount(labels.y_encoded[keep], minlength=len(labels.classes))
         backbone = get_backbone(spec, device)
         text = text_classifier(backbone, labels.names, self.prompt_template)
         scale = float(backbone.model.logit_scale.detach().exp().cpu())
         self._set_fitted(
-            classes_=labels.classes, class_names_=list(labels.names), class_counts_=labels.counts,
+            classes_=labels.classes, class_names_=list(labels.names), class_counts_=counts,
             module_=ZeroShotNetwork(backbone, text, scale).to(device), device_=device,
+            skipped_images_=skipped,
         )
         return self
 
@@ -135,6 +169,8 @@ class ZeroShotClassifier(CLIPClassifier):
         return ZeroShotNetwork(backbone, torch.zeros(n_classes, dim), scale)
 
     def _upgrade_state(self, state: dict) -> dict:
+        if "classes_" in state:
+            state.setdefault("skipped_images_", [])  # fitted before on_bad_image existed
         # Releases before 0.1 kept the embeddings and the backbone spec, not
         # a module.
         if "module_" not in state and "text_embeddings_" in state:

@@ -7,6 +7,11 @@ when it holds fewer than ``few_threshold`` (20), and *medium-shot* otherwise
 its classes. A group without classes (CIFAR-10-LT at imbalance ratio 10 has
 no few-shot class) scores NaN rather than raising.
 
+Harmonic and geometric means
+----------------------------
+They do not clip per-class accuracy unless asked (``correction=0.0``, as
+imbalanced-learn's ``geometric_mean_score``): one class at 0 makes both 0.
+
 Classes absent from ``y_true``
 ------------------------------
 A class with no test sample has no accuracy. Every per-class mean here --
@@ -31,6 +36,9 @@ Scorers
 -------
 The ``*_scorer`` objects follow scikit-learn's ``scorer(estimator, X, y)``;
 the shot scorers read the training counts from ``estimator.class_counts_``.
+:func:`long_tail_scoring` is multi-metric ``scoring`` that computes every
+metric of a fold from one prediction (and warns at most once per fold); a
+``scoring={...}`` dict of single scorers pays one prediction per metric.
 On a fold whose ``y`` holds no class of a group, that group's scorer returns
 NaN; ``GridSearchCV`` warns about non-finite scores and ranks such candidates
 last for that metric.

@@ -165,18 +165,22 @@ def _balanced(tally) -> float:
     return _class_mean(tally.accuracy, tally)
 
 
-def _clipped(tally, correction) -> np.ndarray:
+def _check_correction(correction) -> None:
     if not 0 <= correction <= 1:
         raise ValueError(f"correction must be in [0, 1], got {correction}")
+
+
+def _clipped(tally, correction) -> np.ndarray:
+    _check_correction(correction)
     return np.maximum(tally.accuracy, correction)
 
 
-def _hmean(tally, correction=1e-3) -> float:
+def _hmean(tally, correction=0.0) -> float:
     with np.errstate(divide="ignore"):  # correction=0: 1/0 = inf gives hmean 0
         return 1.0 / _class_mean(1.0 / _clipped(tally, correction), tally)
 
 
-def _gmean(tally, correction=1e-3) -> float:
+def _gmean(tally, correction=0.0) -> float:
     with np.errstate(divide="ignore"):
         return float(np.exp(_class_mean(np.log(_clipped(tally, correction)), tally)))
 
@@ -339,7 +343,7 @@ def harmonic_mean_accuracy(
     y_pred: ArrayLike,
     *,
     labels: ArrayLike | None = None,
-    correction: float = 1e-3,
+    correction: float = 0.0,
 ) -> float:
     """Harmonic mean of per-class accuracy, dominated by the weakest classes.
 
@@ -349,10 +353,12 @@ def harmonic_mean_accuracy(
         True and predicted labels.
     labels : array-like of shape (n_classes,), default=None
         All classes; those absent from ``y_true`` are left out with a warning.
-    correction : float, default=1e-3
-        Per-class accuracies are clipped below at this value, so that one
-        class at 0 does not zero the whole figure (the idea of
-        imbalanced-learn's ``geometric_mean_score``). 0 gives the raw mean.
+    correction : float, default=0.0
+        Clip per-class accuracies below at this value, so that one class at
+        0 does not zero the whole figure (imbalanced-learn's
+        ``geometric_mean_score(correction=...)``, whose default is also 0).
+        The default gives the raw mean: 0 whenever a class scores 0, as
+        :func:`worst_class_accuracy` would show.
 
     Returns
     -------
@@ -362,7 +368,9 @@ def harmonic_mean_accuracy(
     --------
     >>> round(harmonic_mean_accuracy([0, 0, 1, 1], [0, 1, 1, 1]), 4)
     0.6667
-    >>> round(harmonic_mean_accuracy([0, 1], [1, 1]), 4)
+    >>> harmonic_mean_accuracy([0, 1], [1, 1])
+    0.0
+    >>> round(harmonic_mean_accuracy([0, 1], [1, 1], correction=1e-3), 4)
     0.002
     """
     return _hmean(_tally(y_true, y_pred, labels), correction)
@@ -373,7 +381,7 @@ def geometric_mean_accuracy(
     y_pred: ArrayLike,
     *,
     labels: ArrayLike | None = None,
-    correction: float = 1e-3,
+    correction: float = 0.0,
 ) -> float:
     """Geometric mean of per-class accuracy.
 
@@ -527,6 +535,7 @@ def long_tail_report(
     few_threshold: int = 20,
     digits: int = 3,
     output_dict: bool = False,
+    correction: float = 0.0,
 ) -> str | dict:
     """Per-class and per-group accuracy, like ``classification_report``.
 
@@ -544,6 +553,10 @@ def long_tail_report(
         Decimals in the text.
     output_dict : bool, default=False
         Return a dict instead of text.
+    correction : float, default=0.0
+        Clipping of the harmonic and geometric means, as in
+        :func:`harmonic_mean_accuracy`; a nonzero value is named in their
+        rows of the text ("clipped at ...").
 
     Returns
     -------
@@ -555,7 +568,8 @@ def long_tail_report(
         ``accuracy``), ``"groups"`` (group -> ``n_classes``, ``support``,
         ``accuracy``), ``accuracy``, ``balanced_accuracy``,
         ``harmonic_mean_accuracy``, ``geometric_mean_accuracy``,
-        ``worst_class_accuracy``, ``macro_f1`` and, given ``y_proba``,
+        ``worst_class_accuracy``, ``macro_f1``, ``correction`` (the clipping
+        of the two means, 0.0 for none) and, given ``y_proba``,
         ``expected_calibration_error``. Undefined values are NaN (``-`` in
         the text).
 
@@ -573,8 +587,8 @@ def long_tail_report(
     many-shot (>100)            1        2  0.500
     medium-shot (20-100)        1        1  1.000
     few-shot (<20)              1        1  0.000
-    harmonic mean               3        4  0.003
-    geometric mean              3        4  0.079
+    harmonic mean               3        4  0.000
+    geometric mean              3        4  0.000
     worst class                 3        4  0.000
     macro F1                    3        4  0.389
     """
@@ -599,9 +613,10 @@ def long_tail_report(
         "few": f"<{few_threshold}",
     }
     rows += [(f"{g}-shot ({bounds[g]})", g, shot[g], groups[g]) for g in GROUPS]
+    clipped = f" (clipped at {correction:g})" if correction else ""
     rows += [
-        ("harmonic mean", "harmonic_mean_accuracy", _hmean(tally), everyone),
-        ("geometric mean", "geometric_mean_accuracy", _gmean(tally), everyone),
+        ("harmonic mean" + clipped, "harmonic_mean_accuracy", _hmean(tally, correction), everyone),
+        ("geometric mean" + clipped, "geometric_mean_accuracy", _gmean(tally, correction), everyone),
         ("worst class", "worst_class_accuracy", _worst(tally), everyone),
         ("macro F1", "macro_f1", _f1(tally), everyone),
     ]
@@ -627,6 +642,7 @@ def long_tail_report(
                 }
             else:
                 report[key] = float(value)
+        report["correction"] = float(correction)
         return report
 
     def fmt(value):

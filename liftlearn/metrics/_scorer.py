@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Callable
 
 import numpy as np
 from sklearn.metrics import get_scorer as _sklearn_get_scorer
 
 from ._core import (
-    GROUPS, _as_1d, _balanced, _ece, _f1, _gmean, _groups, _hmean, _shot, _tally, _worst,
+    GROUPS, _as_1d, _balanced, _check_correction, _ece, _f1, _gmean, _groups, _hmean,
+    _shot, _tally, _worst,
 )
 
 # -- scorers -----------------------------------------------------------------
@@ -25,8 +27,8 @@ def _fitted(estimator, name: str):
     )
 
 
-def _score_predictions(estimator, X, y, *, summary, needs_counts=False, **kwargs):
-    y = _as_1d(y, "y")
+def _fold_tally(estimator, y, y_pred, needs_counts: bool):
+    """The tally of one fold's predictions against the estimator's classes."""
     labels = np.asarray(_fitted(estimator, "classes_"))
     counts = _fitted(estimator, "class_counts_") if needs_counts else None
     known = set(labels.tolist())
@@ -37,15 +39,27 @@ def _score_predictions(estimator, X, y, *, summary, needs_counts=False, **kwargs
         labels = np.asarray(labels.tolist() + unseen)
         if counts is not None:
             counts = np.concatenate([counts, np.zeros(len(unseen), dtype=np.int64)])
-    return summary(_tally(y, estimator.predict(X), labels, counts), **kwargs)
+    return _tally(y, y_pred, labels, counts)
+
+
+def _score_predictions(estimator, X, y, *, summary, needs_counts=False, **kwargs):
+    y = _as_1d(y, "y")
+    return summary(_fold_tally(estimator, y, estimator.predict(X), needs_counts), **kwargs)
 
 
 def _score_ece(estimator, X, y, *, n_bins=15, norm="l1") -> float:
     proba = np.asarray(estimator.predict_proba(X), dtype=float)
-    classes = np.asarray(_fitted(estimator, "classes_"))
-    correct = classes[proba.argmax(axis=1)] == _as_1d(y, "y")
+    return _neg_ece(proba, _proba_predictions(estimator, proba), _as_1d(y, "y"), n_bins, norm)
+
+
+def _proba_predictions(estimator, proba: np.ndarray) -> np.ndarray:
+    """The class of highest probability (what liftlearn's predict returns)."""
+    return np.asarray(_fitted(estimator, "classes_"))[proba.argmax(axis=1)]
+
+
+def _neg_ece(proba, y_pred, y, n_bins=15, norm="l1") -> float:
     # Lower is better, so negate as scikit-learn's neg_* scorers do.
-    return -_ece(proba.max(axis=1), correct, n_bins, norm)
+    return -_ece(proba.max(axis=1), y_pred == y, n_bins, norm)
 
 
 def _shot_of(tally, group, many_threshold, few_threshold) -> float:
@@ -131,48 +145,150 @@ _ALIASES = {
 }
 
 
+class LongTailScoring(Mapping):
+    """Every long-tail metric of a fold from one prediction.
+
+    Made by :func:`long_tail_scoring`. As a scoring callable,
+    ``scoring(estimator, X, y)`` returns a dict of all metrics, computed from
+    ONE call of ``estimator.predict`` (``predict_proba`` with
+    ``calibration=True``; the prediction is then the class of highest
+    probability, which is what liftlearn's classifiers predict) and one
+    tally of it, so the absent-class warning comes at most once per fold.
+    scikit-learn's ``GridSearchCV`` and ``cross_validate`` take such a
+    callable as multi-metric ``scoring`` (``refit`` names one of its keys).
+
+    As a read-only mapping, it gives the metric names (iteration) and a
+    single-metric scorer per name (``scoring["few_shot_accuracy"]``); a
+    ``scoring={...}`` dict built from those pays one prediction per metric.
+    """
+
+    def __init__(self, *, many_threshold: int = 100, few_threshold: int = 20,
+                 calibration: bool = False, correction: float = 0.0):
+        _groups(np.zeros(0), many_threshold, few_threshold)  # fail now, not mid-search
+        _check_correction(correction)
+        self.many_threshold = many_threshold
+        self.few_threshold = few_threshold
+        self.calibration = bool(calibration)
+        self.correction = correction
+        scorers = {
+            "accuracy": _sklearn_get_scorer("accuracy"),
+            "balanced_accuracy": balanced_accuracy_scorer,
+        }
+        for group in GROUPS:
+            scorers[f"{group}_shot_accuracy"] = make_shot_scorer(
+                group, many_threshold=many_threshold, few_threshold=few_threshold
+            )
+        scorers["harmonic_mean_accuracy"] = _Scorer(
+            "harmonic_mean_accuracy", _score_predictions, summary=_hmean, correction=correction)
+        scorers["geometric_mean_accuracy"] = _Scorer(
+            "geometric_mean_accuracy", _score_predictions, summary=_gmean, correction=correction)
+        for scorer in (worst_class_scorer, macro_f1_scorer):
+            scorers[scorer.name] = scorer
+        if self.calibration:
+            scorers[neg_ece_scorer.name] = neg_ece_scorer
+        self._scorers = scorers
+
+    def __call__(self, estimator, X, y) -> dict[str, float]:
+        """All metrics of ``estimator`` on ``(X, y)``, from one prediction.
+
+        Parameters
+        ----------
+        estimator : fitted classifier
+            With ``classes_`` and ``class_counts_`` (liftlearn's classifiers,
+            or a Pipeline ending in one).
+        X : array-like
+            What ``estimator.predict`` takes.
+        y : array-like of shape (n_samples,)
+            True labels.
+
+        Returns
+        -------
+        scores : dict of str to float
+            The keys of this mapping, in its order; greater is better.
+        """
+        y = _as_1d(y, "y")
+        if self.calibration:
+            proba = np.asarray(estimator.predict_proba(X), dtype=float)
+            y_pred = _proba_predictions(estimator, proba)
+        else:
+            y_pred = estimator.predict(X)
+        tally = _fold_tally(estimator, y, y_pred, needs_counts=True)
+        shot = _shot(tally, self.many_threshold, self.few_threshold)
+        scores = {
+            "accuracy": float(tally.correct.sum() / tally.support.sum()),
+            "balanced_accuracy": _balanced(tally),
+            **{f"{group}_shot_accuracy": shot[group] for group in GROUPS},
+            "harmonic_mean_accuracy": _hmean(tally, self.correction),
+            "geometric_mean_accuracy": _gmean(tally, self.correction),
+            "worst_class_accuracy": _worst(tally),
+            "macro_f1": _f1(tally),
+        }
+        if self.calibration:
+            scores[neg_ece_scorer.name] = _neg_ece(proba, y_pred, y)
+        return scores
+
+    def __getitem__(self, name: str) -> Callable:
+        return self._scorers[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._scorers)
+
+    def __len__(self) -> int:
+        return len(self._scorers)
+
+    def __repr__(self) -> str:
+        return (
+            f"long_tail_scoring(many_threshold={self.many_threshold}, few_threshold="
+            f"{self.few_threshold}, calibration={self.calibration}, "
+            f"correction={self.correction})"
+        )
+
+
 def long_tail_scoring(
-    *, many_threshold: int = 100, few_threshold: int = 20, calibration: bool = False
-) -> dict[str, Callable]:
+    *, many_threshold: int = 100, few_threshold: int = 20, calibration: bool = False,
+    correction: float = 0.0,
+) -> LongTailScoring:
     """Multi-metric ``scoring`` for ``GridSearchCV`` and ``cross_validate``.
+
+    All metrics of a fold come from one prediction: one ``decision_function``
+    of a liftlearn classifier per fold (a full TTE pass), not one per metric.
 
     Parameters
     ----------
     many_threshold, few_threshold : int, default=100, 20
         Group boundaries of the shot scorers, as in :func:`shot_groups`.
     calibration : bool, default=False
-        Add ``"neg_expected_calibration_error"``, which needs ``predict_proba``.
+        Add ``"neg_expected_calibration_error"``: the fold is then predicted
+        with ``predict_proba`` (still once), and the other metrics score the
+        class of highest probability.
+    correction : float, default=0.0
+        Of the harmonic and geometric means, as in
+        :func:`harmonic_mean_accuracy`.
 
     Returns
     -------
-    scoring : dict of str to callable
+    scoring : LongTailScoring
+        A callable ``scoring(estimator, X, y) -> dict`` (what
+        ``GridSearchCV(scoring=...)`` uses; ``refit`` names a key) that is
+        also a mapping of the metric names to single-metric scorers:
         ``accuracy``, ``balanced_accuracy``, ``many_shot_accuracy``,
         ``medium_shot_accuracy``, ``few_shot_accuracy``,
         ``harmonic_mean_accuracy``, ``geometric_mean_accuracy``,
-        ``worst_class_accuracy`` and ``macro_f1``.
+        ``worst_class_accuracy`` and ``macro_f1`` (then
+        ``neg_expected_calibration_error``).
 
     Examples
     --------
-    >>> from sklearn.linear_model import LogisticRegression
-    >>> from sklearn.model_selection import GridSearchCV
-    >>> search = GridSearchCV(LogisticRegression(), {"C": [0.1, 1.0]},
-    ...                       scoring=long_tail_scoring(), refit="balanced_accuracy")
-    >>> list(long_tail_scoring())[:3]
+    >>> scoring = long_tail_scoring()
+    >>> list(scoring)[:3]
     ['accuracy', 'balanced_accuracy', 'many_shot_accuracy']
+    >>> search = GridSearchCV(LiftPlusClassifier(class_names=names), {"lr": [0.01, 0.02]},
+    ...                       scoring=scoring, refit="balanced_accuracy")  # doctest: +SKIP
     """
-    scoring = {
-        "accuracy": _sklearn_get_scorer("accuracy"),
-        "balanced_accuracy": balanced_accuracy_scorer,
-    }
-    for group in GROUPS:
-        scoring[f"{group}_shot_accuracy"] = make_shot_scorer(
-            group, many_threshold=many_threshold, few_threshold=few_threshold
-        )
-    for scorer in (hmean_scorer, gmean_scorer, worst_class_scorer, macro_f1_scorer):
-        scoring[scorer.name] = scorer
-    if calibration:
-        scoring[neg_ece_scorer.name] = neg_ece_scorer
-    return scoring
+    return LongTailScoring(
+        many_threshold=many_threshold, few_threshold=few_threshold,
+        calibration=calibration, correction=correction,
+    )
 
 
 def get_scorer(scoring: str | Callable) -> Callable:
