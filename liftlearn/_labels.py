@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MappingView
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from numbers import Integral, Real
 
@@ -11,7 +12,7 @@ import numpy as np
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
-__all__ = ["LabelInfo", "resolve_labels"]
+__all__ = ["LabelInfo", "class_names_problem", "resolve_labels"]
 
 
 @dataclass
@@ -24,6 +25,56 @@ class LabelInfo:
     counts: np.ndarray  #: training samples per class
 
 
+_FLOAT_EXACT = 2.0 ** 53
+_INT64 = np.iinfo(np.int64)
+
+
+def _check_int64(values) -> None:
+    """Refuse Python ints that int64 (the dtype of ``classes_``) cannot hold."""
+    for i, v in enumerate(values):
+        if not _INT64.min <= v <= _INT64.max:
+            raise ValueError(f"y[{i}] is {v!r}: integer labels must fit in 64 bits")
+
+
+def class_names_problem(class_names):
+    """Why ``class_names`` cannot name the classes, or None if it can.
+
+    The names must be ordered (a list, tuple, array or mapping: which class
+    is 0 must not depend on ``PYTHONHASHSEED``, as it would for a set or a
+    dict view), non-empty, distinct (two classes with one name get one
+    prompt and cannot be told apart) and not blank.
+    """
+    if isinstance(class_names, (str, bytes)):
+        return "class_names must be a sequence of names or a mapping, not a single str"
+    if isinstance(class_names, (AbstractSet, MappingView)):
+        return (
+            f"class_names is a {type(class_names).__name__}: sets and dict views do not "
+            "say which class is 0 (a set's order changes with PYTHONHASHSEED); pass a "
+            "list, e.g. sorted(names), or the mapping itself"
+        )
+    if isinstance(class_names, Mapping):
+        names = [str(v) for v in class_names.values()]
+    else:
+        try:
+            names = [str(n) for n in class_names]
+        except TypeError:
+            return f"class_names must be a sequence of names or a mapping, not {type(class_names).__name__}"
+    if not names:
+        return "class_names is empty"
+    for i, name in enumerate(names):
+        if not name.strip():
+            return f"class_names has an empty name (entry {i}: {name!r})"
+    seen = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            return (
+                f"class_names has the name {name!r} twice (entries {seen[name]} and {i}); "
+                "each class needs its own name"
+            )
+        seen[name] = i
+    return None
+
+
 def _as_label_array(y) -> np.ndarray:
     from_sequence = isinstance(y, (list, tuple))
     y = column_or_1d(np.asarray(y, dtype=None if not from_sequence else object), warn=True)
@@ -31,6 +82,7 @@ def _as_label_array(y) -> np.ndarray:
         # Lists of ints arrive as object arrays above; make them ints again so
         # that classes_ has a numeric dtype like sklearn's.
         if all(isinstance(v, Integral) and not isinstance(v, bool) for v in y):
+            _check_int64(y)
             y = y.astype(np.int64)
         elif from_sequence and all(isinstance(v, str) for v in y):
             # What numpy (and so LabelEncoder) makes of a list of str. An
@@ -45,6 +97,15 @@ def _as_label_array(y) -> np.ndarray:
                 f"{int(np.flatnonzero(bad)[0])}"
             )
         if np.all(y == np.round(y)):
+            # Beyond 2**53 floats skip integers, and beyond 2**63 the cast
+            # to int64 wraps (1e20 would become class -2**63): refuse.
+            huge = np.abs(y) > _FLOAT_EXACT
+            if huge.any():
+                i = int(np.flatnonzero(huge)[0])
+                raise ValueError(
+                    f"y[{i}] is {y[i]!r}: float labels beyond 2**53 cannot be told apart "
+                    "exactly as classes; use integer or string labels"
+                )
             y = y.astype(np.int64)
     if y.dtype == object:
         for i, v in enumerate(y):
@@ -108,6 +169,10 @@ def resolve_labels(y, class_names=None, *, allow_unlabeled: bool = False) -> Lab
         unsortable mixtures, -1 where not allowed, labels outside
         ``class_names`` and fewer than 2 classes are named.
     """
+    if class_names is not None:
+        problem = class_names_problem(class_names)
+        if problem is not None:
+            raise ValueError(problem)
     y = _as_label_array(y)
     unlabeled = np.zeros(len(y), dtype=bool)
     if allow_unlabeled:

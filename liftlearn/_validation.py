@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import operator
 import os
+import string
 from numbers import Integral, Real
 from typing import Any, Callable, Iterable, Mapping, Optional
 
@@ -34,11 +35,17 @@ __all__ = [
     "Interval",
     "InvalidParameterError",
     "IntSequence",
+    "MAX_TTE_EXPAND",
     "Options",
     "PathLike",
     "Predicate",
+    "is_prompt_template",
     "validate_params",
 ]
+
+#: The largest ``tte_expand`` (pixels added to the resolution before TTE's
+#: five crops; LIFT+ uses 24 at 224).
+MAX_TTE_EXPAND = 1024
 
 
 class InvalidParameterError(ValueError, TypeError):
@@ -183,6 +190,24 @@ class Predicate(Constraint):
 
     def __str__(self):
         return self.description
+
+
+def is_prompt_template(value) -> bool:
+    """Whether ``value`` is a str with exactly one replacement field, ``{}``
+    (or ``{0}``), where ``value.format(name)`` puts the class name.
+
+    ``"{} {}"`` and ``"{x} {}"`` would fail in ``format`` (IndexError,
+    KeyError); literal braces are written ``{{`` and ``}}``.
+    """
+    if not isinstance(value, str):
+        return False
+    try:
+        fields = [(name, spec, conversion)
+                  for _, name, spec, conversion in string.Formatter().parse(value)
+                  if name is not None]
+    except ValueError:  # unbalanced braces
+        return False
+    return len(fields) == 1 and fields[0] in (("", "", None), ("0", "", None))
 
 
 def _make(constraint) -> Constraint:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import operator
 import os
 import stat
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence, Union
 
@@ -409,12 +410,28 @@ def find_bad_images(
         n_chunks = min(len(entries), 4 * n_jobs)
         bounds = np.linspace(0, len(entries), n_chunks + 1).astype(int)
         chunks = [entries[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-        with ThreadPoolExecutor(max_workers=min(n_jobs, n_chunks)) as pool:
+        stop = threading.Event()
+
+        def check_chunk(chunk):
+            out = []
+            for entry in chunk:
+                if stop.is_set():  # the caller is gone (Ctrl-C): stop early
+                    break
+                out.append(problem_of(entry))
+            return out
+
+        pool = ThreadPoolExecutor(max_workers=min(n_jobs, n_chunks))
+        try:
             # map keeps input order.
-            problems = [
-                p for chunk in pool.map(lambda c: [problem_of(e) for e in c], chunks)
-                for p in chunk
-            ]
+            problems = [p for chunk in pool.map(check_chunk, chunks) for p in chunk]
+        except BaseException:
+            # Ctrl-C (or an error): cancel the chunks not started and tell
+            # the running ones to stop after their current file, without
+            # waiting for them (a `with` block would wait for every chunk).
+            stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
     return [(i, p) for i, p in enumerate(problems) if p is not None]
 
 

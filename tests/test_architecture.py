@@ -30,6 +30,8 @@ LAYER_OF = {
     "liftlearn._device": "base",
     "liftlearn._labels": "base",
     "liftlearn._logging": "base",
+    "liftlearn._io": "base",
+    "liftlearn._random": "base",
     "liftlearn.data": "data",
     "liftlearn.transforms": "data",
     "liftlearn.metrics": "metrics",

@@ -3,13 +3,33 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .._device import usable_cpus
+from ..exceptions import LiftLearnWarning
 
-__all__ = ["make_loader", "progress"]
+__all__ = ["clamp_workers", "make_loader", "progress"]
+
+
+def clamp_workers(num_workers):
+    """``num_workers`` at most the usable CPUs, with a warning when clamped.
+
+    More worker processes than CPUs only add memory (each holds a copy of
+    the dataset and its prefetched batches) and contention.
+    """
+    if num_workers is None:
+        return None
+    cpus = usable_cpus()
+    if num_workers > cpus:
+        warnings.warn(
+            f"num_workers={num_workers} is more than the {cpus} CPU(s) this process may use; "
+            f"using {cpus}", LiftLearnWarning, stacklevel=3,
+        )
+        return cpus
+    return int(num_workers)
 
 
 def make_loader(dataset: Dataset, batch_size: int, device: torch.device, num_workers=None,
@@ -23,6 +43,7 @@ def make_loader(dataset: Dataset, batch_size: int, device: torch.device, num_wor
     """
     if num_workers is None:
         num_workers = min(16, max(1, usable_cpus() - 1)) if device.type == "cuda" else 0
+    num_workers = clamp_workers(num_workers)
     extra = {}
     if num_workers > 0:
         # Loaders are rebuilt every epoch (the epoch is a dataset argument),
@@ -37,6 +58,12 @@ def make_loader(dataset: Dataset, batch_size: int, device: torch.device, num_wor
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
         drop_last=False,
+        # Its own generator: without one, every iteration draws the workers'
+        # base seed from torch's global generator, which moves the caller's
+        # random state and races with seeded initialisations in other
+        # threads. The datasets draw their randomness from their own
+        # (seed, epoch, image) generators, so the base seed changes nothing.
+        generator=torch.Generator().manual_seed(0),
         **extra,
     )
 

@@ -29,6 +29,7 @@ __all__ = [
     "TrainConfig",
     "backward",
     "check_finite_loss",
+    "check_trained_network",
     "fit_task",
     "make_optimizer",
     "optimizer_step",
@@ -95,6 +96,54 @@ def check_finite_loss(loss: float, epoch: int, lr: float) -> None:
         )
 
 
+def _probe_images(network: torch.nn.Module, device: torch.device) -> Optional[torch.Tensor]:
+    """Two fixed random images for the end-of-epoch check (None: the network
+    has no backbone to say their size). Drawn from their own generator, so
+    the caller's random state is untouched."""
+    backbone = getattr(network, "backbone", None)
+    size = getattr(backbone, "image_size", None)
+    if not isinstance(size, int):
+        return None
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(2, 3, size, size, generator=generator).to(device)
+
+
+@torch.no_grad()
+def _health(network: torch.nn.Module, params, probe: Optional[torch.Tensor], autocast) -> torch.Tensor:
+    """On the device, without a sync: ``[trained parameters finite, logits of
+    the probe images finite]`` as a float tensor of 0/1.
+
+    The loss is computed before each step, so the last step of an epoch (or
+    the only one) can leave NaN or infinite weights that no loss shows; a
+    forward in eval mode (as prediction runs) catches weights that are
+    finite but overflow.
+    """
+    params_ok = torch.stack([torch.isfinite(p).all() for p in params]).all()
+    if probe is None:
+        return torch.stack([params_ok, params_ok]).double()
+    was_training = network.training
+    network.eval()
+    try:
+        with autocast:
+            logits = network(probe)
+    finally:
+        network.train(was_training)
+    return torch.stack([params_ok, torch.isfinite(logits).all()]).double()
+
+
+def check_trained_network(params_ok: bool, logits_ok: bool, epoch: int, lr: float) -> None:
+    """Stop a fit whose network stopped being finite (checked once per epoch)."""
+    if params_ok and logits_ok:
+        return
+    what = ("the trained parameters are no longer finite (NaN or inf)" if not params_ok
+            else "the network's logits are no longer finite (NaN or inf) although its weights are")
+    raise TrainingError(
+        f"after epoch {epoch + 1} {what}: the optimisation diverged; try a smaller lr "
+        f"(now {lr}), check the images for extreme values, or train in fp32 "
+        "(device='cpu') to rule out mixed precision"
+    )
+
+
 def fit_task(
     task,
     config: TrainConfig,
@@ -130,7 +179,9 @@ def fit_task(
     Raises
     ------
     TrainingError
-        If the loss stops being finite.
+        If the loss, the trained parameters or the logits of a fixed probe
+        batch stop being finite (checked at the end of every epoch, before
+        the checkpoint is written).
     """
     network = task.network
     micro = config.micro_batch_size
@@ -153,6 +204,8 @@ def fit_task(
         task.load_state_dict(saved.get("task", {}))
         history = list(saved["history"])
     loader = partial(make_loader, device=device, num_workers=config.num_workers)
+    trained = [p for p in network.parameters() if p.requires_grad]
+    probe = _probe_images(network, device)
     network.train()
     for epoch in range(len(history), config.epochs):
         start = time.perf_counter()
@@ -173,9 +226,13 @@ def fit_task(
                 optimizer_step(optimizer, scaler)
                 task.after_optimizer_step()
         scheduler.step()
-        # One host sync per epoch: checking every step would stall the GPU.
-        mean_loss = float(total_loss) / max(n, 1)
+        # One host sync per epoch (the loss and the network's health
+        # together): checking every step would stall the GPU.
+        health = _health(network, trained, probe, autocast)
+        loss_sum, params_ok, logits_ok = torch.cat([total_loss.reshape(1).double(), health]).tolist()
+        mean_loss = loss_sum / max(n, 1)
         check_finite_loss(mean_loss, epoch, config.lr)
+        check_trained_network(bool(params_ok), bool(logits_ok), epoch, config.lr)
         record = {"epoch": epoch + 1, "loss": mean_loss}
         record.update(task.epoch_end(n))
         record.update({"lr": lr, "seconds": time.perf_counter() - start})

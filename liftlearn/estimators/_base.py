@@ -27,9 +27,11 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 
 from .._device import map_device, resolve_device
-from .._labels import resolve_labels
+from .._labels import class_names_problem, resolve_labels
 from .._logging import verbosity
-from .._validation import Boolean, Interval, Options, PathLike, Predicate, validate_params
+from .._validation import (
+    MAX_TTE_EXPAND, Boolean, Interval, Options, PathLike, Predicate, is_prompt_template, validate_params,
+)
 from ..data import check_paths, find_bad_images
 from ..engine.predict import predict_images
 from ..exceptions import BadImageError, LiftLearnWarning, UnknownLabelWarning
@@ -97,7 +99,9 @@ class CLIPEstimator(BaseEstimator, ABC):
         "backbone": [Predicate(_is_backbone_name, "a non-empty open_clip model name")],
         "pretrained": [PathLike(), None],
         "tte": [Boolean()],
-        "tte_expand": [Interval(Integral, 0)],
+        # Images are resized to resolution + tte_expand: a bound keeps a typo
+        # (10**6) from allocating gigapixel images.
+        "tte_expand": [Interval(Integral, 0, MAX_TTE_EXPAND)],
         "batch_size": [Interval(Integral, 1)],
         "device": [Predicate(_is_device, "'auto', a device name such as 'cpu' or 'cuda:0', or a torch.device")],
         "num_workers": [Interval(Integral, 0), None],
@@ -228,13 +232,12 @@ class CLIPEstimator(BaseEstimator, ABC):
 
 
 def _is_class_names(value) -> bool:
-    if isinstance(value, Mapping):
-        return len(value) > 0
+    # Sized and iterable (a generator would be used up by the check), and
+    # ordered, distinct, non-blank names (see class_names_problem).
     return (
-        not isinstance(value, (str, bytes))
-        and hasattr(value, "__len__")
+        hasattr(value, "__len__")
         and hasattr(value, "__iter__")
-        and len(value) > 0
+        and class_names_problem(value) is None
     )
 
 
@@ -244,12 +247,12 @@ class CLIPClassifier(ClassifierMixin, CLIPEstimator):
     _parameter_constraints: dict = {
         **CLIPEstimator._parameter_constraints,
         "class_names": [
-            Predicate(_is_class_names, "a non-empty sequence of names or a mapping label -> name"),
+            Predicate(_is_class_names, "a non-empty list (ordered: not a set) of distinct, "
+                                       "non-blank names or a mapping label -> name"),
             None,
         ],
         "prompt_template": [Predicate(
-            lambda v: isinstance(v, str) and "{}" in v,
-            "a str with one '{}' where the class name goes",
+            is_prompt_template, "a str with exactly one '{}' where the class name goes",
         )],
     }
 
@@ -424,8 +427,7 @@ def prompt_template_constraint(ensemble: bool) -> list:
         return CLIPClassifier._parameter_constraints["prompt_template"]
 
     def ok(value):
-        prompt_templates(value)
-        return True
+        return all(is_prompt_template(t) for t in prompt_templates(value))
 
-    return [Predicate(ok, "a str with one '{}' where the class name goes, or a "
+    return [Predicate(ok, "a str with exactly one '{}' where the class name goes, or a "
                           "non-empty list of such str (a prompt ensemble)")]

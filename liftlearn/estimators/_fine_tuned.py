@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from abc import abstractmethod
 from numbers import Integral, Real
@@ -12,9 +13,12 @@ import torch
 import torch.nn.functional as F
 from sklearn.utils import check_random_state
 
+from .._io import check_writable_dir
+from .._random import seeded_global_rng
 from .._validation import Boolean, Constraint, Interval, IntSequence, Options, PathLike, Predicate
 from ..data import check_paths, find_bad_images
 from ..engine import Checkpoint, TrainConfig, fit_task
+from ..engine._loading import clamp_workers
 from ..exceptions import BadImageError, LiftLearnWarning
 from ..nn.backbones import get_backbone
 from ..engine import predict_images
@@ -84,6 +88,19 @@ def data_init_rows(init: str, features, y, n_classes: int):
     rows = np.where(norms > 0, rows / np.where(norms > 0, norms, 1), rows)
     missing = sorted(set(range(n_classes)) - set(int(c) for c in present))
     return rows, missing
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _file_signature(path) -> tuple:
+    """``(size, mtime in ns)`` of a file, ``(-1, -1)`` if it cannot be read."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return (-1, -1)
+    return (st.st_size, st.st_mtime_ns)
 
 
 class _RegisteredTuner(Constraint):
@@ -181,6 +198,10 @@ class FineTunedClassifier(CLIPClassifier):
             estimator is left unfitted.
         """
         spec, device = self._backbone_spec(), self._resolve_device()
+        # Before the image check: a checkpoint_dir that cannot be written
+        # must not cost a training run first.
+        self._check_checkpoint_dir()
+        config = self._train_config()
         self._check_y(y)
         paths, labels, skipped, kept = self._training_images(X, y, class_names)
         self._check_labels(labels)
@@ -192,7 +213,7 @@ class FineTunedClassifier(CLIPClassifier):
         backbone = get_backbone(spec, device)
         network = self._build_network(backbone, labels.names, seed).to(device)
         task = self._make_task(network, backbone, paths, labels, seed, device)
-        history = fit_task(task, self._train_config(), device, checkpoint)
+        history = fit_task(task, config, device, checkpoint)
         self._set_fitted(
             classes_=labels.classes, class_names_=list(labels.names), class_counts_=labels.counts,
             module_=network, history_=history, device_=device, skipped_images_=skipped,
@@ -240,6 +261,11 @@ class FineTunedClassifier(CLIPClassifier):
             raise BadImageError(paths[i], reason + more)
         skipped = [(str(paths[i]), reason) for i, reason in bad]
         keep = np.ones(len(paths), dtype=bool)
+        if skipped and len(skipped) == len(paths):
+            raise ValueError(
+                f"no usable training image is left: all {len(paths)} are unusable (e.g. "
+                f"{skipped[0][0]!r}: {skipped[0][1]}), and on_bad_image='skip' leaves them out"
+            )
         if skipped:
             warnings.warn(
                 f"skipping {len(skipped)} unusable training image(s), e.g. "
@@ -252,20 +278,53 @@ class FineTunedClassifier(CLIPClassifier):
             labels = self._labels(paths, y_kept, names_arg, allow_unlabeled=allow_unlabeled)
         return paths, labels, skipped, keep
 
+    def _check_checkpoint_dir(self) -> None:
+        """Refuse a ``checkpoint_dir`` that is a file or cannot be written
+        (creating it if needed), naming the parameter."""
+        if self.checkpoint_dir is not None:
+            check_writable_dir(self.checkpoint_dir, f"{type(self).__name__}: checkpoint_dir")
+
     def _checkpoint(self, paths, labels):
+        """This run's checkpoint, keyed as build tools key their targets: the
+        estimator, its parameters, every image's path, size and modification
+        time (so changed contents under the same names start a new run), the
+        pretrained weights file's likewise, the labels and the class names."""
         if self.checkpoint_dir is None:
             return None
-        h = hashlib.sha256()
         ignore = {"verbose", "num_workers", "device", "checkpoint_dir", "check_images", "on_bad_image"}
         params = {k: v for k, v in self.get_params(deep=False).items() if k not in ignore}
         if not isinstance(params.get("random_state"), Integral):
             params.pop("random_state", None)  # resume whatever run was saved
-        h.update(type(self).__name__.encode())
-        h.update(repr(sorted((k, repr(v)) for k, v in params.items())).encode())
-        h.update("\0".join(map(str, paths)).encode())
+        signatures = [_file_signature(p) for p in paths]
+        h = hashlib.sha256(b"liftlearn checkpoint key 2\0")
+        h.update(_utf8(type(self).__name__))
+        h.update(_utf8(repr(sorted((k, repr(v)) for k, v in params.items()))))
+        if isinstance(self.pretrained, (str, os.PathLike)) and os.path.isfile(self.pretrained):
+            h.update(repr(_file_signature(self.pretrained)).encode())
+        for path, (size, mtime) in zip(paths, signatures):
+            # surrogatepass: names that are not UTF-8 (os.listdir gives them
+            # as lone surrogates) hash too.
+            h.update(_utf8(str(path)) + f"\0{size}\0{mtime}\0".encode())
         h.update(labels.y_encoded.tobytes())
-        h.update("\0".join(labels.names).encode())
-        return Checkpoint(self.checkpoint_dir, h.hexdigest())
+        h.update(_utf8("\0".join(labels.names)))
+        newest = max((mtime for _, mtime in signatures), default=0)
+        return Checkpoint(self.checkpoint_dir, h.hexdigest(),
+                          legacy_key=self._legacy_checkpoint_key(params, paths, labels),
+                          inputs_mtime_ns=newest)
+
+    def _legacy_checkpoint_key(self, params, paths, labels):
+        """The key of releases that hashed paths only (None where those
+        releases could not hash the names), so their checkpoints resume."""
+        h = hashlib.sha256()
+        try:
+            h.update(type(self).__name__.encode())
+            h.update(repr(sorted((k, repr(v)) for k, v in params.items())).encode())
+            h.update("\0".join(map(str, paths)).encode())
+            h.update(labels.y_encoded.tobytes())
+            h.update("\0".join(labels.names).encode())
+        except UnicodeEncodeError:
+            return None
+        return h.hexdigest()
 
     def _train_config(self) -> TrainConfig:
         return TrainConfig(
@@ -275,7 +334,8 @@ class FineTunedClassifier(CLIPClassifier):
             lr=float(self.lr),
             momentum=float(self.momentum),
             weight_decay=float(self.weight_decay),
-            num_workers=None if self.num_workers is None else int(self.num_workers),
+            # More workers than CPUs: warned about once, here, and clamped.
+            num_workers=clamp_workers(None if self.num_workers is None else int(self.num_workers)),
             verbose=int(self.verbose),
             compile=bool(self.compile),
         )
@@ -356,9 +416,11 @@ class FineTunedClassifier(CLIPClassifier):
         elif layers is not None:
             layers = [int(i) for i in layers]
         dim = None if self.adapter_dim is None else int(self.adapter_dim)
+        # nn.Linear and friends initialise from torch's global generator:
+        # seed it under the process-wide lock, so that fits in other threads
+        # neither perturb nor see this draw, and restore the caller's state.
         options = self._tuner_options()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded_global_rng(seed):
             if options:
                 return build_tuner(self.adapter, backbone, n_classes, dim, layers=layers,
                                    method_options=options)

@@ -161,9 +161,12 @@ default="semantic"
         them as errors.
     checkpoint_dir : str, os.PathLike or None, default=None
         Save the fit's state after every epoch to
-        ``checkpoint_dir/liftlearn-checkpoint.pt``; a later fit of the same
-        data with the same parameters resumes from the last finished epoch
-        and gives the same model as an uninterrupted fit.
+        ``checkpoint_dir/liftlearn-checkpoint-<run key>.pt`` (one file per
+        run: parameters, labels, image paths, sizes and modification times);
+        a later fit of the same data with the same parameters resumes from
+        the last finished epoch and gives the same model as an uninterrupted
+        fit. Checked writable when ``fit`` starts; see
+        :func:`liftlearn.engine.checkpoint.clean_checkpoints`.
     random_state : int, RandomState instance or None, default=None
         Seeds the adapter initialisation, the shuffling and the crops.
     verbose : int, default=0

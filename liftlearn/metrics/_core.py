@@ -546,7 +546,7 @@ def long_tail_report(
     class_counts, labels, many_threshold, few_threshold
         As in :func:`shot_groups`; ``labels`` also orders ``y_proba``.
     target_names : list of str of shape (n_classes,), default=None
-        Display names of ``labels``.
+        Display names of ``labels``; distinct (a ValueError names a repeat).
     y_proba : array-like of shape (n_samples, n_classes), default=None
         Predicted probabilities; adds the expected calibration error.
     digits : int, default=3
@@ -598,6 +598,15 @@ def long_tail_report(
     names = [str(name) for name in names]
     if len(names) != k:
         raise ValueError(f"target_names has {len(names)} entries for {k} labels")
+    # The dict is keyed by name: a repeated name would silently drop classes.
+    first = {}
+    for i, name in enumerate(names):
+        if name in first:
+            raise ValueError(
+                f"target_names has {name!r} twice (positions {first[name]} and {i}); "
+                "each class needs its own name"
+            )
+        first[name] = i
     groups = _groups(tally.counts, many_threshold, few_threshold)
     group_of = np.select(list(groups.values()), list(groups), default="")
     shot = _shot(tally, many_threshold, few_threshold)

@@ -109,6 +109,14 @@ class TunerMethod:
         blocks (a ``sized`` method); None: no size."""
         return None
 
+    def max_size(self, width: int) -> Optional[int]:
+        """The largest ``adapter_dim`` a caller may ask for on a backbone of
+        this ``width`` (None: no bound), checked before anything is
+        allocated. By default the width: a bottleneck or a rank above the
+        width adds parameters but no capacity (and ``adapter_dim=10**6``
+        would ask for gigabytes)."""
+        return width if self.sized else None
+
     def build_block(
         self,
         *,

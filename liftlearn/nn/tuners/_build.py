@@ -63,6 +63,14 @@ def build_tuner(adapter: str, backbone, n_classes: int, adapter_dim=None, **opti
             f"adapter_dim does not apply to adapter={adapter!r}; leave it None "
             f"(it sizes {sized})"
         )
+    if adapter_dim is not None:
+        # Before anything is allocated (auto sizes are LIFT+'s own and left alone).
+        limit = method.max_size(backbone.feature_dim)
+        if limit is not None and adapter_dim > limit:
+            raise ValueError(
+                f"adapter_dim={adapter_dim} is too large for adapter={adapter!r} on "
+                f"{backbone.spec.name!r} (width {backbone.feature_dim}): at most {limit}"
+            )
     if backbone.kind == "timm":
         return _timm_tuner(adapter, backbone, layers, adapter_dim)
     if backbone.kind != "vit":

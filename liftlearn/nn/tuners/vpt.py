@@ -12,7 +12,12 @@ from torch import nn
 
 from ._base import TunerMethod, _pow2, register_tuner
 
-__all__ = ["auto_prompt_length"]
+__all__ = ["MAX_PROMPT_LENGTH", "auto_prompt_length"]
+
+#: The longest prompt a caller may ask for: every block's attention then runs
+#: over this many extra tokens (LIFT+'s automatic lengths for 8,142 classes
+#: on 12 blocks: 512).
+MAX_PROMPT_LENGTH = 1024
 
 
 def auto_prompt_length(n_classes: int, n_layers: int) -> int:
@@ -32,6 +37,9 @@ class VPTMethod(TunerMethod):
 
     def auto_size(self, n_classes, n_layers):
         return auto_prompt_length(n_classes, n_layers)
+
+    def max_size(self, width):
+        return MAX_PROMPT_LENGTH
 
     def build_block(self, *, index, width, mlp_width, size, block):
         # N(0, 0.02), as LIFT+.
