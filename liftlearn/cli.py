@@ -5,39 +5,74 @@ Examples
 Fit on the sample shipped with liftlearn, then evaluate and predict::
 
     liftlearn fit --data cifar10-lt-sample --backbone liftlearn-tiny-vit \\
-        --pretrained none --epochs 1 --out model.joblib
-    liftlearn evaluate --model model.joblib --data cifar10-lt-sample --plot per_class.png
-    liftlearn predict --model model.joblib --data cifar10-lt-sample --out preds.csv
+        --pretrained none --epochs 1 --out model.safetensors
+    liftlearn evaluate --model model.safetensors --data cifar10-lt-sample --plot per_class.png
+    liftlearn predict --model model.safetensors --data cifar10-lt-sample --out preds.csv
 
 On a benchmark (CLIP ViT-B/16, the LIFT+ recipe)::
 
     liftlearn fit --data imagenet-lt --root /data/imagenet --list-dir /data/ImageNet_LT \\
-        --out imagenet_lt.joblib
-    liftlearn evaluate --model imagenet_lt.joblib --data imagenet-lt --root /data/imagenet \\
+        --out imagenet_lt.safetensors
+    liftlearn evaluate --model imagenet_lt.safetensors --data imagenet-lt --root /data/imagenet \\
         --list-dir /data/ImageNet_LT --split test --json report.json
 """
 
+# Only the standard library is imported here: ``liftlearn --help`` and
+# ``--version`` build the parser and exit, so torch, open_clip, scikit-learn
+# and numpy are imported by the commands that use them (tests/test_cli.py
+# checks sys.modules after --help).
 from __future__ import annotations
 
 import argparse
 import ast
-import csv
+import contextlib
 import inspect
+import io
 import json
+import logging
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
-import numpy as np
+from . import __version__
 
-from .datasets import SOURCES, load_source
+__all__ = [
+    "DATA_SOURCES",
+    "ESTIMATORS",
+    "MODEL_SUFFIXES",
+    "load_data",
+    "load_model",
+    "main",
+    "save_model",
+]
 
-__all__ = ["DATA_SOURCES", "load_data", "load_model", "main", "save_model"]
+#: ``--estimator`` names and the estimator class each one fits.
+ESTIMATORS = {
+    "lift-plus": "LiftPlusClassifier",
+    "ulfine": "ULFineClassifier",
+    "zero-shot": "ZeroShotClassifier",
+}
 
-#: The names ``--data`` accepts: the keys of :data:`liftlearn.datasets.SOURCES`.
-DATA_SOURCES = tuple(SOURCES)
+#: Model file suffixes and their format: ``.safetensors`` is liftlearn's
+#: pickle-free format (safe to share); ``.joblib`` and ``.pkl`` are pickles.
+MODEL_SUFFIXES = {".safetensors": "safetensors", ".joblib": "joblib", ".pkl": "joblib"}
+
+#: The folder of an ``imagefolder`` training split that holds unlabeled
+#: images (``--estimator ulfine``); it is not a class.
+UNLABELED_FOLDER = "unlabeled"
+
+_log = logging.getLogger("liftlearn.cli")
+
+
+def __getattr__(name: str):
+    # DATA_SOURCES is read on first use: liftlearn.datasets imports numpy.
+    if name == "DATA_SOURCES":
+        from .datasets import SOURCES
+
+        return tuple(SOURCES)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class UserError(Exception):
@@ -47,48 +82,140 @@ class UserError(Exception):
 # ------------------------------------------------------------ model files
 
 
-def save_model(estimator: Any, path: str | os.PathLike) -> None:
-    """Write a fitted estimator to ``path``.
+def _model_format(path: str | os.PathLike, option: str = "--out") -> str:
+    """The format a model file's suffix asks for; refuses any other suffix."""
+    suffix = Path(path).suffix.lower()
+    fmt = MODEL_SUFFIXES.get(suffix)
+    if fmt is None:
+        got = f"suffix {suffix!r}" if suffix else "no suffix"
+        raise UserError(
+            f"{option} {_shown(path)}: {got}; a model file ends in .safetensors (safe to "
+            "share), .joblib or .pkl (pickles: load only files you trust)"
+        )
+    return fmt
 
-    A ``.safetensors`` path gets liftlearn's pickle-free format
-    (:func:`liftlearn.persistence.save`); anything else a joblib file.
+
+def save_model(estimator: Any, path: str | os.PathLike) -> None:
+    """Write a fitted estimator to ``path``, in the format its suffix names.
+
+    ``.safetensors``: liftlearn's pickle-free format
+    (:func:`liftlearn.persistence.save`); ``.joblib`` or ``.pkl``: a joblib
+    pickle. Any other suffix is refused (a ``.pt`` file would otherwise be a
+    pickle under a misleading name). The file is written atomically: a
+    temporary file in the same folder, synced, then renamed over ``path``,
+    so a failed or interrupted write leaves any previous file intact.
 
     Parameters
     ----------
-    estimator : LiftPlusClassifier
+    estimator : LiftPlusClassifier, ULFineClassifier, ZeroShotClassifier or CLIPFeatures
         The fitted estimator.
     path : str or os.PathLike
         Output file; its folder is created.
+
+    Raises
+    ------
+    UserError
+        For a suffix other than ``.safetensors``, ``.joblib`` or ``.pkl``.
     """
+    from ._io import atomic_write
+
+    fmt = _model_format(path)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".safetensors":
+    if fmt == "safetensors":
         from .persistence import save
 
-        save(estimator, path)
+        atomic_write(path, lambda tmp: save(estimator, tmp), what="model file")
         return
     import joblib
 
-    joblib.dump(estimator, path)
+    atomic_write(path, lambda tmp: joblib.dump(estimator, tmp), what="model file")
 
 
-def load_model(path: str | os.PathLike) -> Any:
-    """Read an estimator written by :func:`save_model`.
+# First bytes of the files joblib writes: a pickle (protocol >= 2) or one of
+# its compressors (zlib, gzip, bz2, xz, lzma, lz4).
+_JOBLIB_MAGIC = (b"\x80", b"\x78", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x5d\x00\x00", b"\x04\x22\x4d\x18")
 
-    Only load joblib model files you trust: they can run code when loaded.
-    ``.safetensors`` files cannot.
+
+def _sniff_model_file(path: Path) -> str:
+    """``"safetensors"`` or ``"joblib"`` from a file's first bytes.
+
+    Raises :class:`UserError` for anything else (an empty or text file is
+    never handed to the unpickler).
     """
-    import joblib
+    with open(path, "rb") as f:
+        head = f.read(16)
+    size = path.stat().st_size
+    if not head:
+        raise UserError(f"{_shown(path)} is not a liftlearn model file: it is empty")
+    # safetensors: an 8-byte little-endian header length, then a JSON object.
+    if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < size:
+        return "safetensors"
+    if head.startswith(_JOBLIB_MAGIC):
+        return "joblib"
+    raise UserError(
+        f"{_shown(path)} is not a liftlearn model file: neither a .safetensors nor a "
+        "joblib file (write one with 'liftlearn fit --out')"
+    )
 
-    from .persistence import load
 
+def load_model(path: str | os.PathLike, *, classifier: bool = True) -> Any:
+    """Read an estimator written by :func:`save_model` (or ``joblib.dump``).
+
+    The format is read from the file's first bytes. Only load joblib model
+    files you trust: they can run code when loaded. ``.safetensors`` files
+    cannot.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    classifier : bool, default=True
+        Require a fitted classifier (``evaluate`` and ``predict`` need one).
+
+    Raises
+    ------
+    UserError
+        In one line, when the file is missing, empty, not a model file, or
+        holds something other than a fitted liftlearn estimator (a dict, an
+        unfitted estimator, a transformer where a classifier is needed).
+    """
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"model file not found: {path}")
+        raise UserError(f"model file not found: {_shown(path)}")
+    kind = _sniff_model_file(path)
     try:
-        return load(path) if path.suffix == ".safetensors" else joblib.load(path)
+        if kind == "safetensors":
+            from .persistence import load
+
+            model = load(path)
+        else:
+            import joblib
+
+            model = joblib.load(path)
     except Exception as exc:  # noqa: BLE001 - any unreadable file
-        raise UserError(f"cannot read model file {path}: {exc}") from None
+        from .exceptions import BackboneError
+
+        if isinstance(exc, BackboneError):
+            raise  # the backbone, not the file: main() gives advice
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        if "not a liftlearn model file" not in reason:  # persistence.load says it already
+            reason = f"{_shown(path)} is not a readable liftlearn model file: {reason}"
+        raise UserError(reason) from None
+    from .persistence import ESTIMATORS as REGISTRY
+
+    if type(model) not in REGISTRY.values():
+        raise UserError(
+            f"{_shown(path)} is not a liftlearn model file: it holds a {type(model).__name__}, "
+            f"not one of {', '.join(REGISTRY)}"
+        )
+    if not hasattr(model, "module_"):
+        raise UserError(f"{_shown(path)} holds an unfitted {type(model).__name__}")
+    if classifier and not hasattr(model, "classes_"):
+        raise UserError(
+            f"{_shown(path)} holds a {type(model).__name__}, which does not classify; "
+            "evaluate and predict need a classifier"
+        )
+    return model
 
 
 # ------------------------------------------------------------------ data
@@ -104,7 +231,7 @@ def load_data(
     n_max: int | None = None,
     cache_dir: str | None = None,
     seed: int = 0,
-) -> tuple[list[str], np.ndarray, list[str]]:
+):
     """Load ``(paths, y, class_names)`` of one split of a data source.
 
     Parameters
@@ -120,50 +247,128 @@ def load_data(
         Options of :func:`liftlearn.datasets.load_source`; each source uses
         those it needs. ``seed`` is the CIFAR-LT subset's (0: the papers'
         subset).
+
+    Returns
+    -------
+    paths : list of str
+    y : numpy.ndarray of int64
+        Indices into ``class_names``.
+    class_names : list of str
     """
+    from .datasets import load_source
+
+    _check_source(source, root)
+    return load_source(source, split, root=root, list_dir=list_dir, imbalance=imbalance,
+                       n_max=n_max, cache_dir=cache_dir, seed=seed)
+
+
+def _check_source(source: str, root: str | None) -> None:
+    """The options a data source needs are there (checked before any work)."""
+    from .datasets import SOURCES
+
     spec = SOURCES.get(source)
     if spec is None:
         raise UserError(f"unknown data source {source!r}")
     if spec.needs_root and root is None:
         raise UserError(f"--data {source} needs --root")
-    return load_source(source, split, root=root, list_dir=list_dir, imbalance=imbalance,
-                       n_max=n_max, cache_dir=cache_dir, seed=seed)
 
 
 def _subset(paths, y, n: int | None, seed: int):
     """A seeded random subset of ``n`` items, kept in their original order."""
+    import numpy as np
+
     if n is None or n >= len(paths):
         return list(paths), np.asarray(y)
     idx = np.sort(np.random.default_rng(seed).choice(len(paths), size=n, replace=False))
     return [paths[i] for i in idx], np.asarray(y)[idx]
 
 
+def _quoted(names, limit: int = 12) -> str:
+    shown = ", ".join(repr(str(n)) for n in list(names)[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _to_model_labels(model, y, names, source: str):
+    """The data's labels as the model's, matched by class NAME.
+
+    A data source numbers its classes its own way (an image folder by the
+    sorted folders it has), so label ``k`` of the data is the model's class
+    whose name is ``names[k]``. A class of the data (that has images) naming
+    no class of the model is refused, naming it and the model's classes.
+    """
+    import numpy as np
+
+    model_names = [str(n) for n in model.class_names_]
+    position: dict = {}
+    for i, name in enumerate(model_names):
+        position.setdefault(name, i)
+    y = np.asarray(y)
+    present = np.unique(y).tolist()
+    unknown = [str(names[k]) for k in present if str(names[k]) not in position]
+    if unknown:
+        what = "class folder(s)" if source == "imagefolder" else "class(es)"
+        raise UserError(
+            f"--data {source}: {what} {_quoted(unknown)} name no class of the model; "
+            f"the model's classes are {_quoted(model_names)}"
+        )
+    pos = np.array([position.get(str(n), -1) for n in names], dtype=np.int64)
+    return np.asarray(model.classes_)[pos[y]]
+
+
+def _split_unlabeled(y, names, source: str, estimator: str):
+    """Training labels for ``estimator``: an image folder's ``unlabeled/``
+    folder becomes ``y == -1`` for ULFine and is refused for the others."""
+    import numpy as np
+
+    names = list(names)
+    if source != "imagefolder" or UNLABELED_FOLDER not in names:
+        return np.asarray(y), names
+    if estimator != "ulfine":
+        raise UserError(
+            f"--data imagefolder: the folder {UNLABELED_FOLDER!r} holds unlabeled images, "
+            "which only --estimator ulfine learns from; move it out of the class folders "
+            "or add --estimator ulfine"
+        )
+    k = names.index(UNLABELED_FOLDER)
+    y = np.asarray(y).copy()
+    unlabeled = y == k
+    y[y > k] -= 1
+    y[unlabeled] = -1
+    del names[k]
+    return y, names
+
+
 # ------------------------------------------------------------ parameters
 
 
-def _estimator_params() -> dict[str, inspect.Parameter]:
-    from .estimators import LiftPlusClassifier
+def _estimator_class(name: str):
+    from . import estimators
 
-    sig = inspect.signature(LiftPlusClassifier.__init__)
+    return getattr(estimators, ESTIMATORS[name])
+
+
+def _estimator_params(name: str = "lift-plus") -> dict[str, inspect.Parameter]:
+    sig = inspect.signature(_estimator_class(name).__init__)
     return {k: v for k, v in sig.parameters.items() if k != "self"}
 
 
-def _estimator_defaults() -> dict[str, Any]:
-    """The defaults of LiftPlusClassifier's parameters, by parameter name."""
-    return {name: p.default for name, p in _estimator_params().items()}
+def _estimator_defaults(name: str = "lift-plus") -> dict[str, Any]:
+    """The defaults of an estimator's parameters, by parameter name."""
+    return {key: p.default for key, p in _estimator_params(name).items()}
 
 
 def _parse_param(text: str) -> tuple[str, Any]:
-    """``key=value`` -> (key, Python value); raises ArgumentTypeError."""
+    """``key=value`` -> (key, Python value); raises ArgumentTypeError.
+
+    The key is checked against the chosen estimator's parameters when the
+    command runs (``--estimator`` may come after ``--param``).
+    """
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
     key, raw = text.split("=", 1)
     key = key.strip().replace("-", "_")
-    params = _estimator_params()
-    if key not in params:
-        raise argparse.ArgumentTypeError(
-            f"unknown estimator parameter {key!r}; choose from {', '.join(params)}"
-        )
+    if not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
     raw = raw.strip()
     if raw.lower() in ("none", "null"):
         return key, None
@@ -192,11 +397,61 @@ def _pretrained(text: str) -> str | None:
 # ---------------------------------------------------------------- parser
 
 
+class _LazyChoices:
+    """argparse ``choices`` read on first use (a registry that imports torch
+    or numpy): parsing a command that does not use the option, and --help,
+    never read them."""
+
+    def __init__(self, load: Callable[[], Sequence[str]]):
+        self._load = load
+        self._items: tuple | None = None
+
+    def _get(self) -> tuple:
+        if self._items is None:
+            self._items = tuple(self._load())
+        return self._items
+
+    def __contains__(self, item) -> bool:
+        return item in self._get()
+
+    def __iter__(self):
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
+def _source_names() -> tuple:
+    from .datasets import SOURCES
+
+    return tuple(SOURCES)
+
+
+def _adapter_names() -> list:
+    from .nn.tuners import ADAPTERS
+
+    return sorted(ADAPTERS)
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """Shows "(default: X)" only where there is a meaningful default."""
+    """Shows "(default: X)" only where there is a meaningful default.
+
+    Options may carry ``lazy_help`` (a callable giving the help text) and
+    ``estimator_default`` (the LiftPlusClassifier parameter whose default
+    is shown): both are read only when that help is printed, so building
+    the parser imports nothing heavy. (argparse prints only options with a
+    help text, so a lazy one has a short plain one too.)
+    """
 
     def _get_help_string(self, action):
-        text = action.help or ""
+        lazy = getattr(action, "lazy_help", None)
+        text = lazy().replace("%", "%%") if lazy is not None else action.help or ""
+        param = getattr(action, "estimator_default", None)
+        if param is not None:
+            default = _estimator_defaults()[param]
+            if default is not None:
+                return f"{text} (default: {str(default).replace('%', '%%')})"
+            return text
         default = action.default
         if (
             "%(default)" not in text
@@ -212,11 +467,14 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 def _add_data_args(p: argparse.ArgumentParser, default_split: str, required: bool = True) -> None:
     g = p.add_argument_group("data")
-    g.add_argument(
-        "--data", choices=DATA_SOURCES, required=required, default=None, metavar="SOURCE",
-        help="one of: " + ", ".join(DATA_SOURCES) + ". cifar10-lt-sample is the "
-             "sample shipped with liftlearn (no --root); imagefolder reads "
-             "root/<split>/<class>/<image> or root/<class>/<image>",
+    data = g.add_argument(
+        "--data", choices=_LazyChoices(_source_names), required=required, default=None,
+        metavar="SOURCE", help="the data source (listed by --help)",
+    )
+    data.lazy_help = lambda: (
+        "one of: " + ", ".join(_source_names()) + ". cifar10-lt-sample is the "
+        "sample shipped with liftlearn (no --root); imagefolder reads "
+        "root/<split>/<class>/<image> or root/<class>/<image>"
     )
     g.add_argument("--root", help="dataset root: image root of the list files, "
                    "CIFAR pickles or image folders")
@@ -233,13 +491,29 @@ def _add_data_args(p: argparse.ArgumentParser, default_split: str, required: boo
                    "(default $LIFTLEARN_CACHE or ~/.cache/liftlearn)")
 
 
+#: fit's model options: (flag, estimator parameter, argparse type, metavar, help).
+#: Their defaults are the chosen estimator's (shown from LiftPlusClassifier's
+#: signature in ``fit --help``); an option the estimator lacks is refused.
+FIT_OPTIONS = (
+    ("--backbone", "backbone", str, "NAME", "open_clip model name"),
+    ("--pretrained", "pretrained", _pretrained, "TAG_OR_FILE",
+     "open_clip tag, checkpoint file, or 'none' for random weights"),
+    ("--adapter", "adapter", str, "METHOD", "module trained inside the encoder"),
+    ("--epochs", "epochs", _positive_int, "N", "training epochs"),
+    ("--batch-size", "batch_size", _positive_int, "N",
+     "SGD batch size (zero-shot: images per forward pass)"),
+    ("--lr", "lr", float, "LR", "learning rate"),
+    ("--device", "device", str, "DEVICE", "'auto', 'cpu', 'cuda', 'cuda:1', ..."),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``liftlearn`` command."""
-    from . import __version__
-    from .nn.tuners import ADAPTERS
+    """The argument parser of the ``liftlearn`` command.
 
-    default = _estimator_defaults()  # the fit options' defaults are the estimator's
-
+    Building it imports nothing beyond the standard library: data sources,
+    fine-tuning methods and the estimators' defaults are read when an
+    option needs them (parsing its value, or printing ``fit --help``).
+    """
     parser = argparse.ArgumentParser(
         prog="liftlearn",
         description="Long-tailed image classification with CLIP (LIFT+): fit a "
@@ -252,41 +526,49 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     fit = sub.add_parser(
-        "fit", help="train LIFT+ on a data source and write a model file",
-        description="Train LiftPlusClassifier on one split of a data source and "
-                    "write the fitted model. Defaults are the LIFT+ "
-                    "recipe for CLIP ViT-B/16 (5 epochs, AdaptFormer).",
+        "fit", help="train a model on a data source and write a model file",
+        description="Train an estimator (LIFT+ by default) on one split of a data "
+                    "source and write the fitted model. Defaults are the "
+                    "estimator's: the LIFT+ recipe for CLIP ViT-B/16 (5 epochs, "
+                    "AdaptFormer). Options an estimator does not have (--epochs "
+                    "for zero-shot) are refused.\n\n"
+                    "--estimator ulfine also learns from unlabeled images: with "
+                    "--data imagefolder, put them in a folder named 'unlabeled' "
+                    "beside the class folders (root/train/unlabeled/...).",
         formatter_class=_Formatter,
     )
     _add_data_args(fit, "train")
     fit.add_argument("--max-train", type=_positive_int, metavar="N",
                      help="train on a seeded random subset of N images (quick runs)")
     m = fit.add_argument_group("model")
-    m.add_argument("--backbone", default=default["backbone"], help="open_clip model name")
-    m.add_argument("--pretrained", type=_pretrained, default=default["pretrained"],
-                   help="open_clip tag, checkpoint file, or 'none' for random weights")
-    m.add_argument("--adapter", default=default["adapter"], choices=sorted(ADAPTERS),
-                   help="module trained inside the encoder")
-    m.add_argument("--epochs", type=_positive_int, default=default["epochs"],
-                   help="training epochs")
-    m.add_argument("--batch-size", type=_positive_int, default=default["batch_size"],
-                   help="SGD batch size")
-    m.add_argument("--lr", type=float, default=default["lr"], help="learning rate")
-    m.add_argument("--device", default=default["device"],
-                   help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    m.add_argument("--estimator", choices=tuple(ESTIMATORS), default="lift-plus",
+                   help="lift-plus (LiftPlusClassifier), ulfine (ULFineClassifier: "
+                        "semi-supervised) or zero-shot (ZeroShotClassifier: trains nothing)")
+    for flag, param, kind, metavar, text in FIT_OPTIONS:
+        extra = {"choices": _LazyChoices(_adapter_names)} if param == "adapter" else {}
+        action = m.add_argument(flag, dest=param, type=kind, metavar=metavar,
+                                default=argparse.SUPPRESS, help=text, **extra)
+        action.estimator_default = param
+        if param == "adapter":
+            action.lazy_help = lambda: ("module trained inside the encoder: "
+                                        + ", ".join(_adapter_names()))
     m.add_argument("--seed", type=int, default=0, help="random_state, also of --max-train")
     m.add_argument("--param", type=_parse_param, action="append", default=[],
                    metavar="KEY=VALUE",
-                   help="any other LiftPlusClassifier parameter, e.g. tau=1.5 or "
+                   help="any other parameter of the estimator, e.g. tau=1.5 or "
                         "tte=false (repeatable)")
     fit.add_argument("--out", required=True,
-                     help="model file to write: .safetensors (safe to share) or .joblib")
-    fit.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+                     help="model file to write: .safetensors (safe to share), .joblib "
+                          "or .pkl (pickles); written only when the fit succeeded")
+    fit.add_argument("-q", "--quiet", action="store_true",
+                     help="only errors: no progress lines or bars, no open_clip notes")
 
     ev = sub.add_parser(
         "evaluate", help="print the long-tail report of a model on a split",
         description="Predict a split with a fitted model and print the long-tail "
-                    "report (overall, many/medium/few-shot and more).",
+                    "report (overall, many/medium/few-shot and more). The data's "
+                    "classes are matched to the model's by name; a class (an "
+                    "image folder) the model does not know is refused.",
         formatter_class=_Formatter,
     )
     ev.add_argument("--model", required=True, help="model file written by 'fit'")
@@ -296,13 +578,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="seed of --max-test")
     ev.add_argument("--plot", help="save the per-class accuracy plot here (PNG, needs matplotlib)")
     ev.add_argument("--json", help="also write the report as JSON here")
-    ev.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    ev.add_argument("-q", "--quiet", action="store_true", help="only the report and errors")
 
     pr = sub.add_parser(
         "predict", help="write a CSV of predicted labels and probabilities",
         description="Predict image files with a fitted model and write a CSV with "
                     "the columns path, label, class_name, probability (of the "
-                    "predicted class) and, with --all-proba, one column per class.",
+                    "predicted class) and, with --all-proba, one column per class. "
+                    "Paths are written as the file system names them (bytes that "
+                    "are not UTF-8 are kept as they are).",
         formatter_class=_Formatter,
     )
     pr.add_argument("--model", required=True, help="model file written by 'fit'")
@@ -314,16 +598,89 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="CSV file to write ('-' for stdout)")
     pr.add_argument("--all-proba", action="store_true",
                     help="add a probability column per class")
-    pr.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    pr.add_argument("-q", "--quiet", action="store_true", help="only errors")
     return parser
+
+
+# --------------------------------------------------------------- outputs
+
+
+def _shown(path) -> str:
+    """A path for messages: bytes that are not UTF-8 as ``\\xNN`` escapes."""
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _check_output(path: str, option: str, *, inputs: Sequence[tuple[str, str]] = ()) -> None:
+    """Before any work: ``path`` can be written and is none of ``inputs``.
+
+    ``inputs`` are ``(option, path)`` pairs of files the command reads
+    (``--model``): writing over one would destroy it.
+    """
+    from ._io import check_writable
+
+    for other_option, other in inputs:
+        same = os.path.realpath(path) == os.path.realpath(other)
+        if not same and os.path.exists(path) and os.path.exists(other):
+            same = os.path.samefile(path, other)
+        if same:
+            raise UserError(
+                f"{option} {_shown(path)} is the file given to {other_option}; writing it "
+                "would destroy it: choose another file"
+            )
+    folder = Path(path).parent
+    if not folder.is_dir():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(
+                f"{option} {_shown(path)}: cannot create the folder {_shown(folder)}: "
+                f"{exc.strerror or exc}"
+            ) from None
+    try:
+        check_writable(path, option)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+@contextlib.contextmanager
+def _csv_stream(out: str) -> Iterator[Any]:
+    """A text stream for the CSV: stdout (``-``) or a file written atomically.
+
+    Paths that are not valid UTF-8 reach Python as surrogate escapes; they
+    are written back as the original bytes (``surrogateescape``), so each
+    row names the file exactly as the file system does.
+    """
+    if out != "-":
+        from ._io import atomic_open
+
+        with atomic_open(out, "w", newline="", encoding="utf-8", errors="surrogateescape",
+                         what="predictions file") as f:
+            yield f
+        return
+    stream = sys.stdout
+    buffer = getattr(stream, "buffer", None)
+    if buffer is None:  # a text-only stream (a notebook's): it takes any str
+        yield stream
+        return
+    stream.flush()
+    wrapper = io.TextIOWrapper(buffer, encoding=stream.encoding or "utf-8",
+                               errors="surrogateescape", newline="", write_through=True)
+    try:
+        yield wrapper
+    finally:
+        wrapper.flush()
+        wrapper.detach()  # leave sys.stdout's buffer open
 
 
 # --------------------------------------------------------------- commands
 
 
-def _data(args, split_default=None):
+def _data(args):
     return load_data(
-        args.data, args.split or split_default, root=args.root, list_dir=args.list_dir,
+        args.data, args.split, root=args.root, list_dir=args.list_dir,
         imbalance=args.imbalance, n_max=args.n_max, cache_dir=args.cache_dir,
     )
 
@@ -336,54 +693,96 @@ def _set_verbose(model: Any, quiet: bool) -> None:
             pass
 
 
-def _log(args, message: str) -> None:
-    if not getattr(args, "quiet", False):
-        print(message, file=sys.stderr, flush=True)
+def _fit_params(args, estimator: str) -> dict:
+    """The estimator's parameters from the options given; refuses options
+    and ``--param`` keys the estimator does not have."""
+    params = _estimator_params(estimator)
+    name = ESTIMATORS[estimator]
+    out: dict = {}
+    for flag, param, *_ in FIT_OPTIONS:
+        if hasattr(args, param):
+            if param not in params:
+                raise UserError(
+                    f"{flag} does not apply to --estimator {estimator} ({name} has no "
+                    f"{param!r} parameter)"
+                )
+            out[param] = getattr(args, param)
+    if "random_state" in params:
+        out["random_state"] = args.seed
+    out["verbose"] = 0 if args.quiet else 1
+    for key, value in args.param:
+        if key not in params:
+            raise UserError(
+                f"--param {key}: unknown {name} parameter; choose from {', '.join(params)}"
+            )
+        out[key] = value
+    return out
 
 
 def cmd_fit(args) -> int:
-    from .estimators import LiftPlusClassifier
+    from .nn.backbones import BackboneSpec, check_backbone
 
-    params = dict(
-        backbone=args.backbone, pretrained=args.pretrained, adapter=args.adapter,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device,
-        random_state=args.seed, verbose=0 if args.quiet else 1,
-    )
-    params.update(dict(args.param))
-    _log(args, f"loading {args.data} ({args.split}) ...")
+    # Everything that can be checked is checked before any data is read or
+    # any training time is spent: the output file, the parameters, and
+    # whether the backbone's weights can be had.
+    _check_source(args.data, args.root)
+    _model_format(args.out)
+    _check_output(args.out, "--out")
+    params = _fit_params(args, args.estimator)
+    clf = _estimator_class(args.estimator)(**params)
+    clf._validate_params()
+    clf._check_param_relations()
+    check_backbone(BackboneSpec.create(clf.backbone, clf.pretrained))
+
+    _log.info("loading %s (%s) ...", args.data, args.split)
     X, y, names = _data(args)
+    y, names = _split_unlabeled(y, names, args.data, args.estimator)
     X, y = _subset(X, y, args.max_train, args.seed)
-    _log(args, f"{len(X)} training images, {len(names)} classes")
-    clf = LiftPlusClassifier(**params)
+    n_unlabeled = int((y == -1).sum())
+    if args.estimator == "ulfine":
+        _log.info("%d training images (%d unlabeled), %d classes", len(X), n_unlabeled, len(names))
+        if not n_unlabeled:
+            _log.warning("no unlabeled images: ULFine learns from the labeled ones alone "
+                         "(with --data imagefolder, unlabeled images go in root/<split>/%s/)",
+                         UNLABELED_FOLDER)
+    else:
+        _log.info("%d training images, %d classes", len(X), len(names))
     start = time.perf_counter()
     clf.set_params(class_names=names).fit(X, y)
-    _log(args, f"fit in {time.perf_counter() - start:.1f} s on {clf.device_}; "
-               f"{clf.n_trainable_params_:,} trained parameters")
+    trained = getattr(clf, "n_trainable_params_", 0)
+    _log.info("fit in %.1f s on %s; %s trained parameters",
+              time.perf_counter() - start, clf.device_, f"{trained:,}")
     save_model(clf, args.out)
-    print(f"model written to {args.out}")
+    print(f"model written to {_shown(args.out)}")
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from .metrics import long_tail_report
-
+    for option in ("--json", "--plot"):
+        target = getattr(args, option[2:])
+        if target:
+            _check_output(target, option, inputs=[("--model", args.model)])
     clf = load_model(args.model)
     _set_verbose(clf, args.quiet)
-    X, y, _ = _data(args)
+    X, y, names = _data(args)
+    y = _to_model_labels(clf, y, names, args.data)
     X, y = _subset(X, y, args.max_test, args.seed)
-    _log(args, f"evaluating on {len(X)} images ...")
+    _log.info("evaluating on %d images ...", len(X))
+    from .metrics import long_tail_report
+
     proba = clf.predict_proba(X)
     y_pred = clf.classes_[proba.argmax(axis=1)]
     kwargs = dict(labels=clf.classes_, target_names=clf.class_names_)
     print(long_tail_report(y, y_pred, clf.class_counts_, y_proba=proba, **kwargs))
     if args.json:
+        from ._io import atomic_open
+
         report = long_tail_report(y, y_pred, clf.class_counts_, y_proba=proba,
                                   output_dict=True, **kwargs)
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.json, "w", encoding="utf-8") as f:
+        with atomic_open(args.json, "w", encoding="utf-8", what="report") as f:
             # NaN (an empty shot group) is written as null, valid JSON.
             json.dump(_nan_to_none(report), f, indent=2)
-        print(f"report written to {args.json}")
+        print(f"report written to {_shown(args.json)}")
     if args.plot:
         try:
             import matplotlib
@@ -391,12 +790,14 @@ def cmd_evaluate(args) -> int:
             matplotlib.use("Agg")
         except ImportError:
             raise UserError("--plot needs matplotlib: pip install 'liftlearn[plot]'") from None
+        from ._io import atomic_path
         from .metrics import plot_per_class_accuracy
 
         ax = plot_per_class_accuracy(y, y_pred, clf.class_counts_, labels=clf.classes_)
-        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
-        ax.figure.savefig(args.plot, dpi=120, bbox_inches="tight")
-        print(f"plot written to {args.plot}")
+        fmt = Path(args.plot).suffix[1:].lower() or "png"
+        with atomic_path(args.plot, what="plot") as tmp:
+            ax.figure.savefig(tmp, format=fmt, dpi=120, bbox_inches="tight")
+        print(f"plot written to {_shown(args.plot)}")
     return 0
 
 
@@ -409,12 +810,18 @@ def _nan_to_none(obj):
 
 
 def cmd_predict(args) -> int:
+    import csv
+
     if bool(args.paths) == bool(args.data):
         raise UserError("predict needs image PATHs or --data, not both")
+    if args.out != "-":
+        _check_output(args.out, "--out", inputs=[("--model", args.model)])
     clf = load_model(args.model)
     _set_verbose(clf, args.quiet)
     if args.data:
-        X, y = _subset(*_data(args)[:2], args.max_test, args.seed)
+        X, y, names = _data(args)
+        y = _to_model_labels(clf, y, names, args.data)  # refuses unknown classes
+        X, y = _subset(X, y, args.max_test, args.seed)
     else:
         X = list(args.paths)
     proba = clf.predict_proba(X)
@@ -423,52 +830,88 @@ def cmd_predict(args) -> int:
     header = ["path", "label", "class_name", "probability"]
     if args.all_proba:
         header += [f"proba_{n}" for n in names]
-    out = sys.stdout if args.out == "-" else None
-    if out is None:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        out = open(args.out, "w", newline="", encoding="utf-8")
-    try:
+    with _csv_stream(args.out) as out:
         writer = csv.writer(out)
         writer.writerow(header)
         for path, row, k in zip(X, proba, best):
-            line = [path, clf.classes_[k], names[k], f"{row[k]:.6f}"]
+            line = [os.fspath(path), clf.classes_[k], names[k], f"{row[k]:.6f}"]
             if args.all_proba:
                 line += [f"{p:.6f}" for p in row]
             writer.writerow(line)
-    finally:
-        if out is not sys.stdout:
-            out.close()
     if args.out != "-":
-        print(f"{len(X)} predictions written to {args.out}")
+        print(f"{len(X)} predictions written to {_shown(args.out)}")
     return 0
 
 
 _COMMANDS = {"fit": cmd_fit, "evaluate": cmd_evaluate, "predict": cmd_predict}
 
 
+def _backbone_message(exc, command: str) -> str:
+    """A BackboneError in the command's terms: advice as options, not Python."""
+    if not getattr(exc, "missing_weights", False):
+        return str(exc)
+    if command == "fit":
+        advice = ("Run once with network access to download them, or give --pretrained "
+                  "/path/to/file (a local checkpoint) or --backbone local-dir:/path (a "
+                  "folder with open_clip_config.json)")
+    else:
+        advice = ("The model file names its backbone: run once with network access to "
+                  "download the weights, or point HF_HOME at a cache that holds them")
+    return f"{exc.summary}. {advice}."
+
+
+@contextlib.contextmanager
+def _cli_logging(quiet: bool) -> Iterator[None]:
+    """The command's log lines: liftlearn's logger on stderr, plain text.
+
+    INFO and up (the progress lines and open_clip's notes), only errors with
+    ``-q``. Undone at the end, so calling :func:`main` from Python leaves
+    the process's logging as it was.
+    """
+    logger = logging.getLogger("liftlearn")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    old = (logger.level, logger.propagate)
+    logger.addHandler(handler)
+    logger.setLevel(logging.ERROR if quiet else logging.INFO)
+    logger.propagate = False  # one line per record, whatever root has
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old[0])
+        logger.propagate = old[1]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``liftlearn`` command; returns the exit status.
 
     User errors (missing or malformed files, bad parameter values, backbones
-    that cannot be loaded) are printed on stderr as ``liftlearn: error: ...``
-    and give exit status 2, without a traceback (set ``LIFTLEARN_DEBUG=1`` to
-    get the traceback).
+    that cannot be loaded, outputs that cannot be written) are printed on
+    stderr as one line ``liftlearn <command>: error: ...`` and give exit
+    status 2, without a traceback (set ``LIFTLEARN_DEBUG=1`` to get the
+    traceback).
     """
-    from .exceptions import BackboneError, BadImageError, TrainingError
-
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return _COMMANDS[args.command](args)
-    except (UserError, FileNotFoundError, ValueError, TypeError, BadImageError,
-            BackboneError, TrainingError, OSError) as exc:
-        if os.environ.get("LIFTLEARN_DEBUG"):
-            raise
-        print(f"liftlearn {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("liftlearn: interrupted", file=sys.stderr)
-        return 130
+    with _cli_logging(getattr(args, "quiet", False)):
+        try:
+            return _COMMANDS[args.command](args)
+        except KeyboardInterrupt:
+            print("liftlearn: interrupted", file=sys.stderr)
+            return 130
+        except Exception as exc:  # noqa: BLE001 - sorted below
+            from .exceptions import BackboneError, BadImageError, TrainingError
+
+            known = (UserError, ValueError, TypeError, BadImageError, BackboneError,
+                     TrainingError, OSError)
+            if os.environ.get("LIFTLEARN_DEBUG") or not isinstance(exc, known):
+                raise
+            text = _backbone_message(exc, args.command) if isinstance(exc, BackboneError) \
+                else str(exc)
+            text = " ".join(text.split()) or type(exc).__name__
+            print(f"liftlearn {args.command}: error: {text}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -40,6 +40,12 @@ def model_file(tmp_path_factory):
     assert res.returncode == 0, res.stderr
     assert "model written to" in res.stdout and out.is_file()
     assert "60 training images, 10 classes" in res.stderr
+    # Progress goes through the liftlearn logger to stderr (stdout holds only
+    # the result), as whole lines: no progress bar when stderr is not a terminal.
+    assert res.stdout.strip().splitlines() == [f"model written to {out}"]
+    assert "epoch 1/1: loss" in res.stderr and "\r" not in res.stderr
+    # open_clip's note on random weights: once, through liftlearn's logger.
+    assert res.stderr.count("initialized randomly") == 1 and "WARNING:root" not in res.stderr
     return out
 
 
@@ -120,8 +126,6 @@ def test_malformed_list_file_names_line(tmp_path, model_file, capsys):
     "argv, message",
     [
         (["fit", "--data", "nope", "--out", "m"], "invalid choice: 'nope'"),
-        (["fit", "--data", "cifar10-lt-sample", "--out", "m", "--param", "foo=1"],
-         "unknown estimator parameter 'foo'"),
         (["fit", "--data", "cifar10-lt-sample", "--out", "m", "--param", "tau"],
          "expected key=value"),
         (["fit", "--data", "cifar10-lt-sample", "--out", "m", "--epochs", "0"],
@@ -146,6 +150,10 @@ def test_argparse_errors(argv, message, capsys):
         (["fit", "--data", "cifar10-lt-sample", "--out", "m.joblib", "--param",
           "tau=-1", "--max-train", "20", "--backbone", "liftlearn-tiny-vit",
           "--pretrained", "none", "-q"], "tau"),
+        (["fit", "--data", "cifar10-lt-sample", "--out", "m.joblib", "--param", "foo=1"],
+         "--param foo: unknown LiftPlusClassifier parameter"),
+        (["fit", "--data", "cifar10-lt-sample", "--out", "m.joblib", "--estimator",
+          "zero-shot", "--param", "tau=1.5"], "--param tau: unknown ZeroShotClassifier parameter"),
     ],
 )
 def test_user_errors_in_process(argv, message, capsys, tmp_path, monkeypatch):
@@ -195,7 +203,8 @@ def test_safetensors_model_files(tmp_path, capsys):
     out = tmp_path / "model.safetensors"
     assert main(["fit", "--data", "cifar10-lt-sample", *TINY, "--adapter", "lora", "--max-train", "40",
                  "--device", "cpu", "--param", "batch_size=20", "-q", "--out", str(out)]) == 0
-    assert out.is_file() and not out.read_bytes().startswith(b"\x80")
+    # safetensors: an 8-byte header length, then the JSON header (no pickle).
+    assert out.is_file() and out.read_bytes()[8:9] == b"{"
     assert main(["evaluate", "--model", str(out), "--data", "cifar10-lt-sample", "--max-test", "30",
                  "-q"]) == 0
     assert "balanced accuracy" in capsys.readouterr().out
@@ -235,17 +244,315 @@ FIT_OPTIONS = [("--backbone", "backbone"), ("--pretrained", "pretrained"),
 
 
 @pytest.mark.parametrize("flag, param", FIT_OPTIONS)
-def test_fit_defaults_are_the_estimators(flag, param):
+def test_fit_defaults_are_the_estimators(flag, param, capsys):
+    from liftlearn.cli import FIT_OPTIONS as TABLE, _fit_params
     from liftlearn.estimators import LiftPlusClassifier
 
+    assert (flag, param) in [row[:2] for row in TABLE]
     default = inspect.signature(LiftPlusClassifier.__init__).parameters[param].default
-    fit = _subcommands()["fit"]
-    assert _option(fit, flag).default == default
+    # --help shows the estimator's default, read from its signature ...
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"(default: {default})" in help_text.rsplit(flag, 1)[1].split(" --", 1)[0]
+    # ... and an option not given is not passed: the estimator's default applies.
     args = build_parser().parse_args(["fit", "--data", "cifar10-lt-sample", "--out", "m"])
-    assert getattr(args, param) == default and args.seed == 0
+    assert not hasattr(args, param) and args.seed == 0
+    assert param not in _fit_params(args, "lift-plus")
+    args = build_parser().parse_args(["fit", "--data", "cifar10-lt-sample", "--out", "m", flag,
+                                      {"epochs": "3", "batch_size": "3", "lr": "0.5", "adapter": "lora"}.get(param, "x")])
+    assert param in _fit_params(args, "lift-plus")
 
 
 def test_adapter_choices_are_the_tuners():
     from liftlearn.nn.tuners import ADAPTERS
 
-    assert _option(_subcommands()["fit"], "--adapter").choices == sorted(ADAPTERS)
+    assert list(_option(_subcommands()["fit"], "--adapter").choices) == sorted(ADAPTERS)
+
+
+# ------------------------------------------------------ a fast start (issue 13)
+
+
+def test_help_and_version_import_nothing_heavy(tmp_path):
+    # --help and --version build the parser and exit: no torch, open_clip,
+    # scikit-learn or numpy (about 7 s of imports), nor the data sources.
+    # evaluate/predict --help list the data sources (numpy), never torch.
+    code = (
+        "import sys\n"
+        "from liftlearn.cli import main\n"
+        "heavy = ('torch', 'open_clip', 'sklearn', 'numpy', 'PIL', 'liftlearn.datasets',\n"
+        "         'liftlearn.estimators')\n"
+        "for argv in (['--help'], ['--version'], ['evaluate', '--help'], ['predict', '--help']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as exc:\n"
+        "        assert exc.code == 0, argv\n"
+        "    print(argv[0], sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert lines[:2] == ["--help []", "--version []"]
+    assert all("torch" not in line and "open_clip" not in line for line in lines[2:]), lines
+    assert "liftlearn 0." in res.stdout and "liftlearn fit --data cifar10-lt-sample" in res.stdout
+    assert "cifar100-lt" in res.stdout  # evaluate --help lists the sources
+
+
+# ------------------------------------- evaluation data matched to the model by name
+
+
+def _image_tree(root: Path, folders: dict) -> None:
+    """``root/<folder>/<i>.png`` for each ``folder: n_images``."""
+    from PIL import Image
+
+    for folder, n in folders.items():
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.new("RGB", (8, 8), (40 * i % 255, 90, 160)).save(root / folder / f"{i}.png")
+
+
+@pytest.fixture
+def four_class_model(tmp_path, tiny_checkpoint):
+    """A fitted zero-shot model (fast: nothing trains) of four named classes."""
+    import joblib
+
+    from liftlearn import ZeroShotClassifier
+
+    _image_tree(tmp_path / "train", {"airplane": 2, "cat": 2, "dog": 2, "ship": 2})
+    X, y, names = load_data("imagefolder", "train", root=str(tmp_path))
+    clf = ZeroShotClassifier(backbone="liftlearn-tiny-vit", pretrained=tiny_checkpoint,
+                             device="cpu", tte=False, batch_size=8).fit(X, y, class_names=names)
+    assert clf.class_names_ == ["airplane", "cat", "dog", "ship"]
+    path = tmp_path / "four.joblib"
+    joblib.dump(clf, path)
+    return path
+
+
+def test_evaluate_matches_image_folders_to_the_model_by_name(four_class_model, tmp_path, capsys):
+    # Trained on {airplane, cat, dog, ship}; the test folder has only cat/ and
+    # ship/: its cat images are the model's "cat", not its first class.
+    _image_tree(tmp_path / "test", {"cat": 2, "ship": 1})
+    report = tmp_path / "r.json"
+    assert main(["evaluate", "--model", str(four_class_model), "--data", "imagefolder",
+                 "--root", str(tmp_path), "--json", str(report), "-q"]) == 0, capsys.readouterr().err
+    support = {name: c["support"] for name, c in json.loads(report.read_text())["classes"].items()}
+    assert support == {"airplane": 0, "cat": 2, "dog": 0, "ship": 1}
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_a_test_folder_naming_no_class_is_refused_before_predicting(
+    command, four_class_model, tmp_path, capsys, monkeypatch
+):
+    from liftlearn import ZeroShotClassifier
+
+    def no_prediction(*args, **kwargs):
+        raise AssertionError("predicted before the data was checked")
+
+    monkeypatch.setattr(ZeroShotClassifier, "predict_proba", no_prediction)
+    _image_tree(tmp_path / "test", {"cat": 1, "horse": 1})
+    argv = [command, "--model", str(four_class_model), "--data", "imagefolder", "--root",
+            str(tmp_path)] + (["--out", str(tmp_path / "p.csv")] if command == "predict" else [])
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "class folder(s) 'horse' name no class of the model" in err
+    assert "'airplane', 'cat', 'dog', 'ship'" in err
+    assert not (tmp_path / "p.csv").exists()
+
+
+# ----------------------------------------------------------- backbone errors
+
+
+def test_default_backbone_offline_fails_fast_once_with_cli_advice(tmp_path):
+    # The default backbone (CLIP ViT-B/16, OpenAI weights) with nothing cached
+    # and HF_HUB_OFFLINE=1: one error line, before any data is read, with
+    # the command's advice (options, not Python keywords).
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"),
+               HF_HUB_CACHE=str(tmp_path / "hf" / "hub"), PYTHONPATH=str(REPO))
+    env.pop("LIFTLEARN_DEBUG", None)
+    res = subprocess.run(
+        [sys.executable, "-m", "liftlearn", "fit", "--data", "cifar10-lt-sample",
+         "--out", str(tmp_path / "m.safetensors")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr  # no copy from open_clip's root logger, no "loading"
+    (line,) = lines
+    assert line.startswith("liftlearn fit: error: the weights of backbone 'ViT-B-16-quickgelu'")
+    assert "HF_HUB_OFFLINE is set" in line and "HF_HUB_OFFLINE=1" not in line
+    assert "--pretrained /path/to/file" in line and "pretrained='" not in line
+    assert ".." not in line
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--backbone", "ViT-B-16-SigLIP", "--pretrained", "none"],
+         "backbone 'ViT-B-16-SigLIP' is not supported (a SigLIP model)"),
+        (["--backbone", "EVA02-B-16", "--pretrained", "none"], "a timm image tower"),
+        (["--backbone", "liftlearn-tiny-vit", "--pretrained", "no-such-tag"],
+         "Known tags for 'liftlearn-tiny-vit'"),
+    ],
+)
+def test_backbone_problems_are_named_before_any_data(argv, message, tmp_path, capsys, monkeypatch):
+    import liftlearn.cli as cli
+
+    monkeypatch.setattr(cli, "load_data", lambda *a, **k: pytest.fail("data loaded first"))
+    assert main(["fit", "--data", "cifar10-lt-sample", *argv, "--out",
+                 str(tmp_path / "m.joblib")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------- model files
+
+
+def test_out_suffix_picks_the_format_or_is_refused(tmp_path, capsys, monkeypatch):
+    import liftlearn.cli as cli
+
+    monkeypatch.setattr(cli, "load_data", lambda *a, **k: pytest.fail("data loaded first"))
+    assert main(["fit", "--data", "cifar10-lt-sample", *TINY, "--out", str(tmp_path / "x.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "suffix '.pt'" in err
+    assert ".safetensors" in err and ".joblib" in err and ".pkl" in err
+    assert not (tmp_path / "x.pt").exists()
+    with pytest.raises(UserError, match="no suffix"):
+        cli.save_model(object(), tmp_path / "model")
+
+
+@pytest.mark.parametrize("out", ["/proc/liftlearn-no-such-dir/m.joblib", "/proc/m.joblib"])
+def test_out_is_checked_writable_before_training(out, capsys, monkeypatch):
+    import liftlearn.cli as cli
+
+    monkeypatch.setattr(cli, "load_data", lambda *a, **k: pytest.fail("data loaded first"))
+    assert main(["fit", "--data", "cifar10-lt-sample", *TINY, "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("liftlearn fit: error: --out") and out in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_model_file_is_written_atomically(model_file, tmp_path, monkeypatch):
+    import joblib
+
+    import liftlearn.cli as cli
+
+    clf = joblib.load(model_file)
+    target = tmp_path / "model.joblib"
+    target.write_bytes(b"the previous model")
+
+    def dies_half_way(obj, path):
+        Path(path).write_bytes(b"half a pickle")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(joblib, "dump", dies_half_way)
+    with pytest.raises(OSError) as exc:
+        cli.save_model(clf, target)
+    assert target.read_bytes() == b"the previous model"
+    assert "model file" in str(exc.value) and exc.value.errno == 28
+    assert [p.name for p in tmp_path.iterdir()] == ["model.joblib"]  # no temporary left
+
+
+def test_predict_out_may_not_be_the_model(model_file, tmp_path, capsys):
+    model = tmp_path / "m.joblib"
+    model.write_bytes(model_file.read_bytes())
+    before = model.read_bytes()
+    from liftlearn.datasets import load_cifar10_lt_sample
+
+    path = load_cifar10_lt_sample("test")[0][0]
+    for out in (str(model), str(tmp_path / "." / "m.joblib")):
+        assert main(["predict", "--model", str(model), path, "--out", out, "-q"]) == 2
+        assert "is the file given to --model" in capsys.readouterr().err
+    assert model.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "it holds a dict"),
+        (b"", "it is empty"),
+        (b"path,label\na.png,0\n", "neither a .safetensors nor a joblib file"),
+        (b"\x80\x04garbage", "is not a readable liftlearn model file"),
+    ],
+)
+def test_predict_with_a_file_that_is_no_model(content, message, tmp_path, capsys):
+    import joblib
+
+    model = tmp_path / "model.joblib"
+    if content is None:
+        joblib.dump({"classes": [0, 1]}, model)
+    else:
+        model.write_bytes(content)
+    assert main(["predict", "--model", str(model), "a.png", "--out", "-"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "liftlearn predict: error:" in err and message in err
+    if content is None:
+        assert "is not a liftlearn model file" in err
+
+
+def test_predict_non_utf8_file_names(model_file, tmp_path, capsysbinary):
+    # A file name that is not UTF-8 (Latin-1 'é') reaches Python as a
+    # surrogate escape; the CSV names the file with its own bytes.
+    from liftlearn.datasets import load_cifar10_lt_sample
+
+    src = load_cifar10_lt_sample("test")[0][0]
+    raw = os.path.join(os.fsencode(tmp_path), b"caf\xe9.jpg")
+    with open(src, "rb") as f, open(raw, "wb") as g:
+        g.write(f.read())
+    name = os.fsdecode(raw)
+    out = tmp_path / "preds.csv"
+    assert main(["predict", "--model", str(model_file), name, "--out", str(out), "-q"]) == 0
+    data = out.read_bytes()
+    assert raw in data and data.startswith(b"path,label,class_name,probability")
+    capsysbinary.readouterr()
+    assert main(["predict", "--model", str(model_file), name, "--out", "-", "-q"]) == 0
+    assert raw in capsysbinary.readouterr().out
+
+
+# --------------------------------------------------------------- estimators
+
+
+def test_fit_zero_shot(tmp_path, capsys):
+    import liftlearn
+
+    out = tmp_path / "zs.safetensors"
+    assert main(["fit", "--estimator", "zero-shot", "--data", "cifar10-lt-sample", "--backbone",
+                 "liftlearn-tiny-vit", "--pretrained", "none", "--max-train", "30",
+                 "--device", "cpu", "--param", "tte=false", "-q", "--out", str(out)]) == 0
+    clf = liftlearn.load(out)
+    assert type(clf).__name__ == "ZeroShotClassifier" and len(clf.class_names_) == 10
+    assert main(["evaluate", "--model", str(out), "--data", "cifar10-lt-sample",
+                 "--max-test", "20", "-q"]) == 0
+    assert "balanced accuracy" in capsys.readouterr().out
+    # Options of the trained estimators do not apply.
+    assert main(["fit", "--estimator", "zero-shot", "--data", "cifar10-lt-sample",
+                 "--epochs", "3", "--out", str(out)]) == 2
+    assert "--epochs does not apply to --estimator zero-shot" in capsys.readouterr().err
+
+
+def test_fit_ulfine_reads_the_unlabeled_folder(tmp_path):
+    # -q: no output on stderr at all (open_clip's note on random weights included).
+    _image_tree(tmp_path / "train", {"cat": 3, "dog": 3, "unlabeled": 4})
+    out = tmp_path / "ulfine.joblib"
+    res = run_cli("fit", "--estimator", "ulfine", "--data", "imagefolder", "--root", tmp_path,
+                  *TINY, "--device", "cpu", "--param", "batch_size=4", "--param", "tte=false",
+                  "-q", "--out", out, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == "" and res.stdout.strip() == f"model written to {out}"
+    import joblib
+
+    clf = joblib.load(out)
+    assert type(clf).__name__ == "ULFineClassifier"
+    assert clf.class_names_ == ["cat", "dog"] and clf.n_unlabeled_ == 4
+    assert list(clf.class_counts_) == [3, 3]
+
+
+def test_unlabeled_folder_is_refused_for_lift_plus(tmp_path, capsys):
+    _image_tree(tmp_path / "train", {"cat": 1, "unlabeled": 1})
+    assert main(["fit", "--data", "imagefolder", "--root", str(tmp_path), *TINY,
+                 "--out", str(tmp_path / "m.joblib")]) == 2
+    assert "only --estimator ulfine learns from" in capsys.readouterr().err
