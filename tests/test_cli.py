@@ -534,17 +534,32 @@ def test_fit_zero_shot(tmp_path, capsys):
     assert "--epochs does not apply to --estimator zero-shot" in capsys.readouterr().err
 
 
-def test_fit_ulfine_reads_the_unlabeled_folder(tmp_path):
-    # -q: no output on stderr at all (open_clip's note on random weights included).
-    _image_tree(tmp_path / "train", {"cat": 3, "dog": 3, "unlabeled": 4})
-    out = tmp_path / "ulfine.joblib"
-    res = run_cli("fit", "--estimator", "ulfine", "--data", "imagefolder", "--root", tmp_path,
-                  *TINY, "--device", "cpu", "--param", "batch_size=4", "--param", "tte=false",
-                  "-q", "--out", out, cwd=tmp_path)
-    assert res.returncode == 0, res.stderr
-    assert res.stderr == "" and res.stdout.strip() == f"model written to {out}"
+def test_fit_ulfine_reads_the_unlabeled_folder(tmp_path, capsys, monkeypatch):
+    import logging
+
     import joblib
 
+    from liftlearn.nn.backbones import clear_backbone_cache
+
+    _image_tree(tmp_path / "train", {"cat": 3, "dog": 3, "unlabeled": 4})
+    out = tmp_path / "ulfine.joblib"
+    # -q: nothing on stderr at all, open_clip's note on random weights
+    # included. Logging as in a plain process (no handler on root, root at
+    # WARNING), and a backbone built afresh so that open_clip speaks.
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    old_level = root.level
+    root.setLevel(logging.WARNING)
+    clear_backbone_cache()
+    try:
+        code = main(["fit", "--estimator", "ulfine", "--data", "imagefolder", "--root",
+                     str(tmp_path), *TINY, "--device", "cpu", "--param", "batch_size=4",
+                     "--param", "tte=false", "-q", "--out", str(out)])
+    finally:
+        root.setLevel(old_level)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.err == "" and captured.out.strip() == f"model written to {out}"
     clf = joblib.load(out)
     assert type(clf).__name__ == "ULFineClassifier"
     assert clf.class_names_ == ["cat", "dog"] and clf.n_unlabeled_ == 4
