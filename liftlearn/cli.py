@@ -770,7 +770,18 @@ def cmd_evaluate(args) -> int:
     _log.info("evaluating on %d images ...", len(X))
     from .metrics import long_tail_report
 
+    import numpy as np
+
     proba = clf.predict_proba(X)
+    skipped = _skipped_rows(proba)
+    if skipped.any():
+        # A model fitted with on_bad_image="skip" gives unreadable images a NaN
+        # row; argmax would call them class 0. They are left out, and said so.
+        _log.warning("%d of %d images could not be read and are left out of the report, "
+                     "e.g. %s", int(skipped.sum()), len(X), os.fspath(X[int(skipped.argmax())]))
+        keep = ~skipped
+        X = [x for x, k in zip(X, keep) if k]
+        y, proba = np.asarray(y)[keep], proba[keep]
     y_pred = clf.classes_[proba.argmax(axis=1)]
     kwargs = dict(labels=clf.classes_, target_names=clf.class_names_)
     print(long_tail_report(y, y_pred, clf.class_counts_, y_proba=proba, **kwargs))
@@ -779,6 +790,7 @@ def cmd_evaluate(args) -> int:
 
         report = long_tail_report(y, y_pred, clf.class_counts_, y_proba=proba,
                                   output_dict=True, **kwargs)
+        report["skipped_images"] = int(skipped.sum())
         with atomic_open(args.json, "w", encoding="utf-8", what="report") as f:
             # NaN (an empty shot group) is written as null, valid JSON.
             json.dump(_nan_to_none(report), f, indent=2)
@@ -799,6 +811,13 @@ def cmd_evaluate(args) -> int:
             ax.figure.savefig(tmp, format=fmt, dpi=120, bbox_inches="tight")
         print(f"plot written to {_shown(args.plot)}")
     return 0
+
+
+def _skipped_rows(proba):
+    """Rows of images that a model with ``on_bad_image="skip"`` left unpredicted."""
+    import numpy as np
+
+    return np.isnan(proba).any(axis=1)
 
 
 def _nan_to_none(obj):
@@ -824,8 +843,11 @@ def cmd_predict(args) -> int:
         X, y = _subset(X, y, args.max_test, args.seed)
     else:
         X = list(args.paths)
+    import numpy as np
+
     proba = clf.predict_proba(X)
-    best = proba.argmax(axis=1)
+    skipped = _skipped_rows(proba)
+    best = np.where(skipped, 0, np.nan_to_num(proba, nan=-1.0).argmax(axis=1))
     names = list(clf.class_names_)
     header = ["path", "label", "class_name", "probability"]
     if args.all_proba:
@@ -833,11 +855,18 @@ def cmd_predict(args) -> int:
     with _csv_stream(args.out) as out:
         writer = csv.writer(out)
         writer.writerow(header)
-        for path, row, k in zip(X, proba, best):
+        for path, row, k, skip in zip(X, proba, best, skipped):
+            if skip:
+                # An unreadable image skipped by the model: no prediction.
+                writer.writerow([os.fspath(path), "", "", ""] + [""] * len(names) * bool(args.all_proba))
+                continue
             line = [os.fspath(path), clf.classes_[k], names[k], f"{row[k]:.6f}"]
             if args.all_proba:
                 line += [f"{p:.6f}" for p in row]
             writer.writerow(line)
+    if skipped.any():
+        _log.warning("%d of %d images could not be read: their rows have empty label, "
+                     "class_name and probability", int(skipped.sum()), len(X))
     if args.out != "-":
         print(f"{len(X)} predictions written to {_shown(args.out)}")
     return 0

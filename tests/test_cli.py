@@ -105,6 +105,30 @@ def test_predict_paths_to_stdout(model_file, capsys):
     assert lines[0] == "path,label,class_name,probability" and len(lines) == 3
 
 
+def test_predict_leaves_skipped_images_unpredicted(model_file, tmp_path, capsys):
+    """A model fitted with on_bad_image="skip" gives an unreadable image a NaN
+    row: the CSV says nothing of it rather than "class 0"."""
+    import joblib
+
+    from liftlearn.datasets import load_cifar10_lt_sample
+
+    clf = joblib.load(model_file).set_params(on_bad_image="skip", check_images="header")
+    skipping = tmp_path / "skipping.joblib"
+    joblib.dump(clf, skipping)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    good = load_cifar10_lt_sample("test")[0][0]
+    out = tmp_path / "p.csv"
+    argv = ["predict", "--model", str(skipping), str(broken), good, "--out", str(out),
+            "--all-proba"]
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        assert main(argv) == 0
+    rows = list(csv.reader(out.open()))
+    assert rows[1][0] == str(broken) and set(rows[1][1:]) == {""}
+    assert rows[2][1] != "" and float(rows[2][3]) > 0
+    assert "1 of 2 images could not be read" in capsys.readouterr().err
+
+
 def test_user_errors_exit_2_without_traceback(tmp_path):
     res = run_cli("fit", "--data", "imagenet-lt", "--root", tmp_path, "--out", "m.joblib",
                   *TINY, cwd=tmp_path)
@@ -339,6 +363,24 @@ def test_evaluate_matches_image_folders_to_the_model_by_name(four_class_model, t
                  "--root", str(tmp_path), "--json", str(report), "-q"]) == 0, capsys.readouterr().err
     support = {name: c["support"] for name, c in json.loads(report.read_text())["classes"].items()}
     assert support == {"airplane": 0, "cat": 2, "dog": 0, "ship": 1}
+
+
+def test_evaluate_leaves_skipped_images_out_of_the_report(four_class_model, tmp_path, capsys):
+    import joblib
+
+    clf = joblib.load(four_class_model).set_params(on_bad_image="skip", check_images="header")
+    joblib.dump(clf, four_class_model)
+    _image_tree(tmp_path / "test", {"cat": 2, "ship": 1})
+    (tmp_path / "test" / "dog").mkdir()
+    (tmp_path / "test" / "dog" / "broken.png").write_bytes(b"not a png")
+    report = tmp_path / "r.json"
+    with pytest.warns(UserWarning, match="broken.png"):
+        assert main(["evaluate", "--model", str(four_class_model), "--data", "imagefolder",
+                     "--root", str(tmp_path), "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    # Not counted as a "dog" predicted as class 0 ("airplane"): left out, and said so.
+    assert result["skipped_images"] == 1 and result["classes"]["dog"]["support"] == 0
+    assert "1 of 4 images could not be read" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["evaluate", "predict"])
