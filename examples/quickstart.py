@@ -1,6 +1,7 @@
 """Quickstart: LIFT+ on a small long-tailed CIFAR-10 sample.
 
-Runs offline on a CPU in about a minute with the defaults: the real images
+Runs offline on a CPU in about two minutes of CPU time with the defaults
+(the README's "Set-up: the two commands" gives the measured figure): the real images
 embedded in liftlearn (CIFAR-10-LT, imbalance 100, 1,236 training and 1,000
 test images) and liftlearn's tiny ViT with *random* weights. Random weights
 show the mechanics, not the method: for real accuracy use CLIP's weights, e.g.

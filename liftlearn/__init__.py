@@ -34,8 +34,11 @@ _LAZY = {
     "save": "liftlearn.persistence",
     "BackboneError": "liftlearn.exceptions",
     "BadImageError": "liftlearn.exceptions",
+    "LiftLearnWarning": "liftlearn.exceptions",
+    "ModelFileError": "liftlearn.exceptions",
     "NotFittedError": "liftlearn.exceptions",
     "TrainingError": "liftlearn.exceptions",
+    "UnknownLabelWarning": "liftlearn.exceptions",
 }
 
 __all__ = sorted([*_LAZY, "__version__"])
