@@ -63,12 +63,27 @@ def test_fit_and_predict_with_class_mean_init(small, backbone, adapter):
     assert all(torch.equal(before[k], v) for k, v in bb.model.state_dict().items())
 
 
+def test_auto_init_is_class_mean_without_a_text_encoder(small):
+    """The default classifier_init="auto" is the study's choice per backbone:
+    class means on a timm backbone (the same model as asking for them)."""
+    X, y, names, Xt, _ = small
+    kw = dict(backbone=VIT, pretrained=None, adapter="none", epochs=1, batch_size=40,
+              device="cpu", random_state=0, class_names=names, tte=False)
+    auto = LiftPlusClassifier(**kw)
+    assert auto.classifier_init == "auto"
+    auto.fit(X[::2], y[::2])
+    explicit = LiftPlusClassifier(classifier_init="class_mean", **kw).fit(X[::2], y[::2])
+    np.testing.assert_array_equal(auto.predict_proba(Xt[:3]), explicit.predict_proba(Xt[:3]))
+    unset = LiftPlusClassifier(classifier_init=None, **kw).fit(X[::2], y[::2])
+    assert not np.array_equal(auto.predict_proba(Xt[:3]), unset.predict_proba(Xt[:3]))
+
+
 def test_what_does_not_apply_is_refused_before_training(small):
     X, y, names, _, _ = small
     kw = dict(pretrained=None, device="cpu", class_names=names, epochs=1)
-    with pytest.raises(ValueError, match="has no text encoder"):
-        LiftPlusClassifier(backbone=VIT, **kw).fit(X, y)  # classifier_init="semantic"
+    with pytest.raises(ValueError, match="has no text encoder.*'auto'"):
+        LiftPlusClassifier(backbone=VIT, classifier_init="semantic", **kw).fit(X, y)
     with pytest.raises(ValueError, match=r"takes \['none', 'full'\]"):
-        LiftPlusClassifier(backbone=VIT, classifier_init=None, **kw).fit(X, y)  # adaptformer
+        LiftPlusClassifier(backbone=VIT, **kw).fit(X, y)  # adaptformer
     with pytest.raises(ValueError, match="CoOp needs a CLIP model"):
         CoOpClassifier(backbone=RN, **kw).fit(X, y)

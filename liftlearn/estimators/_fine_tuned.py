@@ -349,9 +349,19 @@ class FineTunedClassifier(CLIPClassifier):
         tuner = self._build_tuner(backbone, len(class_names), seed)
         return LiftNetwork(backbone, tuner, self._build_head(backbone, class_names, seed))
 
+    def _classifier_init(self, backbone) -> "str | None":
+        """``classifier_init`` with "auto" resolved for ``backbone``: the
+        semantic rows where there is a text encoder, else the class means
+        (LIFT+'s choice for its non-CLIP backbones). Semantic where the
+        estimator has no such parameter."""
+        init = getattr(self, "classifier_init", "semantic")
+        if init == "auto":
+            return "class_mean" if backbone.kind == "timm" else "semantic"
+        return init
+
     def _build_head(self, backbone, class_names, seed: int):
         kind = getattr(self, "classifier", "cosine")
-        init = getattr(self, "classifier_init", "semantic")
+        init = self._classifier_init(backbone)
         if kind == "cosine" and init == "semantic":
             # LIFT+'s default, exactly as before the other heads existed.
             return CosineClassifier(self._semantic_init(backbone, class_names), scale=float(self.scale))
@@ -377,7 +387,7 @@ class FineTunedClassifier(CLIPClassifier):
         warning); so do all classes when fewer than two have images for the
         logistic regression.
         """
-        init = getattr(self, "classifier_init", "semantic")
+        init = self._classifier_init(backbone)
         if init not in ("class_mean", "linear_probing"):
             return
         y = np.asarray(labels.y_encoded)

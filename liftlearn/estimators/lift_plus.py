@@ -31,8 +31,8 @@ class LiftPlusClassifier(FineTunedClassifier):
     backbone : str, default="ViT-B-16-quickgelu"
         open_clip model name. The default is CLIP ViT-B/16 with QuickGELU, as
         OpenAI trained it. ``"liftlearn-tiny-vit"`` is a tiny model for tests.
-        The study's non-CLIP backbones (timm, no text encoder; they need
-        ``classifier_init="class_mean"``, ``"linear_probing"`` or None and
+        The study's non-CLIP backbones (timm, no text encoder; ``classifier_init``
+        "auto" means "class_mean" for them, "semantic" is refused; they
         take ``adapter`` "none" or "full", ResNets also "ssf"):
         ``"IN21K-ViT-B/16"``, ``"IN21K-ViT-B/16@384px"``,
         ``"IN21K-ViT-L/16"``, ``"IN1K-RN50"``, ``"IN1K-RN101"``,
@@ -104,9 +104,12 @@ class LiftPlusClassifier(FineTunedClassifier):
         (bias from zero); ``"l2norm"`` ``x @ normalize(W).T``;
         ``"layernorm"`` ``LN(x) @ normalize(W).T`` (LayerNorm without affine
         parameters). ``scale`` applies to "cosine" only.
-    classifier_init : {"semantic", "class_mean", "linear_probing"} or None, \
-default="semantic"
-        The head's initial class vectors (normalised): ``"semantic"`` from
+    classifier_init : {"auto", "semantic", "class_mean", "linear_probing"} or None, \
+default="auto"
+        The head's initial class vectors (normalised): ``"auto"`` is
+        ``"semantic"`` on a CLIP backbone and ``"class_mean"`` on one without
+        a text encoder (the study's timm backbones), as LIFT+ chooses them;
+        ``"semantic"`` from
         the text encoder and the class names; ``"class_mean"`` the mean
         feature of each class's training images (at most 100 per class, a
         seeded draw, evaluation transform, the untrained network);
@@ -229,7 +232,7 @@ default="semantic"
         tau=1.0,
         scale=25.0,
         classifier="cosine",
-        classifier_init="semantic",
+        classifier_init="auto",
         loss="la",
         loss_params=None,
         prompt_template=DEFAULT_TEMPLATE,
@@ -281,7 +284,7 @@ default="semantic"
     _parameter_constraints: dict = {
         **FineTunedClassifier._parameter_constraints,
         "classifier": [Options(tuple(CLASSIFIERS))],
-        "classifier_init": [Options(("semantic", "class_mean", "linear_probing")), None],
+        "classifier_init": [Options(("auto", "semantic", "class_mean", "linear_probing")), None],
         "loss": [Options(tuple(LOSSES))],
         "loss_params": [Predicate(lambda v: isinstance(v, dict), "a dict"), None],
         "aft_ratio": [Interval(Real, 0, 1, closed="right"), None],
@@ -298,8 +301,9 @@ default="semantic"
         if is_timm_name(self.backbone) and self.classifier_init == "semantic":
             raise ValueError(
                 f"{name}: backbone={self.backbone!r} has no text encoder, so "
-                "classifier_init='semantic' does not apply; use 'class_mean' (the LIFT+ "
-                "study's choice for these backbones), 'linear_probing' or None"
+                "classifier_init='semantic' does not apply; use 'auto' (the default: "
+                "'class_mean', the LIFT+ study's choice for these backbones), "
+                "'class_mean', 'linear_probing' or None"
             )
         if self.adapter != "aft" and (self.aft_ratio is not None or self.aft_loc != "all"):
             raise ValueError(
