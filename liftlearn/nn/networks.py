@@ -21,6 +21,7 @@ from .._device import canonical_device
 from .backbones import Backbone, backbone_fingerprint, check_fingerprint, get_backbone
 from .heads import CosineClassifier
 from .tuners import Tuner
+from .tuners._blocks import image_embedding
 
 __all__ = ["FeatureNetwork", "LiftNetwork", "SharedBackboneNetwork", "ULFineNetwork", "ZeroShotNetwork"]
 
@@ -184,7 +185,7 @@ class ZeroShotNetwork(SharedBackboneNetwork):
         return self.text.device
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        image = F.normalize(self.backbone.visual(images).float(), dim=-1)
+        image = F.normalize(image_embedding(self.backbone.visual, images).float(), dim=-1)
         return self.logit_scale * image @ self.text.T
 
 
