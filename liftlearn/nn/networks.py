@@ -48,12 +48,15 @@ class SharedBackboneNetwork(nn.Module):
             return tensor.device
         return self.backbone.device
 
-    def to_device(self, device) -> "SharedBackboneNetwork":
-        """Move the trainable parts and switch to the backbone on ``device``."""
+    def to_device(self, device, dtype=None) -> "SharedBackboneNetwork":
+        """Move the trainable parts and switch to the backbone on ``device``
+        held in ``dtype`` (None: the current backbone's dtype); the
+        trainable parts stay fp32."""
         device = canonical_device(device)
+        dtype = self.backbone.dtype if dtype is None else dtype
         self.to(device)
-        if self.backbone.device != device:
-            self.backbone = get_backbone(self.backbone.spec, device)
+        if self.backbone.device != device or self.backbone.dtype is not dtype:
+            self.backbone = get_backbone(self.backbone.spec, device, dtype=dtype)
         return self
 
     def n_trainable_params(self) -> int:

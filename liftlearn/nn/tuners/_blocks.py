@@ -126,21 +126,23 @@ def _layer_norm(ln: nn.LayerNorm, x: torch.Tensor, bias: torch.Tensor) -> torch.
 
 def attention(method, module, block, a, in_bias, out_bias, proj=None) -> torch.Tensor:
     """open_clip's self-attention re-implemented on the packed projection
-    (SDPA), with the method's ``qkv`` and ``attn_out`` hooks; ``proj``:
-    replacement ``(weight, bias)`` pairs of the ``projections`` hook."""
+    (SDPA), with the method's ``qkv`` and ``attn_out`` hooks (none for
+    ``method=None``); ``proj``: replacement ``(weight, bias)`` pairs of the
+    ``projections`` hook."""
     attn = block.attn
     proj = proj or {}
     w_in, in_bias = proj.get("in_proj", (attn.in_proj_weight, in_bias))
     w_out, out_bias = proj.get("out_proj", (attn.out_proj.weight, out_bias))
     qkv = F.linear(a, w_in, in_bias)
-    qkv = method.qkv(module, a, qkv)
+    if method is not None:
+        qkv = method.qkv(module, a, qkv)
     n, length, dim = a.shape
     heads = attn.num_heads
     q, k, v = qkv.view(n, length, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
     o = F.scaled_dot_product_attention(q, k, v)
     o = o.transpose(1, 2).reshape(n, length, dim)
     o = F.linear(o, w_out, out_bias)
-    return method.attn_out(module, o)
+    return o if method is None else method.attn_out(module, o)
 
 
 def mlp(method, module, block, z, fc1_bias, fc2_bias, proj=None) -> torch.Tensor:
@@ -156,22 +158,15 @@ def mlp(method, module, block, z, fc1_bias, fc2_bias, proj=None) -> torch.Tensor
     return method.fc2(module, m)
 
 
-#: The hooks of a block without a module: every default, no change.
-_PLAIN = None
-
-
 def block_forward(block, x: torch.Tensor) -> torch.Tensor:
     """``block(x)`` of an open_clip block through :func:`attention`: the
     blocks without a module, the methods that do not edit their blocks and
     the private block copies of "full"."""
-    global _PLAIN
     if not functional_ok(block):
         return block(x)
-    if _PLAIN is None:
-        from ._base import TunerMethod
-
-        _PLAIN = TunerMethod()
-    return run_block(_PLAIN, None, block, x)
+    attn = block.attn
+    h = x + block.ls_1(attention(None, None, block, block.ln_1(x), attn.in_proj_bias, attn.out_proj.bias))
+    return h + block.ls_2(block.mlp(block.ln_2(h)))
 
 
 def run_block(method, module, block, x: torch.Tensor) -> torch.Tensor:
