@@ -142,9 +142,10 @@ default="semantic"
         Compute dtype of the frozen backbone, which is held in it once per
         process and device (trainable parts stay fp32; autocast runs the
         mixed operations). ``"auto"``: bf16 on CUDA GPUs that support it,
-        else fp16 with a gradient scaler on CUDA, fp32 on the CPU (exactly
-        today's numbers). ``"bf16"`` also runs on the CPU (probabilities
-        within 0.02 of fp32 on the tiny test model); ``"fp16"`` needs CUDA.
+        else fp16 with a gradient scaler on CUDA, fp32 on the CPU (the exact
+        fp32 numbers). ``"bf16"`` also runs on the CPU (``predict_proba``
+        within 0.02 of fp32 on the tiny test model); ``"fp16"`` needs CUDA
+        (refused on a CPU: no fast fp16 kernels there).
     num_workers : int or None, default=None
         DataLoader worker processes; None: 0 on CPU, on CUDA one per usable
         CPU but one, at most 16.

@@ -42,12 +42,7 @@ class ZeroShotClassifier(CLIPClassifier):
         Images per forward pass.
     device : str, default="auto"
     precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
-        Compute dtype of the frozen backbone, which is held in it once per
-        process and device (trainable parts stay fp32; autocast runs the
-        mixed operations). ``"auto"``: bf16 on CUDA GPUs that support it,
-        else fp16 with a gradient scaler on CUDA, fp32 on the CPU (exactly
-        today's numbers). ``"bf16"`` also runs on the CPU (probabilities
-        within 0.02 of fp32 on the tiny test model); ``"fp16"`` needs CUDA.
+        The backbone's compute dtype, as in :class:`~liftlearn.LiftPlusClassifier`.
     num_workers : int or None, default=None
     check_images : {"header", "decode"} or None, default="header"
         Check every image given to ``fit`` or to a prediction method before
