@@ -12,10 +12,13 @@ from .exceptions import LiftLearnWarning
 
 __all__ = [
     "DeviceWarning",
+    "PRECISIONS",
     "autocast_for",
     "canonical_device",
     "map_device",
+    "network_dtype",
     "resolve_device",
+    "resolve_precision",
     "usable_cpus",
 ]
 
@@ -69,14 +72,70 @@ def map_device(device) -> torch.device:
     return device
 
 
-def autocast_for(device: torch.device):
-    """Mixed precision on CUDA (bf16 where supported, else fp16 with a
-    gradient scaler); fp32 elsewhere. Returns ``(context, scaler or None)``."""
+#: The values of the estimators' ``precision`` parameter.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _auto_dtype(device: torch.device) -> torch.dtype:
     if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def resolve_precision(precision, device, strict: bool = True) -> torch.dtype:
+    """The compute dtype of ``precision`` on ``device``: the dtype the frozen
+    backbone is held in and autocast computes in (the trainable parts stay
+    fp32).
+
+    ``"auto"``: bf16 on CUDA GPUs that support it, else fp16 (with a
+    gradient scaler) on CUDA, fp32 elsewhere; ``"fp32"``, ``"bf16"``,
+    ``"fp16"``: that dtype.
+
+    Raises
+    ------
+    ValueError
+        Naming ``precision`` for ``"fp16"`` on a device other than CUDA (no
+        fast fp16 kernels on a CPU, and its gradients need a scaler) and
+        for ``"bf16"`` on a GPU without bf16. With ``strict=False`` (a
+        model loaded on another device) the ``"auto"`` dtype of ``device``
+        is returned instead.
+    """
+    device = torch.device(device)
+    if precision is None or precision == "auto":
+        return _auto_dtype(device)
+    dtype = _DTYPES[precision]
+    problem = None
+    if dtype is torch.float16 and device.type != "cuda":
+        problem = (f"precision='fp16' needs a CUDA device (device is {str(device)!r}): fp16 has no "
+                   "fast CPU kernels and its gradients need a scaler; use 'bf16' or 'fp32'")
+    elif dtype is torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        problem = "precision='bf16' is not supported by this GPU; use 'fp16' or 'fp32'"
+    if problem is None:
+        return dtype
+    if not strict:
+        return _auto_dtype(device)
+    raise ValueError(problem)
+
+
+def network_dtype(network):
+    """The compute dtype of a network on a frozen backbone (its backbone's
+    ``dtype``); None for a network without one."""
+    return getattr(getattr(network, "backbone", None), "dtype", None)
+
+
+def autocast_for(device: torch.device, dtype=None):
+    """The autocast context and the gradient scaler (or None) for computing
+    in ``dtype`` on ``device``: none for fp32, bf16 autocast (CPU too),
+    fp16 autocast with a scaler on CUDA. ``dtype=None``: the ``"auto"``
+    precision of ``device``. Returns ``(context, scaler or None)``."""
+    if dtype is None:
+        dtype = _auto_dtype(device)
+    if dtype is torch.float32:
         return contextlib.nullcontext(), None
-    if torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16), None
-    return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
+    scaler = torch.amp.GradScaler(device.type) if dtype is torch.float16 else None
+    return torch.autocast(device.type, dtype=dtype), scaler
 
 
 def usable_cpus() -> int:

@@ -120,7 +120,12 @@ def test_legacy_model_file(name, golden_data, expected):
     assert isinstance(model, cls)
     proba = model.predict_proba(golden_data["X_test"])
     with np.load(GOLDEN / "legacy" / "legacy_proba.npz") as z:
-        _assert_array_identical(proba, z[name.replace(".", "_")], "predict_proba")
+        wanted = z[name.replace(".", "_")]
+    # Issue 14 computes every block's attention with SDPA instead of
+    # open_clip's nn.MultiheadAttention (README, deliberate deviations): the
+    # old files' predictions moved by at most 1.2e-7.
+    assert proba.dtype == wanted.dtype
+    assert np.max(np.abs(proba - wanted)) <= 1e-6
     if "recorded" not in META["settings"][key]:
         # Still the numbers of the commit that wrote the legacy files.
         _assert_array_identical(proba, expected[f"{key}__proba"], "predict_proba")

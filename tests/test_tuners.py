@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from liftlearn.nn.backbones import get_backbone
 from liftlearn.nn.tuners import (
@@ -497,6 +498,116 @@ def test_resnet_refuses_layer_selection(rn_backbone):
         build_tuner("full", rn_backbone, 10, layers=1)
 
 
+# ------------------------------------------------- one attention path
+class _AtenOps(TorchDispatchMode):
+    """The aten ops dispatched inside the block (forward and backward)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.add(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+_BMM = {"bmm", "baddbmm"}
+
+
+def _step_and_predict_ops(network, images, n_classes):
+    """The aten ops of a training step (forward, loss, backward) and of a
+    prediction (eval, no grad; and under CPU bf16 autocast, where
+    nn.MultiheadAttention's fused fast path is off)."""
+    network.train()
+    with _AtenOps() as step:
+        x = images.clone().requires_grad_(True)  # a backward even where nothing trains
+        out = network(x)
+        loss = out.float().square().mean() if n_classes is None else torch.nn.functional.cross_entropy(
+            out.float(), torch.arange(len(images)) % n_classes)
+        loss.backward()
+    network.eval()
+    with _AtenOps() as predict, torch.no_grad():
+        network(images)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            network(images)
+    return step.ops, predict.ops
+
+
+def test_open_clip_s_own_attention_dispatches_bmm_in_training(backbone):
+    """What the next test looks for is there in open_clip's own block."""
+    block = backbone.visual.transformer.resblocks[0]
+    with _AtenOps() as rec:
+        block(torch.randn(2, 5, 64, requires_grad=True)).sum().backward()
+    assert rec.ops & _BMM
+
+
+@pytest.mark.parametrize("name", BUILT_IN + ["zero-shot", "features"])
+def test_no_bmm_in_training_or_prediction_of_any_method(backbone, name):
+    """Every block of every method (unselected ones, VPT's, "full"'s
+    copies) and the plain frozen tower run one SDPA attention: no bmm from
+    nn.MultiheadAttention in a training step or a prediction."""
+    from liftlearn.nn.heads import CosineClassifier
+    from liftlearn.nn.networks import FeatureNetwork, LiftNetwork, ZeroShotNetwork
+
+    images = torch.randn(2, 3, 32, 32)
+    n_classes = 3
+    if name == "zero-shot":
+        text = torch.nn.functional.normalize(torch.randn(n_classes, backbone.visual.output_dim), dim=-1)
+        network = ZeroShotNetwork(backbone, text, 100.0)
+    elif name == "features":
+        network, n_classes = FeatureNetwork(backbone, build_tuner("none", backbone, 2), True), None
+    else:
+        layers = 2 if TUNERS[name].layered else None  # blocks without a module too
+        tuner = build_tuner(name, backbone, n_classes, layers=layers)
+        network = LiftNetwork(backbone, tuner, CosineClassifier(torch.randn(n_classes, backbone.feature_dim)))
+    step, predict = _step_and_predict_ops(network, images, n_classes)
+    assert not step & _BMM and not predict & _BMM, (step | predict) & _BMM
+    assert any("scaled_dot_product" in op for op in step)
+    assert any("scaled_dot_product" in op for op in predict)
+
+
+def _features_and_grads(tuner, visual, images):
+    tuner.train()
+    x = images.clone().requires_grad_(True)
+    out = tuner.features(visual, x)
+    out.square().sum().backward()
+    grads = [x.grad] + [p.grad for p in tuner.parameters()]
+    tuner.zero_grad(set_to_none=True)
+    tuner.eval()
+    with torch.no_grad():
+        predicted = tuner.features(visual, images)
+    return [out.detach(), predicted] + grads
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_every_method_equals_open_clip_s_own_blocks(backbone, name, monkeypatch):
+    """The SDPA path against open_clip's own modules run directly (its
+    ``block(x)``, ``block.attention`` and ``visual(images)``): features and
+    every gradient to 1e-5, in training and prediction, trained modules
+    perturbed, on the selected and the unselected blocks."""
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    layers = [1, 3] if TUNERS[name].layered else None
+    torch.manual_seed(0)
+    tuner = build_tuner(name, backbone, 1000, layers=layers)
+    _perturb(tuner)
+    ours = _features_and_grads(tuner, backbone.visual, images)
+    with monkeypatch.context() as m:
+        # Every block the method does not reach into runs open_clip's own
+        # module (a method's qkv hook or replaced projections keep SDPA,
+        # checked against block.attention above).
+        m.setattr(_blocks, "functional_ok", lambda block: False)
+        theirs = _features_and_grads(tuner, backbone.visual, images)
+        with torch.no_grad():
+            tower = backbone.visual(images)
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert (a - b).abs().max() <= 1e-5
+    with torch.no_grad():
+        assert (_blocks.image_embedding(backbone.visual, images) - tower).abs().max() <= 1e-5
+
+
 # ------------------------------------------- the code before the registry
 def _pre_registry_source():
     try:
@@ -539,8 +650,12 @@ def _record(tuner, visual, images):
     return rec
 
 
-def test_numerics_match_the_pre_registry_code(backbone, rn_backbone):
-    """Same parameters drawn, same features and gradients, bit for bit."""
+def test_numerics_match_the_pre_registry_code(backbone, rn_backbone, monkeypatch):
+    """Same parameters drawn, same features and gradients, bit for bit,
+    where the blocks run open_clip's own attention as the pre-registry code
+    did (the SDPA path that replaced it is checked against open_clip by
+    test_every_method_equals_open_clip_s_own_blocks)."""
+    monkeypatch.setattr(_blocks, "functional_ok", lambda block: False)
     old = types.ModuleType("_liftlearn_pre_registry_adapters")
     exec(compile(_pre_registry_source(), "pre-registry adapters.py", "exec"), old.__dict__)
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(123))
@@ -560,7 +675,8 @@ def test_numerics_match_the_pre_registry_code(backbone, rn_backbone):
                 assert ours[k] is None or torch.equal(ours[k], theirs[k]), (adapter, layers, k)
 
 
-def test_lora_numerics_match_the_pre_registry_code_given_the_same_weights(backbone):
+def test_lora_numerics_match_the_pre_registry_code_given_the_same_weights(backbone, monkeypatch):
+    monkeypatch.setattr(_blocks, "functional_ok", lambda block: False)  # as in the test above
     old = types.ModuleType("_liftlearn_pre_registry_adapters")
     exec(compile(_pre_registry_source(), "pre-registry adapters.py", "exec"), old.__dict__)
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(123))
@@ -600,7 +716,9 @@ _OLD_PICKLER = textwrap.dedent(
 )
 
 
-def test_tuners_pickled_by_the_pre_registry_code_still_load(tmp_path, backbone, rn_backbone):
+def test_tuners_pickled_by_the_pre_registry_code_still_load(tmp_path, backbone, rn_backbone, monkeypatch):
+    # Bit for bit with open_clip's own attention, as the old code ran it.
+    monkeypatch.setattr(_blocks, "functional_ok", lambda block: False)
     source = tmp_path / "adapters.py"
     source.write_text(_pre_registry_source())
     script = tmp_path / "pickle_old.py"

@@ -19,7 +19,7 @@ from typing import List, Optional
 
 import torch
 
-from .._device import autocast_for
+from .._device import autocast_for, network_dtype
 from .._logging import get_logger
 from ..exceptions import TrainingError
 from ._loading import make_loader, progress
@@ -187,7 +187,7 @@ def fit_task(
     micro = config.micro_batch_size
     accum = config.batch_size // micro
     optimizer, scheduler = make_optimizer(network, config, device)
-    autocast, scaler = autocast_for(device)
+    autocast, scaler = autocast_for(device, network_dtype(network))  # the backbone's precision
     if config.compile:
         # The compiled callables share the parameters: optimiser, checkpoints
         # and the fitted network are untouched; only the training forward is

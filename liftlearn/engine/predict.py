@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .._device import autocast_for
+from .._device import autocast_for, network_dtype
 from ..data import ImageDataset
 from ..transforms import eval_transform, tte_transform
 from ._loading import make_loader, progress
@@ -34,7 +34,7 @@ def predict_logits(
     logits : ndarray of shape (n_images, n_outputs), float32
     """
     network.eval()
-    autocast, _ = autocast_for(device)
+    autocast, _ = autocast_for(device, network_dtype(network))  # the backbone's precision
     loader = make_loader(dataset, batch_size, device, num_workers)
     out = []
     for views in progress(loader, verbose, "predict", len(loader)):

@@ -26,7 +26,7 @@ from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 
-from .._device import map_device, resolve_device
+from .._device import PRECISIONS, map_device, resolve_device, resolve_precision
 from .._labels import class_names_problem, resolve_labels
 from .._logging import verbosity
 from .._validation import (
@@ -104,6 +104,7 @@ class CLIPEstimator(BaseEstimator, ABC):
         "tte_expand": [Interval(Integral, 0, MAX_TTE_EXPAND)],
         "batch_size": [Interval(Integral, 1)],
         "device": [Predicate(_is_device, "'auto', a device name such as 'cpu' or 'cuda:0', or a torch.device")],
+        "precision": [Options(PRECISIONS)],
         "num_workers": [Interval(Integral, 0), None],
         "verbose": [Interval(Integral, 0)],
         "check_images": [Options(("header", "decode")), None],
@@ -139,6 +140,12 @@ class CLIPEstimator(BaseEstimator, ABC):
     def _resolve_device(self) -> torch.device:
         return resolve_device(self.device)
 
+    def _compute_dtype(self, device, strict: bool = True) -> torch.dtype:
+        """The dtype ``precision`` computes in on ``device`` (estimators
+        pickled before ``precision`` existed: "auto"); ``strict=False`` for a
+        model loaded on another device (see :func:`resolve_precision`)."""
+        return resolve_precision(getattr(self, "precision", "auto"), device, strict)
+
     # -------------------------------------------------------- fitted state
     def _fitted_from_module(self, module) -> dict:
         """Fitted attributes derived from ``module_`` (see ``_derived_fitted``)."""
@@ -150,6 +157,9 @@ class CLIPEstimator(BaseEstimator, ABC):
         attrs.update(self._fitted_from_module(module_))
         for name, value in {"module_": module_, "device_": device_, **attrs}.items():
             setattr(self, name, value)
+        # A loaded model's network comes on the fp32 backbone: hold it in
+        # this estimator's precision (a no-op after fit).
+        module_.to_device(device_, self._compute_dtype(device_, strict=False))
 
     def _reset_fitted(self) -> None:
         for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("__")]:
@@ -165,7 +175,7 @@ class CLIPEstimator(BaseEstimator, ABC):
         if "module_" in state:
             # Fitted on a GPU, loaded where there is none: predict on the CPU.
             self.device_ = map_device(self.device_)
-            self.module_.to_device(self.device_)
+            self.module_.to_device(self.device_, self._compute_dtype(self.device_, strict=False))
 
     def _upgrade_state(self, state: dict) -> dict:
         """Turn a pickled state of an older release into this one's."""

@@ -198,6 +198,7 @@ class FineTunedClassifier(CLIPClassifier):
             estimator is left unfitted.
         """
         spec, device = self._backbone_spec(), self._resolve_device()
+        dtype = self._compute_dtype(device)  # an impossible precision fails before anything runs
         # Before the image check: a checkpoint_dir that cannot be written
         # must not cost a training run first.
         self._check_checkpoint_dir()
@@ -210,7 +211,7 @@ class FineTunedClassifier(CLIPClassifier):
         if checkpoint is not None and checkpoint.read() is not None:
             seed = int(checkpoint.read()["seed"])
 
-        backbone = get_backbone(spec, device)
+        backbone = get_backbone(spec, device, dtype=dtype)
         network = self._build_network(backbone, labels.names, seed).to(device)
         task = self._make_task(network, backbone, paths, labels, seed, device)
         history = fit_task(task, config, device, checkpoint)

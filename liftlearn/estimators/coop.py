@@ -77,6 +77,8 @@ class CoOpClassifier(FineTunedClassifier):
         Test-time ensembling (five crops); off in the study's CoOp run.
     tte_expand : int, default=24
     device : str, default="auto"
+    precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
+        The backbone's compute dtype, as in :class:`~liftlearn.LiftPlusClassifier`.
     num_workers : int or None, default=None
     compile : bool, default=False
     check_images : {"header", "decode"} or None, default="header"
@@ -130,6 +132,7 @@ class CoOpClassifier(FineTunedClassifier):
         tte=False,
         tte_expand=24,
         device="auto",
+        precision="auto",
         num_workers=None,
         compile=False,
         check_images="header",
@@ -158,6 +161,7 @@ class CoOpClassifier(FineTunedClassifier):
         self.tte = tte
         self.tte_expand = tte_expand
         self.device = device
+        self.precision = precision
         self.num_workers = num_workers
         self.compile = compile
         self.check_images = check_images

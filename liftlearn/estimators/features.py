@@ -54,6 +54,8 @@ class CLIPFeatures(TransformerMixin, CLIPEstimator):
         the five crops (LIFT+'s value).
     batch_size : int, default=128
     device : str, default="auto"
+    precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
+        The backbone's compute dtype, as in :class:`~liftlearn.LiftPlusClassifier`.
     num_workers : int or None, default=None
     check_images : {"header", "decode"} or None, default="header"
         Check every image given to :meth:`transform` before any feature is
@@ -97,6 +99,7 @@ class CLIPFeatures(TransformerMixin, CLIPEstimator):
         tte_expand=24,
         batch_size=128,
         device="auto",
+        precision="auto",
         num_workers=None,
         check_images="header",
         on_bad_image="raise",
@@ -110,6 +113,7 @@ class CLIPFeatures(TransformerMixin, CLIPEstimator):
         self.tte_expand = tte_expand
         self.batch_size = batch_size
         self.device = device
+        self.precision = precision
         self.num_workers = num_workers
         self.check_images = check_images
         self.on_bad_image = on_bad_image
@@ -143,6 +147,7 @@ class CLIPFeatures(TransformerMixin, CLIPEstimator):
         self : CLIPFeatures
         """
         device = self._resolve_device()
+        dtype = self._compute_dtype(device)
         if self.adapter_from is not None:
             source = getattr(self.adapter_from, "estimator", self.adapter_from)
             check_is_fitted(source, msg="adapter_from must be a fitted LiftPlusClassifier")
@@ -152,10 +157,10 @@ class CLIPFeatures(TransformerMixin, CLIPEstimator):
                     f"adapter_from must be a fitted LiftPlusClassifier or ULFineClassifier; "
                     f"a {type(source).__name__} has no adapter"
                 )
-            backbone = get_backbone(network.backbone.spec, device)
+            backbone = get_backbone(network.backbone.spec, device, dtype=dtype)
             tuner = network.tuner
         else:
-            backbone = get_backbone(self._backbone_spec(), device)
+            backbone = get_backbone(self._backbone_spec(), device, dtype=dtype)
             tuner = build_tuner("none", backbone, n_classes=1)
         self._set_fitted(module_=FeatureNetwork(backbone, tuner, bool(self.normalize)).to(device),
                          device_=device)

@@ -141,6 +141,14 @@ default="auto"
     device : str, default="auto"
         ``"auto"`` uses CUDA when available. Resolved in ``fit``, never
         earlier, so that parallel workers can each pick their own GPU.
+    precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
+        Compute dtype of the frozen backbone, which is held in it once per
+        process and device (trainable parts stay fp32; autocast runs the
+        mixed operations). ``"auto"``: bf16 on CUDA GPUs that support it,
+        else fp16 with a gradient scaler on CUDA, fp32 on the CPU (the exact
+        fp32 numbers). ``"bf16"`` also runs on the CPU (``predict_proba``
+        within 0.02 of fp32 on the tiny test model); ``"fp16"`` needs CUDA
+        (refused on a CPU: no fast fp16 kernels there).
     num_workers : int or None, default=None
         DataLoader worker processes; None: 0 on CPU, on CUDA one per usable
         CPU but one, at most 16.
@@ -240,6 +248,7 @@ default="auto"
         tte=True,
         tte_expand=24,
         device="auto",
+        precision="auto",
         num_workers=None,
         compile=False,
         check_images="header",
@@ -273,6 +282,7 @@ default="auto"
         self.tte = tte
         self.tte_expand = tte_expand
         self.device = device
+        self.precision = precision
         self.num_workers = num_workers
         self.compile = compile
         self.check_images = check_images

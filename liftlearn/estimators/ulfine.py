@@ -82,7 +82,7 @@ class ULFineClassifier(FineTunedClassifier):
     ----------
     backbone, pretrained, adapter, adapter_dim, adapter_layers, class_names, \
 epochs, batch_size, device_batch_size, lr, momentum, weight_decay, tau, scale, \
-prompt_template, mda_schedule, tte, tte_expand, device, num_workers, compile, \
+prompt_template, mda_schedule, tte, tte_expand, device, precision, num_workers, compile, \
 check_images, on_bad_image, checkpoint_dir, random_state, verbose
         As in :class:`~liftlearn.LiftPlusClassifier`, on the same training
         engine. ``tau`` also applies to the unlabeled loss, with the prior of
@@ -225,6 +225,7 @@ trainable_fraction_, n_trainable_params_, device_
         tte=True,
         tte_expand=24,
         device="auto",
+        precision="auto",
         num_workers=None,
         compile=False,
         check_images="header",
@@ -267,6 +268,7 @@ trainable_fraction_, n_trainable_params_, device_
         self.tte = tte
         self.tte_expand = tte_expand
         self.device = device
+        self.precision = precision
         self.num_workers = num_workers
         self.compile = compile
         self.check_images = check_images

@@ -41,6 +41,8 @@ class ZeroShotClassifier(CLIPClassifier):
     batch_size : int, default=128
         Images per forward pass.
     device : str, default="auto"
+    precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
+        The backbone's compute dtype, as in :class:`~liftlearn.LiftPlusClassifier`.
     num_workers : int or None, default=None
     check_images : {"header", "decode"} or None, default="header"
         Check every image given to ``fit`` or to a prediction method before
@@ -84,6 +86,7 @@ class ZeroShotClassifier(CLIPClassifier):
         tte_expand=24,
         batch_size=128,
         device="auto",
+        precision="auto",
         num_workers=None,
         check_images="header",
         on_bad_image="raise",
@@ -97,6 +100,7 @@ class ZeroShotClassifier(CLIPClassifier):
         self.tte_expand = tte_expand
         self.batch_size = batch_size
         self.device = device
+        self.precision = precision
         self.num_workers = num_workers
         self.check_images = check_images
         self.on_bad_image = on_bad_image
@@ -131,6 +135,7 @@ class ZeroShotClassifier(CLIPClassifier):
         self : ZeroShotClassifier
         """
         spec, device = self._backbone_spec(), self._resolve_device()
+        dtype = self._compute_dtype(device)
         paths = check_paths(X, must_exist=self.check_images is None)
         labels = self._labels(paths, y, self._class_names_for(class_names, len(paths)))
         bad = self._bad_images(paths)
@@ -145,7 +150,7 @@ class ZeroShotClassifier(CLIPClassifier):
             keep = np.ones(len(paths), dtype=bool)
             keep[[i for i, _ in bad]] = False
             counts = np.bincount(labels.y_encoded[keep], minlength=len(labels.classes))
-        backbone = get_backbone(spec, device)
+        backbone = get_backbone(spec, device, dtype=dtype)
         text = text_classifier(backbone, labels.names, self.prompt_template)
         scale = float(backbone.model.logit_scale.detach().exp().cpu())
         self._set_fitted(

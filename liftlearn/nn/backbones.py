@@ -1,9 +1,10 @@
 """Frozen CLIP backbones: loading, caching and the text side.
 
 A backbone is named by a :class:`BackboneSpec` (open_clip model name plus the
-``pretrained`` source). :func:`get_backbone` builds it once per process and
-device and hands the same frozen object to every estimator that asks, so a
-``GridSearchCV`` over adapter settings never reloads or copies the weights.
+``pretrained`` source). :func:`get_backbone` builds it once per process,
+device and compute dtype (the estimators' ``precision``) and hands the same
+frozen object to every estimator that asks, so a ``GridSearchCV`` over
+adapter settings never reloads, copies or re-casts the weights.
 Nothing here trains: parameters are frozen on load and callers never hold an
 optimiser over them.
 
@@ -27,7 +28,7 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from .._device import canonical_device
+from .._device import autocast_for, canonical_device
 from .._logging import get_logger
 from .._random import seeded_global_rng
 from ..exceptions import BackboneError
@@ -495,14 +496,19 @@ class Backbone:
         Width of the pre-projection image feature that LIFT+ classifies.
     n_layers : int
         Number of transformer blocks (ViT) or residual stages (ResNet).
+    dtype : torch.dtype
+        The dtype its weights are held in, the compute dtype of the networks
+        on it (fp32, or bf16/fp16 under the estimators' ``precision``).
     """
 
-    def __init__(self, spec: BackboneSpec, model, device: torch.device):
+    def __init__(self, spec: BackboneSpec, model, device: torch.device,
+                 dtype: torch.dtype = torch.float32):
         from open_clip.modified_resnet import ModifiedResNet
         from open_clip.transformer import VisionTransformer
 
         self.spec = spec
         self.device = device
+        self.dtype = dtype
         self.model = model
         model.eval()
         model.requires_grad_(False)
@@ -543,9 +549,10 @@ class Backbone:
         return self.model.visual
 
     def __repr__(self):
+        dtype = "" if self.dtype is torch.float32 else f", dtype={self.dtype}"
         return (
             f"Backbone({self.spec.name!r}, pretrained={self.spec.pretrained!r}, "
-            f"device={str(self.device)!r})"
+            f"device={str(self.device)!r}{dtype})"
         )
 
     def __reduce__(self):
@@ -567,9 +574,11 @@ class Backbone:
         with _open_clip_logs():  # open_clip logs on root (see there)
             tokenizer = _open_clip().get_tokenizer(self.spec.name)
         out = []
+        autocast, _ = autocast_for(self.device, self.dtype)  # its mixed ops, as in training
         for start in range(0, len(texts), chunk_size):
             tokens = tokenizer(list(texts[start : start + chunk_size])).to(self.device)
-            feats = self.model.encode_text(tokens).float()
+            with autocast:
+                feats = self.model.encode_text(tokens).float()
             out.append(F.normalize(feats, dim=-1).cpu())
         return torch.cat(out)
 
@@ -591,8 +600,9 @@ def get_backbone(
     spec: Union[BackboneSpec, str],
     device: Union[str, torch.device] = "cpu",
     pretrained: Optional[str] = None,
+    dtype: torch.dtype = torch.float32,
 ) -> Backbone:
-    """The process-wide frozen backbone for ``spec`` on ``device``.
+    """The process-wide frozen backbone for ``spec`` on ``device`` in ``dtype``.
 
     Parameters
     ----------
@@ -601,11 +611,17 @@ def get_backbone(
     device : str or torch.device, default="cpu"
     pretrained : str or None
         Only used when ``spec`` is a str.
+    dtype : torch.dtype, default=torch.float32
+        The dtype the weights are held in: cast once here, so that autocast
+        does not re-cast the frozen weights on every forward (it caches
+        casts only of weights that require gradients). Its
+        :func:`backbone_fingerprint` is the fp32 weights' one, so a model
+        fitted in any precision names the same weights.
 
     Returns
     -------
     backbone : Backbone
-        The same object for every call with an equal spec and device, as
+        The same object for every call with an equal spec, device and dtype, as
         long as the weights file behind ``pretrained`` (or the
         ``local-dir:`` folder) keeps its size and modification time: a
         replaced file is loaded afresh, as build tools notice a changed
@@ -614,18 +630,35 @@ def get_backbone(
     if not isinstance(spec, BackboneSpec):
         spec = BackboneSpec.create(spec, pretrained)
     device = canonical_device(device)
-    key = (spec, str(device))
+    key = (spec, str(device), dtype)
     signature = _source_signature(spec)
     with _cache_lock:
         backbone = _cache.get(key)
         if backbone is None or getattr(backbone, "_source_signature", None) != signature:
             _cache.pop(key, None)  # free the stale weights before loading
             model = _build_model(spec)
-            model = model.to(device)
-            backbone = Backbone(spec, model, device)
+            # Hashed in fp32, before the cast (what pickled models name).
+            fingerprint = None if dtype is torch.float32 else weights_fingerprint(model)
+            model = _cast(model.to(device), dtype)
+            backbone = Backbone(spec, model, device, dtype)
             backbone._source_signature = signature
+            if fingerprint is not None:
+                backbone._fingerprint = fingerprint
             _cache[key] = backbone
     return backbone
+
+
+def _cast(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """``model`` with its floating weights and buffers in ``dtype``; 0-dim
+    ones (CLIP's ``logit_scale``) stay fp32, as a bf16 logit scale would
+    move zero-shot logits by ~1%."""
+    if dtype is torch.float32:
+        return model
+    with torch.no_grad():
+        for t in list(model.parameters()) + list(model.buffers()):
+            if t.is_floating_point() and t.dim() > 0:
+                t.data = t.data.to(dtype)
+    return model
 
 
 def _file_signature(path: str) -> tuple:

@@ -21,6 +21,7 @@ from .._device import canonical_device
 from .backbones import Backbone, backbone_fingerprint, check_fingerprint, get_backbone
 from .heads import CosineClassifier
 from .tuners import Tuner
+from .tuners._blocks import image_embedding
 
 __all__ = ["FeatureNetwork", "LiftNetwork", "SharedBackboneNetwork", "ULFineNetwork", "ZeroShotNetwork"]
 
@@ -47,12 +48,15 @@ class SharedBackboneNetwork(nn.Module):
             return tensor.device
         return self.backbone.device
 
-    def to_device(self, device) -> "SharedBackboneNetwork":
-        """Move the trainable parts and switch to the backbone on ``device``."""
+    def to_device(self, device, dtype=None) -> "SharedBackboneNetwork":
+        """Move the trainable parts and switch to the backbone on ``device``
+        held in ``dtype`` (None: the current backbone's dtype); the
+        trainable parts stay fp32."""
         device = canonical_device(device)
+        dtype = self.backbone.dtype if dtype is None else dtype
         self.to(device)
-        if self.backbone.device != device:
-            self.backbone = get_backbone(self.backbone.spec, device)
+        if self.backbone.device != device or self.backbone.dtype is not dtype:
+            self.backbone = get_backbone(self.backbone.spec, device, dtype=dtype)
         return self
 
     def n_trainable_params(self) -> int:
@@ -184,7 +188,7 @@ class ZeroShotNetwork(SharedBackboneNetwork):
         return self.text.device
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        image = F.normalize(self.backbone.visual(images).float(), dim=-1)
+        image = F.normalize(image_embedding(self.backbone.visual, images).float(), dim=-1)
         return self.logit_scale * image @ self.text.T
 
 

@@ -62,12 +62,14 @@ class TunerMethod:
     needs_blocks : bool
         :func:`build_tuner` passes the frozen block to :meth:`build_block`.
     edits_blocks : bool
-        False: the selected blocks run unchanged, ``block(x)``; the method
+        False: the selected blocks run unchanged (as every block without a
+        module: open_clip's block computed through the SDPA path); the method
         acts through :meth:`prompts` only (no other hook is called).
     functional_attention : bool
-        Run the attention functionally (SDPA on the packed projection) so
-        that :meth:`qkv` and the replacement in/out biases apply; False runs
-        open_clip's own ``block.attention``.
+        The :meth:`qkv` hook and the replacement in/out biases and
+        projections apply. Every block runs its attention functionally
+        (SDPA on the packed projection) either way; open_clip's own
+        ``block.attention`` runs only on blocks that path does not support.
     functional_mlp : bool
         Run the MLP functionally so that :meth:`fc1` and the replacement MLP
         biases apply; False runs open_clip's own ``block.mlp``.
@@ -158,7 +160,9 @@ class TunerMethod:
         return None
 
     def replace_block(self, module, x: torch.Tensor) -> torch.Tensor:
-        """The block's output when ``replaces_block``."""
+        """The block's output when ``replaces_block`` (an open_clip block
+        copy runs through the SDPA path with ``_blocks.block_forward``, as
+        "full" does)."""
         return module(x)
 
     def biases(self, module):

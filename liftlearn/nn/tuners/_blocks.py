@@ -17,11 +17,22 @@ those hooks at their points (``h`` is the residual stream)::
     m = ls_2(m) [+ parallel(mod, h)]
     out = h + m
 
-A method without ``functional_attention`` runs open_clip's own
-``block.attention``, and without ``functional_mlp`` its ``block.mlp``; a
-method that does not edit its blocks runs ``block(x)``; one that replaces
-its blocks runs ``replace_block(mod, x)``. The frozen encoder itself is
-never modified, patched or parametrised.
+Every block of every method runs its self-attention here, as
+:func:`attention` (one ``scaled_dot_product_attention`` on the packed
+projection), in training and prediction: the selected blocks, the blocks
+without a module, a method that does not edit its blocks (:func:`block_forward`),
+the private block copies of "full" and the plain frozen tower
+(:func:`image_embedding`). open_clip's ``nn.MultiheadAttention`` takes a
+slower path: in training it computes q/k/v with ``bmm`` on a sequence-first
+view plus a ``.contiguous()`` copy, and under autocast its fused fast path is
+off; the two agree to ~1e-6 (README, deliberate deviations). A block this
+path does not support (not open_clip's batch-first fused-qkv
+``ResidualAttentionBlock``) runs open_clip's own ``block.attention``.
+``functional_attention`` only says whether the method's :meth:`qkv` hook and
+replacement in/out projections apply; without ``functional_mlp`` a block
+runs open_clip's own ``block.mlp``; a method that replaces its blocks runs
+``replace_block(mod, x)``. The frozen encoder itself is never modified,
+patched or parametrised.
 """
 
 from __future__ import annotations
@@ -68,19 +79,31 @@ def frozen_block_biases(block) -> dict:
     }
 
 
-def check_vit_blocks(visual, adapter: str, alternatives) -> None:
-    """Raise unless every block supports the functional attention and MLP."""
+def _unsupported(block) -> Optional[str]:
+    """Why :func:`attention` cannot run ``block``, or None."""
     from open_clip.transformer import ResidualAttentionBlock
 
+    if not isinstance(block, ResidualAttentionBlock):
+        return f"open_clip's ResidualAttentionBlock; this backbone has {type(block).__name__} blocks"
+    attn = block.attn
+    if not (getattr(attn, "batch_first", False) and attn._qkv_same_embed_dim
+            and attn.bias_k is None and not attn.add_zero_attn and attn.dropout == 0.0
+            and not hasattr(block, "ln_1_kv")):
+        return "batch-first fused-qkv attention without extra key/value biases or dropout"
+    return None
+
+
+def functional_ok(block) -> bool:
+    """Whether ``block`` runs through :func:`attention`."""
+    return _unsupported(block) is None
+
+
+def check_vit_blocks(visual, adapter: str, alternatives) -> None:
+    """Raise unless every block supports the functional attention and MLP."""
     for block in visual.transformer.resblocks:
-        if not isinstance(block, ResidualAttentionBlock):
-            raise ValueError(
-                f"adapter={adapter!r} needs open_clip's ResidualAttentionBlock; this "
-                f"backbone has {type(block).__name__} blocks (use one of "
-                f"{list(alternatives)})"
-            )
-        if not getattr(block.attn, "batch_first", False) or not block.attn._qkv_same_embed_dim:
-            raise ValueError(f"adapter={adapter!r} needs batch-first fused-qkv attention")
+        why = _unsupported(block)
+        if why is not None:
+            raise ValueError(f"adapter={adapter!r} needs {why} (use one of {list(alternatives)})")
 
 
 def frozen_block_projections(block) -> dict:
@@ -103,21 +126,23 @@ def _layer_norm(ln: nn.LayerNorm, x: torch.Tensor, bias: torch.Tensor) -> torch.
 
 def attention(method, module, block, a, in_bias, out_bias, proj=None) -> torch.Tensor:
     """open_clip's self-attention re-implemented on the packed projection
-    (SDPA), with the method's ``qkv`` and ``attn_out`` hooks; ``proj``:
-    replacement ``(weight, bias)`` pairs of the ``projections`` hook."""
+    (SDPA), with the method's ``qkv`` and ``attn_out`` hooks (none for
+    ``method=None``); ``proj``: replacement ``(weight, bias)`` pairs of the
+    ``projections`` hook."""
     attn = block.attn
     proj = proj or {}
     w_in, in_bias = proj.get("in_proj", (attn.in_proj_weight, in_bias))
     w_out, out_bias = proj.get("out_proj", (attn.out_proj.weight, out_bias))
     qkv = F.linear(a, w_in, in_bias)
-    qkv = method.qkv(module, a, qkv)
+    if method is not None:
+        qkv = method.qkv(module, a, qkv)
     n, length, dim = a.shape
     heads = attn.num_heads
     q, k, v = qkv.view(n, length, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
     o = F.scaled_dot_product_attention(q, k, v)
     o = o.transpose(1, 2).reshape(n, length, dim)
     o = F.linear(o, w_out, out_bias)
-    return method.attn_out(module, o)
+    return o if method is None else method.attn_out(module, o)
 
 
 def mlp(method, module, block, z, fc1_bias, fc2_bias, proj=None) -> torch.Tensor:
@@ -133,10 +158,21 @@ def mlp(method, module, block, z, fc1_bias, fc2_bias, proj=None) -> torch.Tensor
     return method.fc2(module, m)
 
 
+def block_forward(block, x: torch.Tensor) -> torch.Tensor:
+    """``block(x)`` of an open_clip block through :func:`attention`: the
+    blocks without a module, the methods that do not edit their blocks and
+    the private block copies of "full"."""
+    if not functional_ok(block):
+        return block(x)
+    attn = block.attn
+    h = x + block.ls_1(attention(None, None, block, block.ln_1(x), attn.in_proj_bias, attn.out_proj.bias))
+    return h + block.ls_2(block.mlp(block.ln_2(h)))
+
+
 def run_block(method, module, block, x: torch.Tensor) -> torch.Tensor:
     """One frozen block with ``method``'s module ``module`` in place."""
     if not method.edits_blocks:
-        return block(x)
+        return block_forward(block, x)
     if method.replaces_block:
         return method.replace_block(module, x)
     functional = method.functional_attention or method.functional_mlp
@@ -150,6 +186,8 @@ def run_block(method, module, block, x: torch.Tensor) -> torch.Tensor:
         a = block.ln_1(x)
     if method.functional_attention:
         o = attention(method, module, block, a, b["in_proj"], b["out_proj"], proj)
+    elif functional_ok(block):
+        o = attention(method, module, block, a, block.attn.in_proj_bias, block.attn.out_proj.bias)
     else:
         o = method.attn_out(module, block.attention(q_x=a))
     h = x + block.ls_1(o)
@@ -182,7 +220,7 @@ def vit_features(visual, images: torch.Tensor, method, modules, keys) -> torch.T
     for i, block in enumerate(visual.transformer.resblocks):
         key = str(i)
         if key not in keys:
-            x = block(x)
+            x = block_forward(block, x)
             continue
         module = None if modules is None else modules[key]
         prompts = method.prompts(module)
@@ -195,3 +233,13 @@ def vit_features(visual, images: torch.Tensor, method, modules, keys) -> torch.T
         x = run_block(method, module, block, x)
     pooled, _ = visual._pool(x)
     return pooled  # the Tuner applies the method's feature hook after this
+
+
+def image_embedding(visual, images: torch.Tensor) -> torch.Tensor:
+    """``visual(images)`` of the frozen tower (open_clip's image embedding,
+    after the projection) with every block through :func:`attention`; a
+    CLIP ResNet is run as is."""
+    if not is_vit(visual):
+        return visual(images)
+    pooled = vit_features(visual, images, None, None, frozenset())
+    return pooled if visual.proj is None else pooled @ visual.proj

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+from . import _blocks
 from ._base import TunerMethod, register_tuner
 
 
@@ -21,4 +22,9 @@ class FullMethod(TunerMethod):
     def build_block(self, *, index, width, mlp_width, size, block):
         if block is None:
             raise ValueError("adapter='full' needs the backbone's blocks to copy")
-        return copy.deepcopy(block).requires_grad_(True)
+        # Trained in fp32 whatever dtype the frozen backbone is held in.
+        return copy.deepcopy(block).float().requires_grad_(True)
+
+    def replace_block(self, module, x):
+        # The private copy runs like every other block (SDPA attention).
+        return _blocks.block_forward(module, x)

@@ -52,7 +52,7 @@ class ResNetTuner(Tuner):
         self.tower = None
         self.biases = None
         if method.replaces_block:
-            self.tower = copy.deepcopy(visual)
+            self.tower = copy.deepcopy(visual).float()  # trained in fp32 (see full.py)
             self.tower.requires_grad_(True)
             self.tower.eval()
         elif method.trains_biases:
@@ -75,7 +75,8 @@ class ResNetTuner(Tuner):
 
     def _bn(self, name, bn, x):
         return F.batch_norm(
-            x, bn.running_mean, bn.running_var, bn.weight, self._bias(name), False, 0.0, bn.eps
+            x, bn.running_mean, bn.running_var, bn.weight, self._bias(name).to(bn.weight.dtype),
+            False, 0.0, bn.eps,  # one dtype: the frozen tower's (fp32 bias, bf16 backbone)
         )
 
     def _bitfit_forward(self, visual, x):
