@@ -567,6 +567,12 @@ def check_tower(tower: FrozenTower, visual, size: int, device) -> float:
     images, to 1e-5); returns the largest absolute difference."""
     g = torch.Generator(device="cpu").manual_seed(3)
     images = torch.randn(2, 3, size, size, generator=g).to(device)
+    import copy
+
+    # In fp32 on both sides: a visual whose frozen weights were cast (bf16 on
+    # a GPU) is compared through an fp32 copy of those same weights.
+    if any(p.dtype != torch.float32 for p in visual.parameters()):
+        visual = copy.deepcopy(visual).float()
     ref_tower = tower if tower.dtype == torch.float32 else FrozenTower(visual, torch.float32)
     cudnn_tf32 = torch.backends.cudnn.allow_tf32
     matmul_tf32 = torch.backends.cuda.matmul.allow_tf32
@@ -575,7 +581,7 @@ def check_tower(tower: FrozenTower, visual, size: int, device) -> float:
     try:
         visual.eval()
         with torch.no_grad():
-            ref = visual(images.to(next(visual.parameters()).dtype)).float()
+            ref = visual(images).float()
             ours = ref_tower.features(ref_tower.embed(images))
             ours = (ours @ ref_tower.proj if ref_tower.proj is not None else ours).float()
     finally:
