@@ -37,9 +37,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import json
 import os
 import platform
+import socket
+import statistics
 import time
 from pathlib import Path
 
@@ -207,13 +210,40 @@ def _build(args, backbone, class_names):
     return clf._build_network(backbone, class_names, seed=0)
 
 
-def profile_step(args, backbone, class_names, device) -> dict:
-    from torch.utils.flop_counter import FlopCounterMode
+def _autocast_for(device):
+    """The training loop's autocast context and scaler, whatever the
+    library's helper is called with (it may take a precision)."""
+    from liftlearn._device import autocast_for
 
+    try:
+        return autocast_for(device)
+    except TypeError:
+        return autocast_for(device, "auto")
+
+
+def _cast_frozen(network, device) -> str:
+    """On CUDA with a library that has issue 14's ``precision`` parameter,
+    keep the frozen parameters in bf16 (trainable ones in fp32), as its
+    "auto" precision does; otherwise leave the network as built."""
+    from liftlearn import LiftPlusClassifier
+
+    if device.type != "cuda" or "precision" not in LiftPlusClassifier().get_params():
+        return "as built"
+    if not torch.cuda.is_bf16_supported():
+        return "as built (no bf16)"
+    for p in network.parameters():
+        if not p.requires_grad:
+            p.data = p.data.to(torch.bfloat16)
+    return "frozen parameters bf16 (benchmark cast, as precision='auto')"
+
+
+def _make_step(args, backbone, class_names, device):
+    """The library's network step (forward, logit-adjusted loss, backward,
+    SGD step under the loop's autocast) on random device tensors."""
     from liftlearn.nn.losses import LogitAdjustedLoss
-    from liftlearn._device import autocast_for as _autocast
 
     network = _build(args, backbone, class_names).to(device)
+    frozen = _cast_frozen(network, device)
     network.train()
     params = [p for p in network.parameters() if p.requires_grad]
     opt_kwargs = {}
@@ -222,7 +252,7 @@ def profile_step(args, backbone, class_names, device) -> dict:
     optimizer = torch.optim.SGD(params, lr=0.02, momentum=0.9, weight_decay=5e-4, **opt_kwargs)
     counts = np.arange(len(class_names), 0, -1) * 10  # long-tailed prior
     criterion = LogitAdjustedLoss(counts).to(device)
-    autocast, scaler = _autocast(device)
+    autocast, scaler = _autocast_for(device)
     g = torch.Generator(device="cpu").manual_seed(0)
     size = backbone.image_size
     images = torch.randn(args.batch_size, 3, size, size, generator=g).to(device)
@@ -241,6 +271,23 @@ def profile_step(args, backbone, class_names, device) -> dict:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return loss
+
+    kind = getattr(autocast, "fast_dtype", None) if hasattr(autocast, "fast_dtype") else None
+    info = {
+        "autocast": "bf16" if kind == torch.bfloat16 else ("fp16" if kind == torch.float16
+                                                           else "none (fp32)"),
+        "frozen": frozen, "params": params, "optimizer": optimizer, "criterion": criterion,
+        "autocast_ctx": autocast, "images": images, "targets": targets,
+    }
+    return step, network, info
+
+
+def profile_step(args, backbone, class_names, device) -> dict:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    step, network, info = _make_step(args, backbone, class_names, device)
+    params, optimizer, criterion = info["params"], info["optimizer"], info["criterion"]
+    autocast, images, targets = info["autocast_ctx"], info["images"], info["targets"]
 
     # FLOPs of forward + backward, counted once on the eager network (the
     # optimiser's elementwise update is negligible and not a matmul).
@@ -273,8 +320,7 @@ def profile_step(args, backbone, class_names, device) -> dict:
     return {
         "batch_size": args.batch_size, "steps": args.steps, "warmup_steps": args.warmup,
         "warmup_seconds": warmup_s, "compile": bool(args.compile), "fused_sgd": bool(args.fused),
-        "autocast": "bf16" if device.type == "cuda" and scaler is None else (
-            "fp16" if scaler is not None else "none (fp32)"),
+        "autocast": info["autocast"], "frozen_weights": info["frozen"],
         "seconds_per_step": seconds, "images_per_s": args.batch_size / seconds,
         "gflop_per_step": flops / 1e9, "achieved_tflops": achieved / 1e12,
         "peak_tflops": peak / 1e12 if peak else None,
@@ -286,11 +332,10 @@ def profile_step(args, backbone, class_names, device) -> dict:
 
 @torch.no_grad()
 def profile_predict(args, backbone, class_names, device) -> dict:
-    from liftlearn._device import autocast_for as _autocast
-
     network = _build(args, backbone, class_names).to(device).eval()
+    _cast_frozen(network, device)
     model = torch.compile(network) if args.compile else network
-    autocast, _ = _autocast(device)
+    autocast, _ = _autocast_for(device)
     size = backbone.image_size
     g = torch.Generator(device="cpu").manual_seed(1)
     rows = []
@@ -344,6 +389,548 @@ def profile_fit(args, paths, targets, class_names, device) -> dict:
     return out
 
 
+# ------------------------------------------- issue 14's CPU targets (ratios)
+#
+# Each check times the library's path (A) against a reference written here
+# (B) in interleaved rounds (A B, B A, A B, ...: drift in the machine's load
+# falls on both sides alike) and reports the median of each side. They are
+# written to run against the library before and after issue 14's changes:
+# anything the changed library may do differently is feature-detected.
+
+CPU_TARGETS = {
+    "step_over_tower": 1.10,  # AdaptFormer step <= 1.10x the bare tower's fwd+bwd
+    "tte_over_plain": 5.3,    # TTE prediction <= 5.3x the plain one, per image
+    "data_over_pil": 1.15,    # data pipeline <= 1.15x its PIL-only part, per image
+    "text_speedup": 4.0,      # text init >= 4x faster than the full-context one
+    "text_second_share": 0.05,  # a second fit's text init <= 5% of the first one's
+}
+TARGET_PARTS = ("baseline", "tte", "pipeline", "text")
+
+# Prompt templates of the same token count (each differs in one one-token
+# word), one per text round: the text-feature cache of the changed library is
+# keyed by template, so every round's first call is a cold one.
+_ROUND_TEMPLATES = (
+    "a photo of a {}.", "a photo of the {}.", "a photo of my {}.", "a photo of one {}.",
+    "a photo of this {}.", "a photo of that {}.", "a photo of our {}.", "a photo of your {}.",
+)
+_WARMUP_TEMPLATE = "a photo of his {}."
+
+
+# On the CPU the target parts time this process's CPU time (all its threads;
+# with one torch thread, the work itself): on a shared machine a busy
+# neighbour stretches wall time, not CPU time. On a GPU, wall time.
+_CLOCK = {"name": "wall", "fn": time.perf_counter}
+
+
+def use_cpu_time(on: bool) -> None:
+    _CLOCK.update(name="CPU (process time)", fn=time.process_time) if on else _CLOCK.update(
+        name="wall", fn=time.perf_counter)
+
+
+def clock() -> float:
+    return _CLOCK["fn"]()
+
+
+def interleaved(fns: dict, rounds: int, warmup: int = 1) -> dict:
+    """Seconds (``clock``) of each callable in ``fns`` over ``rounds``
+    interleaved rounds, after ``warmup`` untimed calls of each; the order
+    flips every round. Wall seconds go to ``<name>_wall``."""
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    times = {name: [] for name in names}
+    times.update({f"{name}_wall": [] for name in names})
+    for r in range(rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            wall, start = time.perf_counter(), clock()
+            fns[name]()
+            times[name].append(clock() - start)
+            times[f"{name}_wall"].append(time.perf_counter() - wall)
+    return times
+
+
+def _median(xs):
+    return statistics.median(xs)
+
+
+class FrozenTower:
+    """open_clip's pre-LN ViT image tower written with plain torch ops on the
+    same weights: the fastest form of the frozen backbone, for the baseline.
+
+    Per block: LayerNorm, one packed q/k/v ``F.linear``,
+    ``F.scaled_dot_product_attention`` on (batch, heads, tokens, head dim),
+    the out projection, LayerNorm, MLP. Weights are detached copies in
+    ``dtype`` on the tower's device (the library's network is not touched).
+    """
+
+    def __init__(self, visual, dtype=torch.float32):
+        problems = []
+        if getattr(visual, "attn_pool", None) is not None:
+            problems.append("attentional pooling")
+        if getattr(visual, "final_ln_after_pool", False):
+            problems.append("final_ln_after_pool")
+        if getattr(visual, "pool_type", "tok") != "tok":
+            problems.append(f"pool_type={visual.pool_type!r}")
+        if not hasattr(visual, "transformer") or not hasattr(visual, "conv1"):
+            problems.append("not an open_clip VisionTransformer")
+        if problems:
+            raise ValueError(f"the bare-tower baseline supports CLS-token ViTs only: {problems}")
+
+        def w(t):
+            return None if t is None else t.detach().to(dtype).clone()
+
+        self.dtype = dtype
+        self.patch = visual.conv1.weight.shape[-1]
+        self.conv_w, self.conv_b = w(visual.conv1.weight), w(visual.conv1.bias)
+        self.cls = w(visual.class_embedding)
+        self.pos = w(visual.positional_embedding)
+        self.ln_pre = (w(visual.ln_pre.weight), w(visual.ln_pre.bias), visual.ln_pre.eps)
+        self.ln_post = (w(visual.ln_post.weight), w(visual.ln_post.bias), visual.ln_post.eps)
+        self.proj = w(visual.proj)
+        self.blocks = []
+        for blk in visual.transformer.resblocks:
+            attn = blk.attn
+            # Any module with nn.MultiheadAttention's packed weights will do
+            # (the library may wrap or replace open_clip's).
+            if getattr(attn, "in_proj_weight", None) is None or not hasattr(attn, "out_proj"):
+                raise ValueError(f"unsupported attention module {type(attn).__name__}")
+            if hasattr(blk, "ln_attn") and not isinstance(blk.ln_attn, nn.Identity):
+                raise ValueError("blocks with an inner attention LayerNorm are not supported")
+            self.blocks.append({
+                "heads": attn.num_heads,
+                "ln_1": (w(blk.ln_1.weight), w(blk.ln_1.bias), blk.ln_1.eps),
+                "qkv": (w(attn.in_proj_weight), w(attn.in_proj_bias)),
+                "out": (w(attn.out_proj.weight), w(attn.out_proj.bias)),
+                "ls_1": w(getattr(blk.ls_1, "gamma", None)),
+                "ln_2": (w(blk.ln_2.weight), w(blk.ln_2.bias), blk.ln_2.eps),
+                "fc": (w(blk.mlp.c_fc.weight), w(blk.mlp.c_fc.bias)),
+                "act": blk.mlp.gelu,  # nn.GELU or open_clip's QuickGELU: no weights
+                "proj": (w(blk.mlp.c_proj.weight), w(blk.mlp.c_proj.bias)),
+                "ls_2": w(getattr(blk.ls_2, "gamma", None)),
+            })
+
+    def embed(self, images):
+        import torch.nn.functional as F
+
+        x = F.conv2d(images.to(self.dtype), self.conv_w, self.conv_b, stride=self.patch)
+        x = x.flatten(2).transpose(1, 2)
+        cls = self.cls.view(1, 1, -1).expand(x.shape[0], 1, -1)
+        return torch.cat([cls, x], dim=1) + self.pos
+
+    def blocks_forward(self, x):
+        import torch.nn.functional as F
+
+        n, length, width = x.shape
+        for b in self.blocks:
+            h = F.layer_norm(x, (width,), *b["ln_1"])
+            heads = b["heads"]
+            qkv = F.linear(h, *b["qkv"]).view(n, length, 3, heads, width // heads)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+            a = F.scaled_dot_product_attention(q, k, v)
+            a = F.linear(a.transpose(1, 2).reshape(n, length, width), *b["out"])
+            x = x + (a * b["ls_1"] if b["ls_1"] is not None else a)
+            h = F.layer_norm(x, (width,), *b["ln_2"])
+            m = F.linear(b["act"](F.linear(h, *b["fc"])), *b["proj"])
+            x = x + (m * b["ls_2"] if b["ls_2"] is not None else m)
+        return x
+
+    def features(self, tokens):
+        """The pre-projection CLS feature from embedded tokens (what the
+        library's head classifies)."""
+        import torch.nn.functional as F
+
+        width = tokens.shape[-1]
+        x = F.layer_norm(tokens, (width,), *self.ln_pre)
+        x = self.blocks_forward(x)
+        return F.layer_norm(x[:, 0], (width,), *self.ln_post)
+
+    def forward_backward(self, images):
+        """Forward through every block and backward to the embedded tokens
+        (the input requiring grad), as a training step of a frozen backbone
+        with trainable parts in every block needs at most."""
+        with torch.no_grad():
+            tokens = self.embed(images)
+        tokens.requires_grad_(True)
+        feats = self.features(tokens)
+        # A fixed random output gradient (a plain sum would back-propagate
+        # zeros: the features leave a LayerNorm).
+        if getattr(self, "_grad_out", None) is None or self._grad_out.shape != feats.shape:
+            g = torch.Generator(device="cpu").manual_seed(5)
+            self._grad_out = torch.randn(feats.shape, generator=g).to(feats.device, feats.dtype)
+        feats.backward(self._grad_out)
+        return tokens.grad
+
+
+def check_tower(tower: FrozenTower, visual, size: int, device) -> float:
+    """Assert the baseline computes open_clip's image features (fp32, two
+    images, to 1e-5); returns the largest absolute difference."""
+    g = torch.Generator(device="cpu").manual_seed(3)
+    images = torch.randn(2, 3, size, size, generator=g).to(device)
+    import copy
+
+    # In fp32 on both sides: a visual whose frozen weights were cast (bf16 on
+    # a GPU) is compared through an fp32 copy of those same weights.
+    if any(p.dtype != torch.float32 for p in visual.parameters()):
+        visual = copy.deepcopy(visual).float()
+    ref_tower = tower if tower.dtype == torch.float32 else FrozenTower(visual, torch.float32)
+    cudnn_tf32 = torch.backends.cudnn.allow_tf32
+    matmul_tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    was_training = visual.training
+    try:
+        visual.eval()
+        with torch.no_grad():
+            ref = visual(images).float()
+            ours = ref_tower.features(ref_tower.embed(images))
+            ours = (ours @ ref_tower.proj if ref_tower.proj is not None else ours).float()
+    finally:
+        visual.train(was_training)
+        torch.backends.cudnn.allow_tf32 = cudnn_tf32
+        torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
+    diff = float((ours - ref).abs().max())
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5,
+                               msg=lambda m: f"the bare-tower baseline differs from open_clip: {m}")
+    return diff
+
+
+def _network_dtype_note(clf) -> str:
+    return "precision parameter: " + (
+        repr(clf.get_params()["precision"]) if "precision" in clf.get_params() else "absent")
+
+
+def target_baseline(args, backbone, class_names, device) -> dict:
+    """The library's AdaptFormer training step against the bare frozen tower's
+    forward + backward, same batch, dtype, threads and weights."""
+    from liftlearn import LiftPlusClassifier
+
+    step, network, info = _make_step(args, backbone, class_names, device)
+    dtype = torch.bfloat16 if info["autocast"] == "bf16" else (
+        torch.float16 if info["autocast"] == "fp16" else torch.float32)
+    tower = FrozenTower(backbone.visual, dtype)
+    diff = check_tower(tower, backbone.visual, backbone.image_size, device)
+    g = torch.Generator(device="cpu").manual_seed(0)
+    images = torch.randn(args.batch_size, 3, backbone.image_size, backbone.image_size,
+                         generator=g).to(device)
+
+    def baseline():
+        tower.forward_backward(images)
+        sync(device)
+
+    def library():
+        step()
+        sync(device)
+
+    times = interleaved({"library": library, "baseline": baseline}, args.rounds, args.warmup)
+    lib, base = _median(times["library"]), _median(times["baseline"])
+    clf = LiftPlusClassifier(backbone=args.backbone, adapter=args.adapter)
+    return {
+        "batch_size": args.batch_size, "dtype": str(dtype).replace("torch.", ""),
+        "library_step_seconds": lib, "baseline_seconds": base, "ratio": lib / base,
+        "times": times, "tower_max_abs_diff": diff, "note": _network_dtype_note(clf),
+    }
+
+
+def _names_with_longest(n: int, tokenizer, template: str) -> list:
+    """``n`` (<= 1,000) ImageNet class names spread over the 1,000, with the
+    one of the longest prompt among them: the truncated length is then that
+    of all 1,000, so the speed-up per name is the one of the full list."""
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    names = list(IMAGENET_CLASSNAMES)
+    lengths = (tokenizer([template.format(c) for c in names]) != 0).sum(dim=1)
+    longest = int(lengths.argmax())
+    picks = sorted(set(np.linspace(0, len(names) - 1, n).round().astype(int).tolist()))
+    if longest not in picks:
+        picks[int(np.abs(np.array(picks) - longest).argmin())] = longest
+    return [names[i] for i in sorted(set(picks))]
+
+
+def target_text(args, backbone, device) -> dict:
+    """The library's text initialisation (whatever ``_build_network`` does)
+    against the full-context one (open_clip's ``encode_text`` on the 77-token
+    prompts), and a second call with the same names and template."""
+    import torch.nn.functional as F
+    from sklearn.base import clone
+
+    from liftlearn import LiftPlusClassifier
+    from liftlearn.nn.backbones import _open_clip
+
+    tokenizer = _open_clip().get_tokenizer(backbone.spec.name)
+    names = _names_with_longest(args.n_names, tokenizer, _ROUND_TEMPLATES[0])
+    model = backbone.model
+    chunk = 1000  # the library's chunk (iNaturalist's 8,142 names)
+
+    @torch.no_grad()
+    def full_context(template, names=names):
+        prompts = [template.format(str(c).replace("_", " ")) for c in names]
+        out = []
+        for start in range(0, len(prompts), chunk):
+            tokens = tokenizer(prompts[start : start + chunk]).to(device)
+            out.append(F.normalize(model.encode_text(tokens).float(), dim=-1).cpu())
+        return torch.cat(out)
+
+    def library(template, names=names):
+        clf = LiftPlusClassifier(backbone=args.backbone, pretrained=args.pretrained,
+                                 adapter=args.adapter, prompt_template=template, random_state=0)
+        network = clone(clf)._build_network(backbone, list(names), seed=0)
+        weight = getattr(getattr(network, "head", None), "weight", None)
+        return None if weight is None else weight.detach()
+
+    # Warm-up (tokenizer, allocator) on other names and another template.
+    few = names[:8]
+    full_context(_WARMUP_TEMPLATE, few)
+    library(_WARMUP_TEMPLATE, few)
+    rounds = args.text_rounds or args.rounds
+    if rounds > len(_ROUND_TEMPLATES):
+        raise ValueError(f"--text-rounds: at most {len(_ROUND_TEMPLATES)}")
+    times = {"full_context": [], "library_first": [], "library_second": []}
+    diff = 0.0
+    for r in range(rounds):
+        template = _ROUND_TEMPLATES[r]
+        results = {}
+
+        def timed(key, fn):
+            start = clock()
+            results[key] = fn(template)
+            times[key].append(clock() - start)
+
+        order = ["full_context", "library_first", "library_second"]
+        if r % 2:
+            order = ["library_first", "library_second", "full_context"]
+        for key in order:
+            timed(key, full_context if key == "full_context" else library)
+        rows = backbone.text_to_visual(results["full_context"])
+        for key in ("library_first", "library_second"):
+            if results[key] is None:  # a head without rows: nothing to compare
+                diff = float("nan")
+            elif diff == diff:
+                diff = max(diff, float((results[key].float().cpu() - rows).abs().max()))
+    if diff > 1e-4:
+        raise AssertionError(f"the library's text classifier differs from the full-context one by {diff:.3g}")
+    lengths = (tokenizer([_ROUND_TEMPLATES[0].format(c) for c in names]) != 0).sum(dim=1)
+    full, first, second = (_median(times[k]) for k in ("full_context", "library_first", "library_second"))
+    return {
+        "n_names": len(names), "rounds": rounds, "longest_prompt_tokens": int(lengths.max()),
+        "context_length": int(tokenizer([""]).shape[1]),
+        "full_context_seconds": full, "library_first_seconds": first,
+        "library_second_seconds": second, "speedup": full / first,
+        "second_share": second / first, "times": times, "max_abs_diff": diff,
+    }
+
+
+def target_tte(args, backbone, class_names, device, paths, targets) -> dict:
+    """Prediction with TTE against without, per image, from the same files
+    through the public ``decision_function`` (data included: the TTE views
+    are made, batched and run exactly as a user's call does)."""
+    from liftlearn import LiftPlusClassifier
+
+    n = args.tte_images or args.batch_size
+    clf = LiftPlusClassifier(
+        backbone=args.backbone, pretrained=args.pretrained, adapter=args.adapter, epochs=1,
+        batch_size=args.batch_size, device=str(device), num_workers=args.tte_workers,
+        random_state=0, class_names=class_names,
+    )
+    clf.fit(paths[: args.batch_size], targets[: args.batch_size])
+    files = (list(paths) * (-(-n // len(paths))))[:n]
+
+    def predict(tte):
+        def run():
+            clf.set_params(tte=tte)
+            clf.decision_function(files)
+            sync(device)
+        return run
+
+    times = interleaved({"tte": predict(True), "plain": predict(False)}, args.rounds, args.warmup)
+    tte, plain = _median(times["tte"]), _median(times["plain"])
+    return {
+        "images": n, "batch_size": args.batch_size, "num_workers": args.tte_workers,
+        "tte_seconds_per_image": tte / n, "plain_seconds_per_image": plain / n,
+        "ratio": tte / plain, "times": times, "note": _network_dtype_note(clf),
+    }
+
+
+def _device_normaliser(backbone, device):
+    """``batch -> model-ready tensor`` for what the library's loader yields:
+    float32 batches are ready; uint8 batches (the changed library ships
+    uint8 CHW and normalises on the device) go through the library's own
+    function where one is found, else through the same arithmetic here."""
+    import liftlearn.transforms as T
+
+    for name in ("normalize_batch", "normalize_on_device", "to_model_input", "device_normalize"):
+        fn = getattr(T, name, None)
+        if callable(fn):
+            params = inspect.signature(fn).parameters
+            if {"mean", "std"} <= set(params):
+                return (lambda b: fn(b, mean=backbone.mean, std=backbone.std)), f"liftlearn.transforms.{name}"
+            return fn, f"liftlearn.transforms.{name}"
+    mean = torch.tensor(backbone.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(backbone.std, device=device).view(1, -1, 1, 1)
+
+    def fallback(batch):
+        return batch.float().div_(255).sub_(mean).div_(std)
+
+    return fallback, "benchmark's (x / 255 - mean) / std"
+
+
+def target_pipeline(args, backbone, device, paths, targets) -> dict:
+    """Per-image cost of the data pipeline (loader over the library's
+    datasets and transforms, batches, to the device, normalised) against its
+    PIL-only part (decode + crop + resize), train and TTE paths."""
+    from torch.utils.data import DataLoader
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    from liftlearn.data import ImageDataset, TrainDataset, load_image
+    from liftlearn.transforms import MinimalistCrop, train_transform, tte_transform
+
+    def plain_loader(dataset):
+        return DataLoader(dataset, batch_size=args.batch_size, num_workers=0)
+
+    loader, loader_name = plain_loader, "torch DataLoader (0 workers)"
+    try:
+        # The library's loader (its collation and pinning policy), where it
+        # still has this form.
+        from liftlearn.engine._loading import make_loader
+
+        make_loader([torch.zeros(1)], args.batch_size, device, num_workers=0)
+        loader = lambda dataset: make_loader(dataset, args.batch_size, device,  # noqa: E731
+                                             num_workers=0)
+        loader_name = "liftlearn.engine._loading.make_loader (0 workers)"
+    except (ImportError, TypeError):
+        pass
+
+    size, mean, std, expand, min_scale = backbone.image_size, backbone.mean, backbone.std, 24, 0.08
+    files = paths[: args.pipeline_images]
+    crop = MinimalistCrop(size, min_scale)
+    train_set = TrainDataset(files, targets[: len(files)], train_transform(size, min_scale, mean, std),
+                             seed=0, epoch=0)
+    tte_set = ImageDataset(files, tte_transform(size, mean, std, expand=expand))
+    normalise, normaliser = _device_normaliser(backbone, device)
+    seen = {}
+
+    def model_ready(batch, key):
+        batch = batch.to(device, non_blocking=True)
+        seen[key] = str(batch.dtype).replace("torch.", "")
+        if batch.dtype == torch.uint8:
+            batch = normalise(batch)
+        sync(device)
+        return batch
+
+    def pil_train():
+        for i, p in enumerate(files):
+            crop(load_image(p), np.random.default_rng([0, 0, i]))
+
+    def full_train():
+        for images, _ in loader(train_set):
+            model_ready(images, "train")
+
+    def pil_tte():
+        for p in files:
+            img = TF.resize(load_image(p), [size + expand], interpolation=InterpolationMode.BICUBIC,
+                            antialias=True)
+            TF.five_crop(img, [size])
+
+    def full_tte():
+        for views in loader(tte_set):
+            model_ready(views.flatten(0, 1), "tte")
+
+    rounds = max(args.rounds, args.pipeline_rounds)
+    times = interleaved({"train_full": full_train, "train_pil": pil_train,
+                         "tte_full": full_tte, "tte_pil": pil_tte}, rounds, 1)
+    n = len(files)
+    med = {k: _median(v) / n for k, v in times.items()}
+    return {
+        "images": n, "image_size_px": _image_size(files[0]), "rounds": rounds,
+        "loader": loader_name, "loader_dtype": seen, "device_normaliser": normaliser,
+        "train_full_s_per_image": med["train_full"], "train_pil_s_per_image": med["train_pil"],
+        "train_ratio": med["train_full"] / med["train_pil"],
+        "tte_full_s_per_image": med["tte_full"], "tte_pil_s_per_image": med["tte_pil"],
+        "tte_ratio": med["tte_full"] / med["tte_pil"], "times": times,
+    }
+
+
+def _image_size(path) -> str:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return f"{img.width}x{img.height}"
+
+
+def judge_cpu_targets(res: dict, device: torch.device) -> list:
+    """PASS/FAIL lines of issue 14's CPU targets, with the ratios."""
+    checks = []
+    b, t, p, x = (res.get(k) for k in TARGET_PARTS)
+    if b:
+        checks.append(("AdaptFormer training step / bare tower fwd+bwd", b["ratio"], "<=",
+                       CPU_TARGETS["step_over_tower"]))
+    if t:
+        checks.append(("TTE prediction / no-TTE prediction, per image", t["ratio"], "<=",
+                       CPU_TARGETS["tte_over_plain"]))
+    if p:
+        checks.append(("train data pipeline, full / PIL-only, per image", p["train_ratio"], "<=",
+                       CPU_TARGETS["data_over_pil"]))
+        checks.append(("TTE data pipeline, full / PIL-only, per image", p["tte_ratio"], "<=",
+                       CPU_TARGETS["data_over_pil"]))
+    if x:
+        checks.append((f"text init speed-up over full context ({x['n_names']} names)", x["speedup"],
+                       ">=", CPU_TARGETS["text_speedup"]))
+        checks.append(("second fit's text init / first fit's", x["second_share"], "<=",
+                       CPU_TARGETS["text_second_share"]))
+    lines = []
+    for name, value, op, target in checks:
+        ok = value <= target if op == "<=" else value >= target
+        verdict = "PASS" if ok else "FAIL"
+        if device.type != "cpu":
+            verdict = "n/a (CPU target, run on " + device.type + ")"
+        lines.append((verdict, name, value, f"{op} {target:g}x"))
+    return lines
+
+
+def cpu_targets_report(res: dict) -> list:
+    out = ["", "## Issue 14's CPU targets (medians of interleaved rounds)", "",
+           f"A is the library's path, B the reference; times are {res['clock']} seconds.", ""]
+    rows = []
+    b, t, p, x = (res.get(k) for k in TARGET_PARTS)
+    if b:
+        rows.append(["AdaptFormer step vs bare tower fwd+bwd (s/batch)", b["library_step_seconds"],
+                     b["baseline_seconds"]])
+    if t:
+        rows.append(["TTE vs no-TTE prediction (ms/image)", 1e3 * t["tte_seconds_per_image"],
+                     1e3 * t["plain_seconds_per_image"]])
+    if p:
+        rows.append(["train data: full vs PIL-only (ms/image)", 1e3 * p["train_full_s_per_image"],
+                     1e3 * p["train_pil_s_per_image"]])
+        rows.append(["TTE data: full vs PIL-only (ms/image)", 1e3 * p["tte_full_s_per_image"],
+                     1e3 * p["tte_pil_s_per_image"]])
+    if x:
+        rows.append([f"text init, {x['n_names']} names: full context vs library (s)",
+                     x["full_context_seconds"], x["library_first_seconds"]])
+        rows.append(["text init, second fit vs first fit (s)", x["library_second_seconds"],
+                     x["library_first_seconds"]])
+    verdicts = res["cpu_targets"]
+    out.append(table(["check", "A", "B", "A/B", "target", "verdict"],
+                     [r + [f"{v[2]:.3g}x", v[3], v[0]] for r, v in zip(rows, verdicts)]))
+    notes = []
+    if b:
+        notes.append(f"baseline: {b['dtype']}, batch {b['batch_size']}; bare tower = open_clip's "
+                     f"features to {b['tower_max_abs_diff']:.2g} (asserted <= 1e-5); {b['note']}")
+    if t:
+        notes.append(f"TTE: decision_function on {t['images']} files, batch {t['batch_size']}, "
+                     f"num_workers={t['num_workers']}")
+    if p:
+        notes.append(f"data: {p['images']} {p['image_size_px']} JPEGs, {p['rounds']} rounds, "
+                     f"{p['loader']}, loader yields {p['loader_dtype']}, device normaliser "
+                     f"(for uint8 only): {p['device_normaliser']}")
+    if x:
+        notes.append(f"text: longest prompt {x['longest_prompt_tokens']} of "
+                     f"{x['context_length']} tokens, {x['rounds']} rounds (one template each), "
+                     f"library = full context to {x['max_abs_diff']:.2g}")
+    notes += [f"part '{k}' failed, no figure: {v}" for k, v in res.get("errors", {}).items()]
+    out += [""] + [f"- {n}" for n in notes]
+    return out
+
+
 # --------------------------------------------------------------------- report
 def report(res: dict) -> str:
     s = res["settings"]
@@ -354,7 +941,12 @@ def report(res: dict) -> str:
         f"- device: {res['device']}; torch {res['torch']}; python {res['python']}",
         f"- input: {s['n_images']} {s['source']} images, {res['image_size']} px crops; "
         f"batch {s['batch_size']}; steps {s['steps']} (+{s['warmup']} warm-up); "
-        f"compile={s['compile']}; fused SGD={s['fused']}",
+        f"compile={s['compile']}; fused SGD={s['fused']}; rounds {s['rounds']}",
+        f"- load average (1, 5, 15 min): {res['load_average_start']} at the start, "
+        f"{res['load_average_end']} at the end; run {res['wall_seconds']:.0f} s "
+        f"({res['started_utc']})",
+        f"- library: {res['library']}",
+        f"- command: `{res['command']}`",
     ]
     if "data" in res:
         d = res["data"]
@@ -395,6 +987,8 @@ def report(res: dict) -> str:
             [[f["images"], f["num_workers"] if f["num_workers"] is not None else "auto",
               f["fit_images_per_s"], f["plain_images_per_s"], f["tte_images_per_s"],
               f["tte_views_per_s"], f["peak_device_mib"]]]))
+    if any(k in res for k in TARGET_PARTS) or res.get("errors"):
+        out += cpu_targets_report(res)
     out += ["", "## Memory", "",
             f"peak host RSS: {res['peak_host_mib']:,.0f} MiB"
             + (f"; peak device memory (max over parts): {res['peak_device_mib']:,.0f} MiB"
@@ -430,7 +1024,134 @@ def judge(res: dict, device: torch.device) -> list:
     return lines
 
 
+def _library_description() -> str:
+    """Which liftlearn ran (path, commit where known, feature-detected traits)."""
+    import subprocess
+
+    import liftlearn
+    from liftlearn import LiftPlusClassifier
+
+    root = Path(liftlearn.__file__).resolve().parents[1]
+
+    def git(*argv):
+        try:
+            return subprocess.run(["git", "-C", str(root), *argv], capture_output=True,
+                                  text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if commit:
+        # Local edits of the benchmarks do not make the library a different one.
+        edited = git("status", "--porcelain", "--", "liftlearn")
+        commit += " + uncommitted changes in liftlearn/" if edited else ", liftlearn/ as committed"
+    params = LiftPlusClassifier().get_params()
+    traits = "precision parameter" if "precision" in params else "no precision parameter"
+    return f"{root} ({commit or 'commit unknown'}; {traits})"
+
+
+def _write_new(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, never replacing a file: the
+    text goes to a temporary file in the same folder, which is then linked
+    to ``path`` (an error if ``path`` exists)."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
+
+
+def write_results(folder: Path, prefix: str, res: dict, markdown: str) -> tuple:
+    """``<prefix>-<UTC time>-<host>-<pid>[-n].json`` and ``.md`` in
+    ``folder``: new names for every run, written atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    host = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname())[:40]
+    base = f"{prefix}-{stamp}-{host}-{os.getpid()}"
+    for n in range(1000):
+        name = base if n == 0 else f"{base}-{n}"
+        json_path, md_path = folder / f"{name}.json", folder / f"{name}.md"
+        if json_path.exists() or md_path.exists():
+            continue
+        try:
+            _write_new(json_path, json.dumps(res, indent=2, default=str) + "\n")
+        except FileExistsError:
+            continue
+        _write_new(md_path, markdown + "\n")
+        return json_path, md_path
+    raise FileExistsError(f"no free result name for {base} in {folder}")
+
+
+def suite_summary(runs: dict, dry_run: bool) -> tuple:
+    """benchmarks/gpu_suite.sh's result: the runs' JSON (``{name: result or
+    None}``, None where a run failed or timed out) and a markdown report with
+    the GPU targets' table first, then every run's own report."""
+    eager, compiled = runs.get("eager") or {}, runs.get("compile") or {}
+    any_run = eager or runs.get("fit") or compiled
+    device = any_run.get("device", "n/a")
+    on_gpu = device.startswith("cuda")
+    step, cstep = eager.get("step") or {}, compiled.get("step") or {}
+    fit = next((r["fit"] for r in runs.values() if r and "fit" in r), {})
+    pred = eager.get("predict") or {}
+    data, base = eager.get("data") or {}, eager.get("baseline") or {}
+
+    def verdict(value, target):
+        if value is None:
+            return "n/a (not measured)"
+        if not on_gpu:
+            return "not judged (no GPU: dry run)"
+        return "PASS" if value >= target else "FAIL"
+
+    def pct(v):
+        return None if v is None else f"{100 * v:.1f}%"
+
+    best_loader = max((r["images_per_s"] for r in data.get("loaders", [])), default=None)
+    tte_tensor = next((r["views_per_s"] for r in pred.get("rows", []) if r["tte"]), None)
+    rows = [
+        ["model step, eager: share of peak bf16 FLOP/s", pct(step.get("share_of_peak")),
+         ">= 40%", verdict(step.get("share_of_peak"), TARGETS["step_share_of_peak"])],
+        ["model step, torch.compile: share of peak bf16 FLOP/s", pct(cstep.get("share_of_peak")),
+         ">= 40%", verdict(cstep.get("share_of_peak"), TARGETS["step_share_of_peak"])],
+        ["whole fit from JPEG files, images/s", fit.get("fit_images_per_s"), ">= 3,000",
+         verdict(fit.get("fit_images_per_s"), TARGETS["fit_images_per_s"])],
+        ["TTE prediction from files, views/s", fit.get("tte_views_per_s"), ">= 5,000",
+         verdict(fit.get("tte_views_per_s"), TARGETS["tte_views_per_s"])],
+        ["model step eager / compiled, images/s",
+         f"{fmt(step.get('images_per_s'))} / {fmt(cstep.get('images_per_s'))}", "-", "-"],
+        ["TTE prediction on device tensors, views/s", tte_tensor, "-", "-"],
+        ["data pipeline alone, best worker count, images/s", best_loader, "-", "-"],
+        ["library step / bare tower fwd+bwd (same dtype)", base.get("ratio"), "-", "-"],
+    ]
+    head = [
+        "# GPU suite (benchmarks/gpu_suite.sh)" + (" -- DRY RUN on the CPU, tiny sizes" if dry_run
+                                                    else ""),
+        "",
+        f"- machine: {any_run.get('machine', 'n/a')}; torch {any_run.get('torch', 'n/a')}",
+        f"- library: {any_run.get('library', 'n/a')}",
+        f"- started: {any_run.get('started_utc', 'n/a')}",
+        "- runs: " + ", ".join(f"{k}: {'ok' if v else 'FAILED or timed out'}" for k, v in runs.items()),
+        "",
+        table(["check", "value", "target (H100-class)", "verdict"], rows),
+    ]
+    text = "\n".join(head)
+    for name, res in runs.items():
+        if res:
+            body = report(res).replace("\n# ", "\n### ").replace("\n## ", "\n#### ")
+            text += f"\n\n## Run '{name}'\n\n" + body.replace("# LIFT+ profile", "### LIFT+ profile", 1)
+    summary = {"dry_run": dry_run, "device": device, "table": rows, "runs": runs}
+    return summary, text
+
+
 def main(argv=None):
+    started = time.perf_counter()
+    started_utc = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    load_start = os.getloadavg()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="liftlearn-tiny-vit")
     parser.add_argument("--pretrained", default=None, help="default: random weights")
@@ -452,7 +1173,23 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=10, help="timed steps (step, predict)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--parts", default=",".join(PARTS),
-                        help=f"comma-separated subset of {','.join(PARTS)}")
+                        help=f"comma-separated subset of {','.join(PARTS + TARGET_PARTS)}; "
+                             f"'targets' = {','.join(TARGET_PARTS)} (issue 14's CPU targets)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved A/B rounds of the target parts (medians)")
+    parser.add_argument("--n-names", type=int, default=1000,
+                        help="class names (of ImageNet's 1,000) for the text part")
+    parser.add_argument("--text-rounds", type=int, default=None,
+                        help=f"rounds of the text part (default --rounds; at most "
+                             f"{len(_ROUND_TEMPLATES)})")
+    parser.add_argument("--tte-images", type=int, default=None,
+                        help="files predicted per round in the tte part (default --batch-size)")
+    parser.add_argument("--tte-workers", type=int, default=0,
+                        help="num_workers of the estimator in the tte part")
+    parser.add_argument("--pipeline-images", type=int, default=64,
+                        help="500x375 synthetic JPEGs per round in the pipeline part")
+    parser.add_argument("--pipeline-rounds", type=int, default=5,
+                        help="rounds of the pipeline part (at least --rounds)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the network for the step and predict parts")
     parser.add_argument("--fused", action="store_true",
@@ -461,14 +1198,28 @@ def main(argv=None):
                         help="peak dense bf16 TFLOP/s of the GPU (overrides the table)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--results-dir", type=Path, default=None,
+                        help="also write <tag>-<UTC time>-<host>-<pid>.json and .md here "
+                             "(new names every run; e.g. benchmarks/results)")
+    parser.add_argument("--tag", default="perf_profile", help="name prefix for --results-dir")
     args = parser.parse_args(argv)
 
-    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    unknown = sorted(set(parts) - set(PARTS))
+    parts = []
+    for p in (p.strip() for p in args.parts.split(",")):
+        parts += list(TARGET_PARTS) if p == "targets" else ([p] if p else [])
+    unknown = sorted(set(parts) - set(PARTS + TARGET_PARTS))
     if unknown or not parts:
-        parser.error(f"--parts: unknown {unknown}; choose from {','.join(PARTS)}")
-    if args.steps < 1 or args.batch_size < 1 or args.n_images < 1:
-        parser.error("--steps, --batch-size and --n-images must be >= 1")
+        parser.error(f"--parts: unknown {unknown}; choose from {','.join(PARTS + TARGET_PARTS)}")
+    for name in ("steps", "batch_size", "n_images", "rounds", "pipeline_images"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if not 1 <= args.n_names <= 1000:
+        parser.error("--n-names must be in 1..1000 (ImageNet's class names)")
+    if args.text_rounds is not None and not 1 <= args.text_rounds <= len(_ROUND_TEMPLATES):
+        parser.error(f"--text-rounds must be in 1..{len(_ROUND_TEMPLATES)}")
+    if "text" in parts and args.text_rounds is None and args.rounds > len(_ROUND_TEMPLATES):
+        parser.error(f"the text part runs at most {len(_ROUND_TEMPLATES)} rounds: "
+                     "pass --text-rounds")
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.threads:
@@ -481,13 +1232,17 @@ def main(argv=None):
     if args.source == "sample":
         paths = sample_paths(args.n_images)
     else:
-        paths = synthetic_jpegs(args.n_images, args.data_dir)
+        paths = synthetic_jpegs(args.n_images, args.data_dir, jobs=os.cpu_count() or 1)
     targets = np.arange(len(paths)) % args.n_classes
     class_names = [f"class {i}" for i in range(args.n_classes)]
 
     res = {
         "machine": machine(device), "device": str(device), "torch": torch.__version__,
         "python": platform.python_version(), "image_size": backbone.image_size,
+        "started_utc": started_utc, "load_average_start": [round(x, 2) for x in load_start],
+        "library": _library_description(),
+        "command": " ".join(["python", "benchmarks/perf_profile.py",
+                             *(argv if argv is not None else __import__("sys").argv[1:])]),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
     }
     res["settings"]["parts"] = parts
@@ -503,13 +1258,45 @@ def main(argv=None):
     if "fit" in parts:
         res["fit"] = profile_fit(args, paths, targets, class_names, device)
         device_peaks.append(res["fit"]["peak_device_mib"])
+    use_cpu_time(device.type == "cpu")
+    res["clock"] = _CLOCK["name"]
+    jpegs = synthetic_jpegs(args.pipeline_images, args.data_dir, jobs=os.cpu_count() or 1) \
+        if "pipeline" in parts else []
+    target_runs = {
+        "baseline": lambda: target_baseline(args, backbone, class_names, device),
+        "tte": lambda: target_tte(args, backbone, class_names, device, paths, targets),
+        "pipeline": lambda: target_pipeline(args, backbone, device, jpegs,
+                                            np.arange(len(jpegs)) % args.n_classes),
+        "text": lambda: target_text(args, backbone, device),
+    }
+    res["errors"] = {}
+    for part in TARGET_PARTS:
+        if part in parts:
+            try:
+                res[part] = target_runs[part]()
+            except AssertionError:
+                raise  # a reference that disagrees with the library: never a figure
+            except Exception as exc:  # noqa: BLE001 - reported, the other parts still run
+                import traceback
+
+                res["errors"][part] = f"{type(exc).__name__}: {exc}"
+                traceback.print_exc()
     res["peak_host_mib"] = peak_host_mib()
     peaks = [p for p in device_peaks if p is not None]
     res["peak_device_mib"] = max(peaks) if peaks else None
     res["targets"] = judge(res, device)
-    print(report(res))
+    res["cpu_targets"] = judge_cpu_targets(res, device)
+    res["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    res["wall_seconds"] = time.perf_counter() - started
+    text = report(res)
+    print(text)
     if args.json:
         args.json.write_text(json.dumps(res, indent=2, default=str))
+    if args.results_dir:
+        json_path, md_path = write_results(args.results_dir, args.tag, res, text)
+        print(f"\nwrote {json_path} and {md_path}")
+    if res.get("errors"):
+        raise SystemExit(f"parts that failed: {res['errors']}")
     return res
 
 

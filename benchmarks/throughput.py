@@ -33,24 +33,51 @@ import torch
 HERE = Path(__file__).resolve().parent
 
 
-def synthetic_jpegs(n: int, folder: Path, size=(500, 375), seed: int = 0) -> list:
-    """``n`` ImageNet-sized JPEGs (smooth random colour fields plus noise)."""
+def _write_jpeg(job) -> None:
     from PIL import Image
 
+    path, i, (w, h), seed = job
+    # Each image from its own generator: the files do not depend on how
+    # many processes write them.
+    rng = np.random.default_rng([seed, i])
+    small = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    img = Image.fromarray(small).resize((w, h), Image.BICUBIC)
+    noise = rng.integers(-20, 20, (h, w, 3))
+    arr = np.clip(np.asarray(img, dtype=np.int16) + noise, 0, 255).astype(np.uint8)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    Image.fromarray(arr).save(tmp, format="JPEG", quality=90)
+    os.replace(tmp, path)  # a killed run leaves no half-written JPEG behind
+
+
+def _write_jpegs(jobs) -> None:
+    for job in jobs:
+        _write_jpeg(job)
+
+
+def synthetic_jpegs(n: int, folder: Path, size=(500, 375), seed: int = 0, jobs: int = 1) -> list:
+    """``n`` ImageNet-sized JPEGs (smooth random colour fields plus noise),
+    written by ``jobs`` processes; files already there are reused."""
     folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    paths = []
     w, h = size
-    for i in range(n):
-        path = folder / f"{w}x{h}_{i:06d}.jpg"
-        if not path.exists():
-            small = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
-            img = Image.fromarray(small).resize((w, h), Image.BICUBIC)
-            noise = rng.integers(-20, 20, (h, w, 3))
-            arr = np.clip(np.asarray(img, dtype=np.int16) + noise, 0, 255).astype(np.uint8)
-            Image.fromarray(arr).save(path, quality=90)
-        paths.append(str(path))
-    return paths
+    paths = [folder / f"{w}x{h}_{i:06d}.jpg" for i in range(n)]
+    todo = [(str(p), i, size, seed) for i, p in enumerate(paths) if not p.exists()]
+    import multiprocessing
+
+    if jobs > 1 and len(todo) > 1 and "fork" in multiprocessing.get_all_start_methods():
+        # Forked processes, one slice each (this module may be loaded from
+        # its file, not importable by name, so nothing is pickled).
+        context = multiprocessing.get_context("fork")
+        procs = [context.Process(target=_write_jpegs, args=(todo[k::jobs],)) for k in range(jobs)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join()
+        failed = [proc.exitcode for proc in procs if proc.exitcode != 0]
+        if failed:
+            raise RuntimeError(f"writing synthetic JPEGs failed in {len(failed)} process(es)")
+    else:
+        _write_jpegs(todo)
+    return [str(p) for p in paths]
 
 
 def sample_paths(n: int) -> list:

@@ -93,20 +93,177 @@ def test_peak_table_and_targets():
     assert profile.judge(res, torch.device("cpu"))[0].startswith("not judged")
 
 
-ULFINE_BENCH = ROOT / "benchmarks" / "ulfine_vs_lift.py"
-
-
-def _ulfine_bench():
+def _script(name: str, path: Path):
+    """A benchmark script as a module (loaded once per test session)."""
     import importlib.util
 
-    name = "_liftlearn_ulfine_bench"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ULFINE_BENCH)
+        spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         # Dataclasses look their module up while the class is created.
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+def _profile_module():
+    return _script("_liftlearn_profile_test", PROFILE)
+
+
+def test_cpu_targets_smoke(tmp_path):
+    # Issue 14's CPU target parts on the tiny backbone, in this process: every
+    # check is measured, judged and written, the baselines are asserted equal
+    # to the library's results.
+    profile = _profile_module()
+    res = profile.main([
+        "--parts", "targets", "--device", "cpu", "--source", "synthetic", "--data-dir",
+        str(tmp_path / "jpegs"), "--n-images", "4", "--batch-size", "4", "--rounds", "1",
+        "--warmup", "0", "--n-names", "12", "--pipeline-images", "4", "--pipeline-rounds", "1",
+        "--results-dir", str(tmp_path / "results"), "--tag", "smoke",
+    ])
+    names = [line[1] for line in res["cpu_targets"]]
+    assert names == [
+        "AdaptFormer training step / bare tower fwd+bwd",
+        "TTE prediction / no-TTE prediction, per image",
+        "train data pipeline, full / PIL-only, per image",
+        "TTE data pipeline, full / PIL-only, per image",
+        "text init speed-up over full context (12 names)",
+        "second fit's text init / first fit's",
+    ]
+    assert all(line[0] in ("PASS", "FAIL") and line[2] > 0 for line in res["cpu_targets"])
+    assert res["clock"] == "CPU (process time)"
+    assert res["baseline"]["tower_max_abs_diff"] <= 1e-5
+    assert res["text"]["max_abs_diff"] <= 1e-4 and res["text"]["n_names"] == 12
+    assert len(res["text"]["times"]["library_second"]) == 1
+    assert res["pipeline"]["image_size_px"] == "500x375"
+    assert set(res["pipeline"]["loader_dtype"]) == {"train", "tte"}
+    files = sorted(p.name for p in (tmp_path / "results").iterdir())
+    assert [f.rsplit(".", 1)[1] for f in files] == ["json", "md"] and files[0].startswith("smoke-")
+    md = (tmp_path / "results" / files[1]).read_text()
+    assert "## Issue 14's CPU targets (medians of interleaved rounds)" in md
+    assert "| check | A | B | A/B | target | verdict |" in md and "- command: `python" in md
+    assert json.loads((tmp_path / "results" / files[0]).read_text())["cpu_targets"]
+
+
+def test_pipeline_part_takes_the_changed_loaders_uint8_batches(monkeypatch, tmp_path):
+    # Issue 14 has the loader ship uint8 images and normalise them on the
+    # device: the pipeline part detects it and normalises them before the
+    # clock stops. Simulated here by transforms that return uint8.
+    import argparse
+
+    import numpy as np
+    import torch
+
+    import liftlearn.transforms as T
+    from liftlearn.nn.backbones import get_backbone
+
+    def as_uint8(make):
+        def factory(*args, **kwargs):
+            inner = make(*args, **kwargs)
+            return lambda *x: (inner(*x).clamp(-3, 3) * 40 + 128).to(torch.uint8)
+        return factory
+
+    monkeypatch.setattr(T, "train_transform", as_uint8(T.train_transform))
+    monkeypatch.setattr(T, "tte_transform", as_uint8(T.tte_transform))
+    profile = _profile_module()
+    jpegs = profile.synthetic_jpegs(2, tmp_path)
+    args = argparse.Namespace(batch_size=2, pipeline_images=2, rounds=1, pipeline_rounds=1)
+    res = profile.target_pipeline(args, get_backbone("liftlearn-tiny-vit", "cpu"),
+                                  torch.device("cpu"), jpegs, np.arange(2))
+    assert res["loader_dtype"] == {"train": "uint8", "tte": "uint8"}
+    assert res["device_normaliser"].startswith("benchmark's") and res["train_ratio"] > 0
+
+
+def test_bare_tower_matches_open_clip_and_the_check_bites():
+    import copy
+
+    import torch
+
+    from liftlearn.nn.backbones import get_backbone
+
+    profile = _profile_module()
+    backbone = get_backbone("liftlearn-tiny-vit", "cpu")
+    tower = profile.FrozenTower(backbone.visual)
+    assert profile.check_tower(tower, backbone.visual, backbone.image_size, "cpu") <= 1e-5
+    grad = tower.forward_backward(torch.randn(2, 3, backbone.image_size, backbone.image_size))
+    assert grad.shape[0] == 2 and torch.isfinite(grad).all() and grad.abs().sum() > 0
+    wrong = copy.copy(tower)
+    wrong.blocks = [dict(b) for b in tower.blocks]
+    w, bias = wrong.blocks[-1]["out"]
+    wrong.blocks[-1]["out"] = (w * 1.01, bias)
+    with pytest.raises(AssertionError, match="differs from open_clip"):
+        profile.check_tower(wrong, backbone.visual, backbone.image_size, "cpu")
+
+
+def test_results_are_new_files_written_whole(tmp_path):
+    profile = _profile_module()
+    first = profile.write_results(tmp_path, "x", {"a": 1}, "# a")
+    second = profile.write_results(tmp_path, "x", {"a": 2}, "# b")
+    assert first != second and all(p.exists() for p in first + second)
+    assert json.loads(first[0].read_text()) == {"a": 1} and second[1].read_text() == "# b\n"
+    with pytest.raises(FileExistsError):
+        profile._write_new(first[0], "overwrite")
+    assert json.loads(first[0].read_text()) == {"a": 1}
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_gpu_suite_summary_judges_the_gpu_targets(monkeypatch):
+    profile = _profile_module()
+    gpu = {"device": "cuda", "machine": "NVIDIA H100", "torch": "x", "library": "y",
+           "started_utc": "now", "settings": {}}
+    runs = {
+        "eager": dict(gpu, step={"share_of_peak": 0.45, "images_per_s": 7000.0}),
+        "fit": dict(gpu, fit={"fit_images_per_s": 2500.0, "tte_views_per_s": 6000.0}),
+        "compile": None,
+    }
+    monkeypatch.setattr(profile, "report", lambda res: "# LIFT+ profile: stub")  # partial runs
+    summary, text = profile.suite_summary(runs, dry_run=False)
+    verdicts = [row[3] for row in summary["table"][:4]]
+    assert verdicts == ["PASS", "n/a (not measured)", "FAIL", "PASS"]
+    assert "compile: FAILED or timed out" in text
+
+
+def _suite(*args, timeout=240):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), PYTHON=sys.executable)
+    return subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_gpu_suite_dry_run_writes_its_results(tmp_path):
+    proc = _suite("--dry-run", "--results-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) == 2 and all(f.startswith("gpu_suite-dryrun-") for f in files)
+    summary = json.loads((tmp_path / files[0]).read_text())
+    assert summary["dry_run"] is True and summary["device"] == "cpu"
+    res = summary["runs"]["eager"]
+    assert {"data", "step", "predict", "baseline", "fit"} <= set(res)
+    assert res["baseline"]["tower_max_abs_diff"] <= 1e-5
+    md = (tmp_path / files[1]).read_text()
+    assert "# GPU suite (benchmarks/gpu_suite.sh) -- DRY RUN" in md
+    for check in ("model step, eager: share of peak bf16 FLOP/s",
+                  "whole fit from JPEG files, images/s", "TTE prediction from files, views/s"):
+        assert f"| {check} |" in md
+    assert "not judged (no GPU: dry run)" in md and md.strip() in proc.stdout
+
+
+def test_gpu_suite_refuses_a_machine_without_cuda(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    proc = _suite("--results-dir", str(tmp_path), timeout=60)
+    assert proc.returncode == 3
+    assert "no CUDA device" in proc.stderr and "--dry-run" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+    assert _suite("--bogus").returncode == 2
+
+
+ULFINE_BENCH = ROOT / "benchmarks" / "ulfine_vs_lift.py"
+
+
+def _ulfine_bench():
+    return _script("_liftlearn_ulfine_bench", ULFINE_BENCH)
 
 
 def _run_ulfine_bench(tmp_path, *extra):
