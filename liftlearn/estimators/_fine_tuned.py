@@ -16,10 +16,10 @@ from sklearn.utils import check_random_state
 from .._io import check_writable_dir
 from .._random import seeded_global_rng
 from .._validation import Boolean, Constraint, Interval, IntSequence, Options, PathLike, Predicate
-from ..data import check_paths, find_bad_images
+from ..data import check_paths
 from ..engine import Checkpoint, TrainConfig, fit_task
 from ..engine._loading import clamp_workers
-from ..exceptions import BadImageError, LiftLearnWarning
+from ..exceptions import LiftLearnWarning
 from ..nn.backbones import get_backbone
 from ..engine import predict_images
 from ..nn.heads import CosineClassifier, make_classifier, random_class_vectors, semantic_init
@@ -248,17 +248,12 @@ class FineTunedClassifier(CLIPClassifier):
         Returns the kept paths and their labels, the skipped ``(path,
         reason)`` pairs and the boolean mask of kept images over ``X``.
         """
-        skip = self.on_bad_image == "skip"
         allow_unlabeled = self._allow_unlabeled
         # With a check pass, it reports missing files too, in index order.
         paths = check_paths(X, must_exist=self.check_images is None)
         names_arg = self._class_names_for(class_names, len(paths))
         labels = self._labels(paths, y, names_arg, allow_unlabeled=allow_unlabeled)
-        bad = find_bad_images(paths, mode=self.check_images) if self.check_images else []
-        if bad and not skip:
-            i, reason = bad[0]
-            more = f" ({len(bad) - 1} more bad image(s) follow)" if len(bad) > 1 else ""
-            raise BadImageError(paths[i], reason + more)
+        bad = self._bad_images(paths)
         skipped = [(str(paths[i]), reason) for i, reason in bad]
         keep = np.ones(len(paths), dtype=bool)
         if skipped and len(skipped) == len(paths):
