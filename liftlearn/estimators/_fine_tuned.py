@@ -172,8 +172,8 @@ class FineTunedClassifier(CLIPClassifier):
                 f"{name}: device_batch_size={self.device_batch_size} must divide "
                 f"batch_size={self.batch_size} (gradient accumulation)"
             )
-        if self.on_bad_image == "skip" and self.check_images is None:
-            raise ValueError(f"{name}: on_bad_image='skip' needs check_images='header' or 'decode'")
+        # Last, as before: the tuner's rules are named first.
+        super()._check_param_relations()
 
     # ----------------------------------------------------------------- fit
     @fit_context
