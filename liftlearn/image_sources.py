@@ -112,7 +112,10 @@ def _positions(index, n: int) -> np.ndarray:
         if index.shape != (n,):
             raise IndexError(f"boolean mask of shape {index.shape} for {n} images")
         return np.flatnonzero(index)
-    return np.asarray(index, dtype=np.int64).reshape(-1) % max(n, 1)
+    positions = np.asarray(index, dtype=np.int64).reshape(-1)
+    if positions.size and not (-n <= positions.min() and positions.max() < n):
+        raise IndexError(f"index out of range for {n} images")
+    return positions % max(n, 1)  # negative positions count from the end
 
 
 class _Subset(ImageSource):
