@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from liftlearn import BadImageError, LiftPlusClassifier, ZeroShotClassifier
+from liftlearn import BadImageError, CLIPFeatures, LiftPlusClassifier, ZeroShotClassifier
 from liftlearn.data import ImageDataset, load_image
 from liftlearn.image_sources import ItemSource, PathSource, as_image_source
 
@@ -107,6 +107,21 @@ def test_varying_sizes_and_grey_arrays_predict_as_files(few, reference, tmp_path
     np.testing.assert_allclose(ref.predict_proba(images), ref.predict_proba(files), atol=1e-6)
     grey = np.stack([arrays[3].mean(axis=2).astype(np.uint8)] * 2)  # (n, H, W)
     np.testing.assert_allclose(ref.predict_proba(grey), ref.predict_proba([files[3]] * 2), atol=1e-6)
+
+
+def test_transform_and_zero_shot_take_every_kind(few):
+    paths, y, arrays = few
+    features = CLIPFeatures(backbone="liftlearn-tiny-vit", pretrained=None, device="cpu").fit()
+    expected = features.transform(paths)
+    zero_shot = ZeroShotClassifier(backbone="liftlearn-tiny-vit", pretrained=None, device="cpu")
+    zero_shot.fit(paths, y)
+    expected_proba = zero_shot.predict_proba(paths)
+    for kind in ("pil", "array", "torch_dataset", "hf_bytes"):
+        X, y_arg = KINDS[kind](arrays, y)
+        np.testing.assert_allclose(features.transform(X), expected, atol=1e-6)
+        fitted = ZeroShotClassifier(backbone="liftlearn-tiny-vit", pretrained=None, device="cpu").fit(X, y_arg)
+        np.testing.assert_array_equal(fitted.class_counts_, zero_shot.class_counts_)
+        np.testing.assert_allclose(fitted.predict_proba(X), expected_proba, atol=1e-6)
 
 
 @pytest.mark.parametrize("bad, shape", [
