@@ -487,8 +487,9 @@ class TrainDataset(torch.utils.data.Dataset):
     Parameters
     ----------
     paths : sequence of str or os.PathLike, or ImageSource
-        Image files, or any input :func:`liftlearn.image_sources.as_image_source`
-        takes (image ``i`` is read with ``paths.load(i)``).
+        Image files, or an image source (anything with ``len`` and
+        ``load(i)``, as :func:`liftlearn.image_sources.as_image_source`
+        returns for every input the estimators take).
     targets : array-like of int
         Encoded class label of each image, same length as ``paths``.
     transform : callable
