@@ -81,7 +81,9 @@ KINDS = {
 }
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+# A list of arrays takes the array path item by item: predicted (not fitted)
+# below, with sizes that vary, to keep the suite fast.
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "array_list"])
 def test_each_input_kind_fits_and_predicts_as_the_files(kind, few, reference):
     paths, y, arrays = few
     X, y_arg = KINDS[kind](arrays, y)
@@ -105,6 +107,8 @@ def test_varying_sizes_and_grey_arrays_predict_as_files(few, reference, tmp_path
         files.append(str(tmp_path / f"{i}.png"))
         Image.fromarray(a).save(files[-1])
     np.testing.assert_allclose(ref.predict_proba(images), ref.predict_proba(files), atol=1e-6)
+    same_size = KINDS["array_list"](arrays, None)[0]
+    np.testing.assert_allclose(ref.predict_proba(same_size), ref.predict_proba(arrays), atol=1e-6)
     grey = np.stack([arrays[3].mean(axis=2).astype(np.uint8)] * 2)  # (n, H, W)
     np.testing.assert_allclose(ref.predict_proba(grey), ref.predict_proba([files[3]] * 2), atol=1e-6)
 
