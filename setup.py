@@ -40,8 +40,10 @@ setup(
         "tqdm",
     ],
     extras_require={
-        # dask[distributed] runs the scale-out test (a local CPU cluster).
-        "test": ["pytest", "hypothesis", "dask[distributed]"],
+        # dask[distributed] runs the scale-out test (a local CPU cluster);
+        # datasets runs the Hugging Face input tests (an in-memory
+        # datasets.Dataset; it also brings pandas, which reads history_).
+        "test": ["pytest", "hypothesis", "dask[distributed]", "datasets"],
         "plot": ["matplotlib"],
         "dask": ["dask[distributed]"],
     },

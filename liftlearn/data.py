@@ -1,6 +1,9 @@
 """Reading images from disk and wrapping them as PyTorch datasets.
 
-Estimators take image *paths*.  :func:`check_paths` validates them cheaply
+Estimators take image paths or images in memory (converted by
+:mod:`liftlearn.image_sources`); the datasets here read image ``i`` as
+``images.load(i)`` from such a source (plain paths are wrapped in
+:class:`PathImages`).  For paths, :func:`check_paths` validates them cheaply
 up front (existence only, no decoding) so a typo fails at ``fit`` time rather
 than in a DataLoader worker halfway through an epoch; :func:`load_image`
 decodes one file into an RGB :class:`PIL.Image.Image` and turns every way
@@ -32,6 +35,7 @@ from .exceptions import BadImageError
 
 __all__ = [
     "ImageDataset",
+    "PathImages",
     "SSLDataset",
     "TrainDataset",
     "check_paths",
@@ -88,6 +92,23 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, ...
 
 
+def decoded_rgb(src: Image.Image) -> Image.Image:
+    """``src`` fully decoded, rotated per its EXIF orientation and in RGB,
+    as a new image that never refers to ``src``'s file (what
+    :func:`load_image` does after opening; in-memory images share it)."""
+    src.load()
+    try:
+        # Returns a new image (rotated, or a plain copy), so the
+        # result never refers to the open file.
+        img = ImageOps.exif_transpose(src)
+    except Exception:
+        # A malformed EXIF block should not cost an otherwise good
+        # image: keep it unrotated.
+        img = src
+    rgb = _to_rgb(img)
+    return rgb.copy() if rgb is src else rgb
+
+
 def load_image(path: PathLike) -> Image.Image:
     """Read an image file as a fully decoded RGB image.
 
@@ -118,24 +139,21 @@ def load_image(path: PathLike) -> Image.Image:
         fspath = os.fspath(path)
     except TypeError:
         raise BadImageError(path, f"not a path but {type(path).__name__}") from None
+    return open_rgb(fspath, fspath)
+
+
+def open_rgb(file, name: str) -> Image.Image:
+    """:func:`decoded_rgb` of an image file, a path or a binary file object
+    (encoded bytes in memory); every failure that is about the file is a
+    :class:`BadImageError` naming ``name``."""
     try:
-        with Image.open(fspath) as src:
-            src.load()
-            try:
-                # Returns a new image (rotated, or a plain copy), so the
-                # result never refers to the open file.
-                img = ImageOps.exif_transpose(src)
-            except Exception:
-                # A malformed EXIF block should not cost an otherwise good
-                # image: keep it unrotated.
-                img = src
-            rgb = _to_rgb(img)
-            return rgb.copy() if rgb is src else rgb
+        with Image.open(file) as src:
+            return decoded_rgb(src)
     except Exception as exc:  # noqa: BLE001 - classified, or re-raised below
-        reason = _failure_reason(exc, fspath)
+        reason = _failure_reason(exc, name)
         if reason is None:
             raise
-    raise BadImageError(fspath, reason)
+    raise BadImageError(name, reason)
 
 
 def _failure_reason(exc: BaseException, fspath: str) -> str | None:
@@ -435,9 +453,32 @@ def find_bad_images(
     return [(i, p) for i, p in enumerate(problems) if p is not None]
 
 
-def _as_path_list(paths: Sequence[PathLike]) -> list[str]:
-    # Plain str in a list pickles small and fast into worker processes.
-    return [os.fspath(p) for p in paths]
+class PathImages:
+    """Image files read by :func:`load_image`, as the datasets below read
+    images: ``len(images)`` and ``images.load(i)``.
+
+    The estimators hand the datasets an image source of
+    :mod:`liftlearn.image_sources` (this class's subclass for paths, or one
+    for images in memory), which follows the same two-method protocol.
+    """
+
+    def __init__(self, paths: Sequence[PathLike]):
+        # Plain str in an object array pickles small and fast into worker
+        # processes.
+        paths = [os.fspath(p) for p in paths]
+        self.paths = np.empty(len(paths), dtype=object)
+        self.paths[:] = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, i: int) -> Image.Image:
+        return load_image(self.paths[i])
+
+
+def _as_source(images):
+    """An image source as is; anything else read as paths."""
+    return images if callable(getattr(images, "load", None)) else PathImages(images)
 
 
 class TrainDataset(torch.utils.data.Dataset):
@@ -445,8 +486,10 @@ class TrainDataset(torch.utils.data.Dataset):
 
     Parameters
     ----------
-    paths : sequence of str or os.PathLike
-        Image files.
+    paths : sequence of str or os.PathLike, or ImageSource
+        Image files, or an image source (anything with ``len`` and
+        ``load(i)``, as :func:`liftlearn.image_sources.as_image_source`
+        returns for every input the estimators take).
     targets : array-like of int
         Encoded class label of each image, same length as ``paths``.
     transform : callable
@@ -472,7 +515,7 @@ class TrainDataset(torch.utils.data.Dataset):
         seed: int,
         epoch: int,
     ) -> None:
-        self.paths = _as_path_list(paths)
+        self.paths = _as_source(paths)
         self.targets = np.asarray(targets).reshape(-1)
         if len(self.targets) != len(self.paths):
             raise ValueError(
@@ -491,7 +534,7 @@ class TrainDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         i = _normalize_index(i, len(self))
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        return self.transform(load_image(self.paths[i]), rng), int(self.targets[i])
+        return self.transform(self.paths.load(i), rng), int(self.targets[i])
 
 
 class ImageDataset(torch.utils.data.Dataset):
@@ -499,8 +542,8 @@ class ImageDataset(torch.utils.data.Dataset):
 
     Parameters
     ----------
-    paths : sequence of str or os.PathLike
-        Image files.
+    paths : sequence of str or os.PathLike, or ImageSource
+        As in :class:`TrainDataset`.
     transform : callable
         ``transform(img) -> Tensor``, for example
         :func:`liftlearn.transforms.eval_transform`.
@@ -511,14 +554,14 @@ class ImageDataset(torch.utils.data.Dataset):
         paths: Sequence[PathLike],
         transform: Callable[[Image.Image], torch.Tensor],
     ) -> None:
-        self.paths = _as_path_list(paths)
+        self.paths = _as_source(paths)
         self.transform = transform
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return self.transform(load_image(self.paths[_normalize_index(i, len(self))]))
+        return self.transform(self.paths.load(_normalize_index(i, len(self))))
 
 
 def _normalize_index(i, n: int) -> int:
@@ -561,7 +604,7 @@ class SSLDataset(torch.utils.data.Dataset):
 
     def __init__(self, paths: Sequence[PathLike], targets, index, weak: Callable,
                  strong: Callable | None, seed: int, epoch: int):
-        self.paths = _as_path_list(paths)
+        self.paths = _as_source(paths)
         self.targets = np.asarray(targets, dtype=np.int64)
         self.index = np.asarray(index, dtype=np.int64)
         self.weak, self.strong = weak, strong
@@ -580,7 +623,7 @@ class SSLDataset(torch.utils.data.Dataset):
         # The first draw keeps the three-number key, so a dataset drawn
         # once per epoch gives what it always gave.
         rng = np.random.default_rng(key + [redraw] if redraw else key)
-        img = load_image(self.paths[i])
+        img = self.paths.load(i)
         weak = self.weak(img, rng)
         if self.strong is None:
             return weak, int(self.targets[i]), int(self.index[i])

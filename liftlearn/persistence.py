@@ -73,7 +73,7 @@ _MAX_ITEMS = 10_000_000  # entries of a list or an array (skipped images, transd
 
 # Parameters that model files never store: restored from fitted state or
 # meaningless outside the process.
-_NOT_STORED = {"class_names", "adapter_from"}
+_NOT_STORED = {"class_names", "adapter_from", "callbacks"}  # callbacks are code
 
 # The fitted attributes a file must hold. Any other stored attribute is data
 # under a plain name (``[a-z][a-z0-9_]*_``) that the class does not define;

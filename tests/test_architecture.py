@@ -33,6 +33,8 @@ LAYER_OF = {
     "liftlearn._io": "base",
     "liftlearn._random": "base",
     "liftlearn.data": "data",
+    "liftlearn.image_sources": "data",
+    "liftlearn.callbacks": "estimators",
     "liftlearn.transforms": "data",
     "liftlearn.metrics": "metrics",
     "liftlearn.datasets": "datasets",
@@ -71,7 +73,8 @@ MAY_IMPORT = {
 }
 
 # Layers that must never import scikit-learn (directly or through others).
-NO_SKLEARN = ("liftlearn.nn", "liftlearn.engine", "liftlearn.data", "liftlearn.transforms")
+NO_SKLEARN = ("liftlearn.nn", "liftlearn.engine", "liftlearn.data", "liftlearn.transforms",
+              "liftlearn.image_sources")
 
 
 def _module_name(path: Path) -> str:

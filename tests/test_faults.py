@@ -642,9 +642,11 @@ def test_replaced_pretrained_file_is_loaded_afresh(tmp_path):
 @pytest.fixture
 def no_image_check(monkeypatch):
     """Fail if a fit gets as far as checking the images."""
-    import liftlearn.estimators._fine_tuned as fine_tuned
+    # Every input's check pass goes through its image source; for paths,
+    # that is find_bad_images as image_sources imports it.
+    import liftlearn.image_sources as image_sources
 
-    monkeypatch.setattr(fine_tuned, "find_bad_images",
+    monkeypatch.setattr(image_sources, "find_bad_images",
                         lambda *a, **k: pytest.fail("the images were checked before the error"))
 
 

@@ -7,6 +7,16 @@ finite-loss check, the history, checkpoint write and resume, and progress.
 A :class:`~liftlearn.engine.tasks.TrainingTask` supplies only what differs
 between objectives (its batches for an epoch, its step, what happens after a
 backward pass or an optimizer step, its extra state for checkpoints).
+
+An optional *monitor* watches the fit from outside (the estimators pass one
+for ``validation_data`` and ``callbacks``; the engine computes no metric
+itself). After each epoch the loop calls ``monitor.evaluate(record)`` (extra
+history entries, e.g. validation scores), logs the epoch line with
+``monitor.describe(record)`` appended, then ``monitor.epoch_end(record)``:
+True stops the fit after this epoch (the learning-rate schedule stays the one
+planned for ``config.epochs``). ``monitor.state_dict()`` is saved with each
+checkpoint and handed back to ``monitor.load_state_dict`` on resume; a
+checkpoint of a stopped fit resumes as finished.
 """
 
 from __future__ import annotations
@@ -149,6 +159,7 @@ def fit_task(
     config: TrainConfig,
     device: torch.device,
     checkpoint: Optional[Checkpoint] = None,
+    monitor=None,
 ) -> List[dict]:
     """Train ``task.network``'s trainable parameters as ``task`` says.
 
@@ -169,6 +180,8 @@ def fit_task(
         from (network, optimiser, schedule, history and the task's own
         state), which gives the same result as an uninterrupted run because
         the task's batches depend only on the seed, the epoch and the image.
+    monitor : object or None
+        Watches and may stop the fit (see the module docstring).
 
     Returns
     -------
@@ -194,6 +207,7 @@ def fit_task(
         # traced.
         task.compile(torch.compile)
     history: List[dict] = []
+    stopped = False
     saved = checkpoint.read() if checkpoint is not None else None
     if saved is not None:
         network.load_state_dict(saved["network"])
@@ -203,11 +217,16 @@ def fit_task(
             scaler.load_state_dict(saved["scaler"])
         task.load_state_dict(saved.get("task", {}))
         history = list(saved["history"])
+        stopped = bool(saved.get("stopped", False))
+        if monitor is not None:
+            monitor.load_state_dict(saved.get("monitor", {}))
     loader = partial(make_loader, device=device, num_workers=config.num_workers)
     trained = [p for p in network.parameters() if p.requires_grad]
     probe = _probe_images(network, device)
     network.train()
     for epoch in range(len(history), config.epochs):
+        if stopped:
+            break
         start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         batches, n = task.epoch_batches(epoch, micro, loader)
@@ -236,11 +255,16 @@ def fit_task(
         record = {"epoch": epoch + 1, "loss": mean_loss}
         record.update(task.epoch_end(n))
         record.update({"lr": lr, "seconds": time.perf_counter() - start})
+        if monitor is not None:
+            record.update(monitor.evaluate(record))
         history.append(record)
         if config.verbose:
             # Through the liftlearn logger (the estimator's verbose sets its
             # level), so scripts and log files get whole lines, not prints.
-            _log.info(task.describe(record, config.epochs))
+            suffix = monitor.describe(record) if monitor is not None else ""
+            _log.info(task.describe(record, config.epochs) + suffix)
+        if monitor is not None:
+            stopped = bool(monitor.epoch_end(record))
         if checkpoint is not None:
             checkpoint.write({
                 "network": network.state_dict(),
@@ -250,6 +274,8 @@ def fit_task(
                 "history": history,
                 "seed": int(task.seed),
                 "task": task.state_dict(),
+                "monitor": monitor.state_dict() if monitor is not None else {},
+                "stopped": stopped,
             })
     network.eval()
     return history

@@ -32,7 +32,7 @@ from .._logging import verbosity
 from .._validation import (
     MAX_TTE_EXPAND, Boolean, Interval, Options, PathLike, Predicate, is_prompt_template, validate_params,
 )
-from ..data import check_paths, find_bad_images
+from ..image_sources import as_image_source, image_labels
 from ..engine.predict import predict_images
 from ..exceptions import BadImageError, LiftLearnWarning, UnknownLabelWarning
 from ..nn.backbones import BackboneSpec
@@ -182,20 +182,26 @@ class CLIPEstimator(BaseEstimator, ABC):
         return state
 
     # ------------------------------------------------------------ predicting
-    def _bad_images(self, paths) -> list:
+    def _images(self, X):
+        """``X`` (paths, in-memory images, a Dataset, ...) as an image source
+        (:func:`liftlearn.image_sources.as_image_source`); missing files are
+        named here unless a ``check_images`` pass will report them."""
+        return as_image_source(X, must_exist=self.check_images is None)
+
+    def _bad_images(self, images) -> list:
         """The ``(index, reason)`` pairs of the unusable images among
-        ``paths`` (per ``check_images``), in index order.
+        ``images`` (an image source, per ``check_images``), in index order.
 
         Raises :class:`~liftlearn.BadImageError` naming the first one unless
         ``on_bad_image="skip"``.
         """
         if not self.check_images:
             return []
-        bad = find_bad_images(paths, mode=self.check_images)
+        bad = images.problems(self.check_images)
         if bad and self.on_bad_image != "skip":
             i, reason = bad[0]
             more = f" ({len(bad) - 1} more bad image(s) follow)" if len(bad) > 1 else ""
-            raise BadImageError(paths[i], reason + more)
+            raise BadImageError(images.name(i), reason + more)
         return bad
 
     def _n_outputs(self) -> int:
@@ -211,7 +217,7 @@ class CLIPEstimator(BaseEstimator, ABC):
         dropped: row i is image i) and one warning says how many.
         """
         check_is_fitted(self)
-        paths = check_paths(X, must_exist=self.check_images is None)
+        paths = self._images(X)
         bad = self._bad_images(paths)
         keep = np.ones(len(paths), dtype=bool)
         keep[[i for i, _ in bad]] = False
@@ -229,7 +235,7 @@ class CLIPEstimator(BaseEstimator, ABC):
         i, reason = bad[0]
         warnings.warn(
             f"{len(bad)} of {len(paths)} image(s) could not be used and were not "
-            f"predicted, e.g. {paths[i]!r}: {reason}; {self._skipped_rows_are}",
+            f"predicted, e.g. {paths.name(i)!r}: {reason}; {self._skipped_rows_are}",
             LiftLearnWarning, stacklevel=3,
         )
         full = np.full((len(paths), self._n_outputs()), np.nan, dtype=np.float32)
@@ -317,8 +323,8 @@ class CLIPClassifier(ClassifierMixin, CLIPEstimator):
 
         Parameters
         ----------
-        X : sequence of str or os.PathLike
-            Image files. All are checked (``check_images``) before any is
+        X : image paths, PIL images, uint8 array(s), torch Dataset or datasets column
+            The images (see :mod:`liftlearn.image_sources`). All are checked (``check_images``) before any is
             predicted.
 
         Returns
@@ -334,7 +340,7 @@ class CLIPClassifier(ClassifierMixin, CLIPEstimator):
 
         Parameters
         ----------
-        X : sequence of str or os.PathLike
+        X : image paths, PIL images, uint8 array(s), torch Dataset or datasets column
 
         Returns
         -------
@@ -359,7 +365,7 @@ class CLIPClassifier(ClassifierMixin, CLIPEstimator):
 
         Parameters
         ----------
-        X : sequence of str or os.PathLike
+        X : image paths, PIL images, uint8 array(s), torch Dataset or datasets column
 
         Returns
         -------
@@ -378,8 +384,10 @@ class CLIPClassifier(ClassifierMixin, CLIPEstimator):
 
         Parameters
         ----------
-        X : sequence of str or os.PathLike
-        y : array-like of shape (n_samples,)
+        X : image paths, PIL images, uint8 array(s), torch Dataset or datasets column
+        y : array-like of shape (n_samples,) or None
+            None takes the labels a torch Dataset or ``datasets.Dataset`` ``X``
+            carries.
         sample_weight : array-like of shape (n_samples,), default=None
 
         Returns
@@ -397,9 +405,13 @@ class CLIPClassifier(ClassifierMixin, CLIPEstimator):
             meets them when a rare class falls only in a test fold.
         """
         check_is_fitted(self)
-        y_true = column_or_1d(np.asarray(y, dtype=object), warn=True)
         # X's shape first (its own message for a single path), no file access yet.
-        check_consistent_length(check_paths(X, must_exist=False), y_true, sample_weight)
+        images = as_image_source(X, must_exist=False)
+        y = image_labels(images, y)  # a Dataset's own labels when y is None
+        if y is None:
+            raise ValueError("score needs y (X carries no labels)")
+        y_true = column_or_1d(np.asarray(y, dtype=object), warn=True)
+        check_consistent_length(np.empty(len(images)), y_true, sample_weight)
         known = set(self.classes_.tolist())
         unknown = sorted({repr(v) for v in y_true.tolist() if v not in known})
         if unknown:

@@ -16,10 +16,10 @@ from sklearn.utils import check_random_state
 from .._io import check_writable_dir
 from .._random import seeded_global_rng
 from .._validation import Boolean, Constraint, Interval, IntSequence, Options, PathLike, Predicate
-from ..data import check_paths, find_bad_images
 from ..engine import Checkpoint, TrainConfig, fit_task
 from ..engine._loading import clamp_workers
-from ..exceptions import BadImageError, LiftLearnWarning
+from ..image_sources import PathSource, _file_signature, _utf8, image_labels
+from ..exceptions import LiftLearnWarning
 from ..nn.backbones import get_backbone
 from ..engine import predict_images
 from ..nn.heads import CosineClassifier, make_classifier, random_class_vectors, semantic_init
@@ -27,6 +27,10 @@ from ..nn.networks import FeatureNetwork, LiftNetwork
 from ..nn.tuners import TUNERS, build_tuner
 from ..transforms import MDA_SCHEDULES
 from ._base import CLIPClassifier, fit_context
+from ._watch import (
+    FitWatcher, encode_validation, holdout_mask, is_callback_list, picklable_callbacks, split_labels,
+    validation_source,
+)
 
 __all__ = ["FineTunedClassifier", "data_init_rows"]
 
@@ -90,19 +94,6 @@ def data_init_rows(init: str, features, y, n_classes: int):
     return rows, missing
 
 
-def _utf8(text: str) -> bytes:
-    return text.encode("utf-8", "surrogatepass")
-
-
-def _file_signature(path) -> tuple:
-    """``(size, mtime in ns)`` of a file, ``(-1, -1)`` if it cannot be read."""
-    try:
-        st = os.stat(path)
-    except (OSError, ValueError):
-        return (-1, -1)
-    return (st.st_size, st.st_mtime_ns)
-
-
 class _RegisteredTuner(Constraint):
     """The name of a registered fine-tuning method (read when checked, so a
     method registered after import is accepted)."""
@@ -148,6 +139,9 @@ class FineTunedClassifier(CLIPClassifier):
         "on_bad_image": [Options(("raise", "skip"))],
         "checkpoint_dir": [PathLike(), None],
         "random_state": [Predicate(_is_random_state, "an int in [0, 2**32), a RandomState"), None],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
+        "callbacks": [Predicate(is_callback_list, "a list of callbacks (objects with on_fit_begin, "
+                                                  "on_epoch_end or on_fit_end)"), None],
     }
 
     _derived_fitted = ("adapter_dim_", "n_adapter_params_", "trainable_fraction_", "n_trainable_params_")
@@ -172,24 +166,33 @@ class FineTunedClassifier(CLIPClassifier):
                 f"{name}: device_batch_size={self.device_batch_size} must divide "
                 f"batch_size={self.batch_size} (gradient accumulation)"
             )
-        if self.on_bad_image == "skip" and self.check_images is None:
-            raise ValueError(f"{name}: on_bad_image='skip' needs check_images='header' or 'decode'")
+        # Last, as before: the tuner's rules are named first.
+        super()._check_param_relations()
 
     # ----------------------------------------------------------------- fit
     @fit_context
-    def fit(self, X, y, class_names=None):
+    def fit(self, X, y=None, class_names=None, *, validation_data=None):
         """Fit the adapter and classifier on images.
 
         Parameters
         ----------
-        X : sequence of str or os.PathLike
-            Image files.
-        y : array-like of shape (n_samples,)
-            Integer or string labels.
+        X : image paths, PIL images, uint8 array(s), torch Dataset or datasets column
+            The images (see :mod:`liftlearn.image_sources`).
+        y : array-like of shape (n_samples,) or None
+            Integer or string labels. None takes the labels a torch Dataset
+            or ``datasets.Dataset`` ``X`` carries.
         class_names : sequence of str, mapping or None
             Overrides the ``class_names`` parameter (see there). Note that
             ``GridSearchCV`` slices fit arguments whose length equals the
             number of samples; prefer the constructor parameter there.
+        validation_data : (X_val, y_val) or None
+            Images and labels predicted after every epoch (without TTE):
+            ``history_`` then records ``val_accuracy``,
+            ``val_balanced_accuracy`` and ``val_many_shot_accuracy``,
+            ``val_medium_shot_accuracy``, ``val_few_shot_accuracy`` (groups
+            by the training counts; NaN for a group without validation
+            images). Its labels must be classes of ``y``. Not with
+            ``validation_fraction``.
 
         Returns
         -------
@@ -203,9 +206,12 @@ class FineTunedClassifier(CLIPClassifier):
         # must not cost a training run first.
         self._check_checkpoint_dir()
         config = self._train_config()
+        X = self._images(X)
+        y = image_labels(X, y)  # a Dataset's own labels when y is None
         self._check_y(y)
         paths, labels, skipped, kept = self._training_images(X, y, class_names)
         self._check_labels(labels)
+        paths, labels, kept, validation = self._validation(paths, labels, kept, validation_data)
         checkpoint = self._checkpoint(paths, labels)
         seed = self._seed()
         if checkpoint is not None and checkpoint.read() is not None:
@@ -214,13 +220,52 @@ class FineTunedClassifier(CLIPClassifier):
         backbone = get_backbone(spec, device, dtype=dtype)
         network = self._build_network(backbone, labels.names, seed).to(device)
         task = self._make_task(network, backbone, paths, labels, seed, device)
-        history = fit_task(task, config, device, checkpoint)
+        watcher = FitWatcher(self, network, backbone, validation, labels.counts, self.callbacks, device,
+                             config.num_workers)
+        # During the fit, callbacks see the network being trained as module_.
+        self._set_fitted(classes_=labels.classes, class_names_=list(labels.names),
+                         class_counts_=labels.counts, module_=network, device_=device)
+        watcher.fit_begin()
+        history = fit_task(task, config, device, checkpoint, monitor=watcher)
         self._set_fitted(
             classes_=labels.classes, class_names_=list(labels.names), class_counts_=labels.counts,
             module_=network, history_=history, device_=device, skipped_images_=skipped,
             **self._task_results(task, labels, kept),
         )
+        watcher.fit_end()
         return self
+
+    def _validation(self, images, labels, kept, validation_data):
+        """The training images, labels and mask over ``X`` less the images
+        ``validation_fraction`` holds out, and the validation ``(images,
+        encoded labels)`` (None without validation)."""
+        name = type(self).__name__
+        if validation_data is not None and self.validation_fraction is not None:
+            raise ValueError(f"{name}: pass validation_data to fit or set validation_fraction, "
+                             "not both")
+        if validation_data is not None:
+            val_images, y_val = validation_source(self, validation_data)
+            y_enc = encode_validation(y_val, labels.classes)
+            usable = np.ones(len(val_images), dtype=bool)
+            usable[[i for i, _ in self._bad_images(val_images)]] = False  # raises unless skip
+            return images, labels, kept, (val_images[usable], y_enc[usable])
+        if self.validation_fraction is None:
+            return images, labels, kept, None
+        held = holdout_mask(labels.y_encoded, float(self.validation_fraction))
+        if not held.any():
+            raise ValueError(
+                f"{name}: validation_fraction={self.validation_fraction} holds out no image "
+                "(each class keeps at least one training image); raise it or pass "
+                "validation_data to fit"
+            )
+        kept = kept.copy()
+        kept[np.flatnonzero(kept)[held]] = False
+        return images[~held], split_labels(labels, ~held), kept, (images[held], labels.y_encoded[held])
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["callbacks"] = picklable_callbacks(state.get("callbacks"), type(self).__name__)
+        return state
 
     def _check_y(self, y) -> None:
         """Checks of ``y`` before the labels are resolved."""
@@ -249,18 +294,13 @@ class FineTunedClassifier(CLIPClassifier):
         Returns the kept paths and their labels, the skipped ``(path,
         reason)`` pairs and the boolean mask of kept images over ``X``.
         """
-        skip = self.on_bad_image == "skip"
         allow_unlabeled = self._allow_unlabeled
         # With a check pass, it reports missing files too, in index order.
-        paths = check_paths(X, must_exist=self.check_images is None)
+        paths = self._images(X)
         names_arg = self._class_names_for(class_names, len(paths))
         labels = self._labels(paths, y, names_arg, allow_unlabeled=allow_unlabeled)
-        bad = find_bad_images(paths, mode=self.check_images) if self.check_images else []
-        if bad and not skip:
-            i, reason = bad[0]
-            more = f" ({len(bad) - 1} more bad image(s) follow)" if len(bad) > 1 else ""
-            raise BadImageError(paths[i], reason + more)
-        skipped = [(str(paths[i]), reason) for i, reason in bad]
+        bad = self._bad_images(paths)
+        skipped = [(paths.name(i), reason) for i, reason in bad]
         keep = np.ones(len(paths), dtype=bool)
         if skipped and len(skipped) == len(paths):
             raise ValueError(
@@ -292,25 +332,27 @@ class FineTunedClassifier(CLIPClassifier):
         pretrained weights file's likewise, the labels and the class names."""
         if self.checkpoint_dir is None:
             return None
-        ignore = {"verbose", "num_workers", "device", "checkpoint_dir", "check_images", "on_bad_image"}
+        # The held-out images already change the hashed training images;
+        # callbacks watch the run without changing it.
+        ignore = {"verbose", "num_workers", "device", "checkpoint_dir", "check_images", "on_bad_image",
+                  "validation_fraction", "callbacks"}
         params = {k: v for k, v in self.get_params(deep=False).items() if k not in ignore}
         if not isinstance(params.get("random_state"), Integral):
             params.pop("random_state", None)  # resume whatever run was saved
-        signatures = [_file_signature(p) for p in paths]
         h = hashlib.sha256(b"liftlearn checkpoint key 2\0")
         h.update(_utf8(type(self).__name__))
         h.update(_utf8(repr(sorted((k, repr(v)) for k, v in params.items()))))
         if isinstance(self.pretrained, (str, os.PathLike)) and os.path.isfile(self.pretrained):
             h.update(repr(_file_signature(self.pretrained)).encode())
-        for path, (size, mtime) in zip(paths, signatures):
-            # surrogatepass: names that are not UTF-8 (os.listdir gives them
-            # as lone surrogates) hash too.
-            h.update(_utf8(str(path)) + f"\0{size}\0{mtime}\0".encode())
+        # Files: each path, size and mtime; images in memory: their pixels.
+        paths.update_key(h)
         h.update(labels.y_encoded.tobytes())
         h.update(_utf8("\0".join(labels.names)))
-        newest = max((mtime for _, mtime in signatures), default=0)
+        if not isinstance(paths, PathSource):
+            return Checkpoint(self.checkpoint_dir, h.hexdigest())
+        newest = max((mtime for _, mtime in paths.signatures()), default=0)
         return Checkpoint(self.checkpoint_dir, h.hexdigest(),
-                          legacy_key=self._legacy_checkpoint_key(params, paths, labels),
+                          legacy_key=self._legacy_checkpoint_key(params, paths.paths, labels),
                           inputs_mtime_ns=newest)
 
     def _legacy_checkpoint_key(self, params, paths, labels):
@@ -399,7 +441,7 @@ class FineTunedClassifier(CLIPClassifier):
         ).astype(np.int64))
         features = predict_images(
             FeatureNetwork(backbone, network.tuner, normalize=False), backbone,
-            [paths[i] for i in chosen], tte=False, tte_expand=0,
+            paths[chosen], tte=False, tte_expand=0,
             batch_size=64, device=device,
             num_workers=None if self.num_workers is None else int(self.num_workers),
         )

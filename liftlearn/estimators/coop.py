@@ -84,6 +84,10 @@ class CoOpClassifier(FineTunedClassifier):
     check_images : {"header", "decode"} or None, default="header"
     on_bad_image : {"raise", "skip"}, default="raise"
     checkpoint_dir : str, os.PathLike or None, default=None
+    validation_fraction : float in (0, 1) or None, default=None
+        As in :class:`LiftPlusClassifier`.
+    callbacks : list or None, default=None
+        As in :class:`LiftPlusClassifier`.
     random_state : int, RandomState instance or None, default=None
         Seeds the context initialisation, the shuffling and the crops.
     verbose : int, default=0
@@ -100,6 +104,7 @@ class CoOpClassifier(FineTunedClassifier):
     trainable_fraction_ : float
     adapter_dim_ : int or None
     history_ : list of dict
+        As :class:`~liftlearn.LiftPlusClassifier`'s.
     device_ : torch.device
     skipped_images_ : list of (str, str)
 
@@ -138,6 +143,8 @@ class CoOpClassifier(FineTunedClassifier):
         check_images="header",
         on_bad_image="raise",
         checkpoint_dir=None,
+        validation_fraction=None,
+        callbacks=None,
         random_state=None,
         verbose=0,
     ):
@@ -167,6 +174,8 @@ class CoOpClassifier(FineTunedClassifier):
         self.check_images = check_images
         self.on_bad_image = on_bad_image
         self.checkpoint_dir = checkpoint_dir
+        self.validation_fraction = validation_fraction
+        self.callbacks = callbacks
         self.random_state = random_state
         self.verbose = verbose
 

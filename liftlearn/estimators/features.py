@@ -194,8 +194,8 @@ class CLIPFeatures(TransformerMixin, CLIPEstimator):
 
         Parameters
         ----------
-        X : sequence of str or os.PathLike
-            Image files. All are checked (``check_images``) before any
+        X : image paths, PIL images, uint8 array(s), torch Dataset or datasets column
+            The images (see :mod:`liftlearn.image_sources`). All are checked (``check_images``) before any
             feature is computed.
 
         Returns

@@ -178,6 +178,22 @@ default="auto"
         the last finished epoch and gives the same model as an uninterrupted
         fit. Checked writable when ``fit`` starts; see
         :func:`liftlearn.engine.checkpoint.clean_checkpoints`.
+    validation_fraction : float in (0, 1) or None, default=None
+        Hold out this share of each class's training images (at least one
+        image of each class stays in training; a fixed seed, so every fit
+        of the same labels holds out the same images) and score them after
+        every epoch, as ``validation_data`` in :meth:`fit` does; the model
+        is not trained on them. Not with ``validation_data``.
+    callbacks : list or None, default=None
+        Objects with ``on_fit_begin(estimator)``, ``on_epoch_end(estimator,
+        record)`` (True stops the fit after that epoch; the learning-rate
+        schedule stays the one planned for ``epochs``) and/or
+        ``on_fit_end(estimator)``; see :mod:`liftlearn.callbacks`, which
+        ships :class:`~liftlearn.callbacks.EarlyStopping` and
+        :class:`~liftlearn.callbacks.CSVLogger`. A callback that raises
+        fails the fit (the estimator stays unfitted). Their state is saved
+        with ``checkpoint_dir``; they pickle with the estimator (or are left
+        out with a warning), and model files never store them.
     random_state : int, RandomState instance or None, default=None
         Seeds the adapter initialisation, the shuffling and the crops.
     verbose : int, default=0
@@ -203,7 +219,10 @@ default="auto"
         The bottleneck width, LoRA rank or prompt length used (None for the
         modules without a size).
     history_ : list of dict
-        Per epoch: ``epoch``, ``loss``, ``lr``, ``seconds``.
+        Per epoch: ``epoch``, ``loss``, ``lr``, ``seconds`` and, with
+        validation, ``val_accuracy``, ``val_balanced_accuracy``,
+        ``val_many_shot_accuracy``, ``val_medium_shot_accuracy`` and
+        ``val_few_shot_accuracy``. ``pandas.DataFrame(history_)`` reads it.
     device_ : torch.device
         Where the model was fitted and predicts.
     skipped_images_ : list of (str, str)
@@ -254,6 +273,8 @@ default="auto"
         check_images="header",
         on_bad_image="raise",
         checkpoint_dir=None,
+        validation_fraction=None,
+        callbacks=None,
         random_state=None,
         verbose=0,
     ):
@@ -288,6 +309,8 @@ default="auto"
         self.check_images = check_images
         self.on_bad_image = on_bad_image
         self.checkpoint_dir = checkpoint_dir
+        self.validation_fraction = validation_fraction
+        self.callbacks = callbacks
         self.random_state = random_state
         self.verbose = verbose
 

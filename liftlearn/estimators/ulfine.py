@@ -83,12 +83,14 @@ class ULFineClassifier(FineTunedClassifier):
     backbone, pretrained, adapter, adapter_dim, adapter_layers, class_names, \
 epochs, batch_size, device_batch_size, lr, momentum, weight_decay, tau, scale, \
 prompt_template, mda_schedule, tte, tte_expand, device, precision, num_workers, compile, \
-check_images, on_bad_image, checkpoint_dir, random_state, verbose
+check_images, on_bad_image, checkpoint_dir, validation_fraction, callbacks, \
+random_state, verbose
         As in :class:`~liftlearn.LiftPlusClassifier`, on the same training
         engine. ``tau`` also applies to the unlabeled loss, with the prior of
         labeled plus pseudo-labeled images. ``compile`` compiles the encoder's
         forward; ``checkpoint_dir`` also saves the pseudo-label statistics and
-        prototypes, so a resumed fit ends with the same model.
+        prototypes, so a resumed fit ends with the same model. ``validation_fraction``
+        holds out labeled images only (``transduction_`` gives them -1).
 
         Training length: the paper's is not public. The default, 5 epochs
         over the labeled images, is LIFT+'s; on the standard CIFAR-10-LT
@@ -188,7 +190,8 @@ trainable_fraction_, n_trainable_params_, device_
         ``pseudo_label_rate`` (their share of unlabeled draws),
         ``labeled_accuracy`` (prediction logits on the labeled training
         crops),
-        ``lr``, ``seconds``.
+        ``lr``, ``seconds`` and the validation entries of
+        :class:`~liftlearn.LiftPlusClassifier`.
 
     Examples
     --------
@@ -231,6 +234,8 @@ trainable_fraction_, n_trainable_params_, device_
         check_images="header",
         on_bad_image="raise",
         checkpoint_dir=None,
+        validation_fraction=None,
+        callbacks=None,
         random_state=None,
         verbose=0,
         pseudo_label=True,
@@ -274,6 +279,8 @@ trainable_fraction_, n_trainable_params_, device_
         self.check_images = check_images
         self.on_bad_image = on_bad_image
         self.checkpoint_dir = checkpoint_dir
+        self.validation_fraction = validation_fraction
+        self.callbacks = callbacks
         self.random_state = random_state
         self.verbose = verbose
         self.pseudo_label = pseudo_label
@@ -313,26 +320,29 @@ trainable_fraction_, n_trainable_params_, device_
 
     _allow_unlabeled = True
 
-    def fit(self, X, y, class_names=None):
+    def fit(self, X, y=None, class_names=None, *, validation_data=None):
         """Fit on labeled images and unlabeled ones marked ``y == -1``.
 
         Parameters
         ----------
-        X : sequence of str or os.PathLike
-            Image files.
+        X : image paths, PIL images, uint8 array(s), torch Dataset or datasets column
+            The images (see :mod:`liftlearn.image_sources`).
         y : array-like of shape (n_samples,)
             Integer or string labels; -1 marks an unlabeled image (use an
             object array for string labels). At least one image must be
             labeled.
         class_names : sequence of str, mapping or None
             As in :meth:`LiftPlusClassifier.fit`; -1 may not be a class.
+        validation_data : (X_val, y_val) or None
+            Labeled images scored after every epoch, as in
+            :meth:`LiftPlusClassifier.fit`.
 
         Returns
         -------
         self : ULFineClassifier
             The fitted estimator; left unfitted if fitting fails.
         """
-        return super().fit(X, y, class_names)
+        return super().fit(X, y, class_names, validation_data=validation_data)
 
     def _check_param_relations(self) -> None:
         super()._check_param_relations()

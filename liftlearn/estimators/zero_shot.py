@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import torch
 
-from ..data import check_paths
+from ..image_sources import image_labels
 from ..exceptions import LiftLearnWarning
 from ..nn.backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, get_backbone
 from ..nn.heads import DEFAULT_TEMPLATE, text_classifier
@@ -114,17 +114,18 @@ class ZeroShotClassifier(CLIPClassifier):
     _derived_fitted = ("text_embeddings_", "logit_scale_")
 
     @fit_context
-    def fit(self, X, y, class_names=None):
+    def fit(self, X, y=None, class_names=None):
         """Record the classes and encode their names; nothing is trained.
 
         Parameters
         ----------
-        X : sequence of str or os.PathLike
-            Image files. Not used to train, but validated (they must exist,
+        X : image paths, PIL images, uint8 array(s), torch Dataset or datasets column
+            The images. Not used to train, but validated (they must exist,
             pass ``check_images`` and match ``y`` in length) so that the
             estimator fits where :class:`~liftlearn.LiftPlusClassifier` would.
-        y : array-like of shape (n_samples,)
-            Labels: they give ``classes_`` (with ``class_names``) and
+        y : array-like of shape (n_samples,) or None
+            None takes the labels a torch Dataset or ``datasets.Dataset`` ``X``
+            carries. Labels: they give ``classes_`` (with ``class_names``) and
             ``class_counts_``.
         class_names : sequence of str, mapping or None
             Overrides the ``class_names`` parameter; as in
@@ -136,10 +137,11 @@ class ZeroShotClassifier(CLIPClassifier):
         """
         spec, device = self._backbone_spec(), self._resolve_device()
         dtype = self._compute_dtype(device)
-        paths = check_paths(X, must_exist=self.check_images is None)
+        paths = self._images(X)
+        y = image_labels(paths, y)
         labels = self._labels(paths, y, self._class_names_for(class_names, len(paths)))
         bad = self._bad_images(paths)
-        skipped = [(str(paths[i]), reason) for i, reason in bad]
+        skipped = [(paths.name(i), reason) for i, reason in bad]
         counts = labels.counts
         if bad:
             warnings.warn(

@@ -1,0 +1,194 @@
+"""Callbacks: watch, log and stop a fit of LiftPlusClassifier, ULFineClassifier
+or CoOpClassifier.
+
+A callback is any object with some of these methods (skorch's convention,
+kept minimal); pass a list of them as the estimator's ``callbacks``:
+
+- ``on_fit_begin(estimator)``: before the first epoch;
+- ``on_epoch_end(estimator, record) -> bool``: after each epoch, with that
+  epoch's ``history_`` entry (``epoch``, ``loss``, ``lr``, ``seconds``, the
+  objective's own entries and, with validation, ``val_accuracy``,
+  ``val_balanced_accuracy``, ``val_many_shot_accuracy``,
+  ``val_medium_shot_accuracy``, ``val_few_shot_accuracy``). Returning True
+  stops the fit after this epoch; the learning-rate schedule stays the
+  cosine planned for ``epochs``, so a stopped fit is a truncated one, not a
+  shorter schedule;
+- ``on_fit_end(estimator)``: after the last epoch, the estimator fitted.
+
+During the fit ``estimator.module_`` is the network being trained (and
+``classes_`` are set), so a callback can save or inspect it. A callback that
+raises fails the fit, which leaves the estimator unfitted. A callback may
+also have ``state_dict()`` and ``load_state_dict(state)`` (tensors and plain
+data only): with ``checkpoint_dir`` its state is saved after every epoch and
+restored on resume.
+
+Callbacks pickle with the estimator; one that cannot be pickled is dropped
+with a warning. Model files (:func:`liftlearn.save`) never store callbacks:
+they are code.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from numbers import Integral, Real
+
+from ._io import atomic_open, check_writable
+
+__all__ = ["Callback", "CSVLogger", "EarlyStopping", "HOOKS"]
+
+#: The methods that make an object a callback.
+HOOKS = ("on_fit_begin", "on_epoch_end", "on_fit_end")
+
+
+class Callback:
+    """Base class with every hook a no-op (subclassing it is optional)."""
+
+    def on_fit_begin(self, estimator) -> None:
+        """Called before the first epoch."""
+
+    def on_epoch_end(self, estimator, record: dict) -> bool:
+        """Called after each epoch; True stops the fit."""
+        return False
+
+    def on_fit_end(self, estimator) -> None:
+        """Called once the estimator is fitted."""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.endswith("_")
+                         and not k.startswith("_"))
+        return f"{type(self).__name__}({args})"
+
+
+class EarlyStopping(Callback):
+    """Stop when a history entry has not improved for ``patience`` epochs.
+
+    Parameters
+    ----------
+    monitor : str, default="val_balanced_accuracy"
+        The ``history_`` entry to watch. The ``val_*`` entries need
+        ``validation_data`` in ``fit`` or ``validation_fraction``.
+    patience : int, default=3
+        Epochs without improvement before stopping.
+    mode : {"auto", "max", "min"}, default="auto"
+        Whether larger is better; ``"auto"`` is ``"min"`` for an entry whose
+        name contains ``"loss"``, else ``"max"``.
+    min_delta : float, default=0.0
+        The least change that counts as an improvement.
+    restore_best : bool, default=True
+        When the fit ends, put back the trained weights (tuner and head,
+        and ULFine's textual prototypes) of the best epoch. ``history_``
+        keeps every epoch.
+
+    Attributes
+    ----------
+    best_ : float or None
+        The best value seen.
+    best_epoch_ : int or None
+        Its epoch (1-based, as in ``history_``).
+    stopped_epoch_ : int or None
+        The epoch after which this callback stopped the fit, None if it did
+        not.
+    """
+
+    def __init__(self, monitor="val_balanced_accuracy", patience=3, *, mode="auto",
+                 min_delta=0.0, restore_best=True):
+        self.monitor = monitor
+        self.patience = patience
+        self.mode = mode
+        self.min_delta = min_delta
+        self.restore_best = restore_best
+
+    def _check(self) -> None:
+        if not isinstance(self.monitor, str) or not self.monitor:
+            raise ValueError(f"EarlyStopping: monitor={self.monitor!r} must be a history entry name")
+        if isinstance(self.patience, bool) or not isinstance(self.patience, Integral) \
+                or self.patience < 1:
+            raise ValueError(f"EarlyStopping: patience={self.patience!r} must be an int >= 1")
+        if self.mode not in ("auto", "max", "min"):
+            raise ValueError(f"EarlyStopping: mode={self.mode!r} must be 'auto', 'max' or 'min'")
+        if isinstance(self.min_delta, bool) or not isinstance(self.min_delta, Real) \
+                or not self.min_delta >= 0:
+            raise ValueError(f"EarlyStopping: min_delta={self.min_delta!r} must be a number >= 0")
+
+    def _maximize(self) -> bool:
+        return self.mode == "max" or (self.mode == "auto" and "loss" not in self.monitor)
+
+    def on_fit_begin(self, estimator) -> None:
+        self._check()  # before any epoch is spent
+        self.best_, self.best_epoch_, self.stopped_epoch_ = None, None, None
+        self._wait, self._best_state = 0, None
+
+    def on_epoch_end(self, estimator, record: dict) -> bool:
+        if self.monitor not in record:
+            raise ValueError(
+                f"EarlyStopping monitors {self.monitor!r}, which the history does not have "
+                f"(it has {sorted(record)}); the val_* entries need validation_data in fit "
+                "or validation_fraction"
+            )
+        value = float(record[self.monitor])
+        sign = 1.0 if self._maximize() else -1.0
+        improved = not math.isnan(value) and (
+            self.best_ is None or sign * (value - self.best_) > float(self.min_delta)
+        )
+        if improved:
+            self.best_, self.best_epoch_, self._wait = value, int(record["epoch"]), 0
+            if self.restore_best:
+                self._best_state = {k: v.detach().clone() for k, v in estimator.module_.state_dict().items()}
+            return False
+        self._wait += 1
+        if self._wait >= self.patience:
+            self.stopped_epoch_ = int(record["epoch"])
+            return True
+        return False
+
+    def on_fit_end(self, estimator) -> None:
+        if self.restore_best and self._best_state is not None:
+            estimator.module_.load_state_dict(self._best_state)
+        self._best_state = None  # a copy of the weights has no use after the fit
+
+    def state_dict(self) -> dict:
+        return {"best": self.best_, "best_epoch": self.best_epoch_, "wait": self._wait,
+                "stopped_epoch": self.stopped_epoch_, "best_state": self._best_state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best_, self.best_epoch_ = state["best"], state["best_epoch"]
+        self._wait, self.stopped_epoch_ = int(state["wait"]), state["stopped_epoch"]
+        self._best_state = state["best_state"]
+
+
+class CSVLogger(Callback):
+    """Write ``history_`` to a CSV file after every epoch.
+
+    The file is rewritten whole and atomically each epoch (a crash leaves
+    the previous epoch's file, never a torn one); columns are the history
+    entries in the order they first appear.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The CSV file; checked writable when the fit begins.
+    """
+
+    def __init__(self, path):
+        self.path = path
+
+    def on_fit_begin(self, estimator) -> None:
+        check_writable(self.path, "CSVLogger path")
+        self._rows = []
+
+    def on_epoch_end(self, estimator, record: dict) -> bool:
+        self._rows.append(dict(record))
+        columns = list(dict.fromkeys(k for row in self._rows for k in row))
+        with atomic_open(self.path, "w", what="CSV log", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(self._rows)
+        return False
+
+    def state_dict(self) -> dict:
+        return {"rows": list(self._rows)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._rows = list(state["rows"])
+

@@ -1,0 +1,215 @@
+"""Watching and steering a fit: validation per epoch, callbacks, early stopping."""
+
+import logging
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
+
+from liftlearn import LiftPlusClassifier, ULFineClassifier
+from liftlearn._validation import InvalidParameterError
+from liftlearn.callbacks import Callback, CSVLogger, EarlyStopping
+from liftlearn.estimators._watch import VAL_KEYS, holdout_mask
+
+PARAMS = dict(backbone="liftlearn-tiny-vit", pretrained=None, batch_size=12, device="cpu",
+              random_state=0, tte=False)
+
+
+@pytest.fixture(scope="module")
+def data(sample):
+    """12 training images of 3 classes (6, 4, 2) and 6 validation images."""
+    X, y, _, Xt, yt = sample
+    idx = np.concatenate([np.flatnonzero(y == c)[:n] for c, n in ((0, 6), (1, 4), (2, 2))])
+    vidx = np.concatenate([np.flatnonzero(yt == c)[:2] for c in range(3)])
+    return [X[i] for i in idx], y[idx], [Xt[i] for i in vidx], yt[vidx]
+
+
+class Recorder(Callback):
+    """Records every call, the trained weights after each epoch, and stops
+    after ``stop_at``."""
+
+    def __init__(self, stop_at=None):
+        self.stop_at = stop_at
+
+    def on_fit_begin(self, estimator):
+        self.calls, self.weights = ["begin"], []
+
+    def on_epoch_end(self, estimator, record):
+        self.calls.append(record["epoch"])
+        self.weights.append({k: v.clone() for k, v in estimator.module_.state_dict().items()})
+        return record["epoch"] == self.stop_at
+
+    def on_fit_end(self, estimator):
+        self.calls.append("end")
+
+
+@pytest.fixture(scope="module")
+def validated(data):
+    X, y, Xv, yv = data
+    recorder = Recorder()
+    clf = LiftPlusClassifier(**PARAMS, epochs=2, callbacks=[recorder]).fit(X, y, validation_data=(Xv, yv))
+    return clf, recorder
+
+
+def test_validation_is_recorded_every_epoch(validated, data):
+    clf, recorder = validated
+    _, _, Xv, yv = data
+    assert [r["epoch"] for r in clf.history_] == [1, 2]
+    for record in clf.history_:
+        assert set(VAL_KEYS) <= set(record)
+        assert 0.0 <= record["val_accuracy"] <= 1.0
+    # Classes 0 and 1 have 6 and 4 training images, class 2 has 2: all few-shot.
+    assert np.isnan(clf.history_[-1]["val_many_shot_accuracy"])
+    last = clf.history_[-1]
+    assert last["val_accuracy"] == pytest.approx(clf.score(Xv, yv))  # tte=False, as validation
+    y_pred = clf.predict(Xv)
+    per_class = [np.mean(y_pred[yv == c] == c) for c in range(3)]
+    assert last["val_balanced_accuracy"] == pytest.approx(np.mean(per_class))
+    assert last["val_few_shot_accuracy"] == pytest.approx(np.mean(per_class))
+    assert recorder.calls == ["begin", 1, 2, "end"]
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.DataFrame(clf.history_)
+    assert list(frame["epoch"]) == [1, 2] and "val_balanced_accuracy" in frame
+
+
+def test_validation_does_not_change_training(validated, data):
+    X, y, _, _ = data
+    clf, _ = validated
+    plain = LiftPlusClassifier(**PARAMS, epochs=2).fit(X, y)
+    assert [r["loss"] for r in plain.history_] == [r["loss"] for r in clf.history_]
+    np.testing.assert_array_equal(plain.predict_proba(X), clf.predict_proba(X))
+
+
+def test_the_epoch_line_shows_validation(data, caplog):
+    X, y, Xv, yv = data
+    with caplog.at_level(logging.INFO, logger="liftlearn"):
+        LiftPlusClassifier(**PARAMS, epochs=1, verbose=1).fit(X, y, validation_data=(Xv, yv))
+    assert any("val acc" in r.getMessage() and "val bal acc" in r.getMessage() for r in caplog.records)
+
+
+def test_a_callback_stops_the_fit_and_keeps_the_schedule(data):
+    X, y, _, _ = data
+    recorder = Recorder(stop_at=2)
+    clf = LiftPlusClassifier(**PARAMS, epochs=3, callbacks=[recorder]).fit(X, y)
+    assert [r["epoch"] for r in clf.history_] == [1, 2]
+    assert recorder.calls == ["begin", 1, 2, "end"]
+    # Epoch 2's learning rate is the 3-epoch cosine's, not a 2-epoch one's.
+    assert clf.history_[1]["lr"] == pytest.approx(0.02 * (1 + np.cos(np.pi / 3)) / 2)
+
+
+def test_early_stopping_restores_the_best_epoch(data):
+    X, y, _, _ = data
+    recorder = Recorder()
+    # "epoch" never decreases: with mode="min" epoch 1 stays the best, so
+    # patience=1 stops after epoch 2 and puts back epoch 1's weights.
+    stop = EarlyStopping(monitor="epoch", mode="min", patience=1)
+    clf = LiftPlusClassifier(**PARAMS, epochs=4, callbacks=[recorder, stop]).fit(X, y)
+    assert [r["epoch"] for r in clf.history_] == [1, 2]
+    assert (stop.best_epoch_, stop.stopped_epoch_) == (1, 2)
+    state = clf.module_.state_dict()
+    assert all(np.array_equal(state[k].numpy(), v.numpy()) for k, v in recorder.weights[0].items())
+    assert any(not np.array_equal(state[k].numpy(), v.numpy()) for k, v in recorder.weights[1].items())
+
+
+def test_early_stopping_logic():
+    class Est:
+        module_ = None
+
+    stop = EarlyStopping(patience=2, restore_best=False)
+    stop.on_fit_begin(Est())
+    scores = [0.5, 0.6, 0.6, float("nan"), 0.9]
+    stopped = [stop.on_epoch_end(Est(), {"epoch": e + 1, "val_balanced_accuracy": s})
+               for e, s in enumerate(scores[:4])]
+    assert stopped == [False, False, False, True] and stop.best_epoch_ == 2
+    with pytest.raises(ValueError, match="patience"):
+        EarlyStopping(patience=0).on_fit_begin(Est())
+    with pytest.raises(ValueError, match="validation_data"):
+        EarlyStopping().on_epoch_end(Est(), {"epoch": 1, "loss": 1.0})
+
+
+@pytest.mark.parametrize("hook", ["on_fit_begin", "on_epoch_end", "on_fit_end"])
+def test_a_callback_that_raises_fails_the_fit_cleanly(data, hook):
+    X, y, _, _ = data
+
+    class Boom(Callback):
+        pass
+
+    def boom(*args):
+        raise RuntimeError(f"boom in {hook}")
+
+    cb = Boom()
+    setattr(cb, hook, boom)
+    clf = LiftPlusClassifier(**PARAMS, epochs=1, callbacks=[cb])
+    with pytest.raises(RuntimeError, match=f"boom in {hook}"):
+        clf.fit(X, y)
+    with pytest.raises(NotFittedError):
+        check_is_fitted(clf)
+    assert not [a for a in vars(clf) if a.endswith("_")]
+
+
+def test_csv_logger_and_checkpoints_keep_callback_state(data, tmp_path):
+    X, y, Xv, yv = data
+    pandas = pytest.importorskip("pandas")
+    log = tmp_path / "fit.csv"
+    params = dict(PARAMS, epochs=3, checkpoint_dir=tmp_path / "ckpt")
+    first = LiftPlusClassifier(**params, callbacks=[CSVLogger(log), Recorder(stop_at=2)]).fit(
+        X, y, validation_data=(Xv, yv))
+    frame = pandas.read_csv(log)
+    assert list(frame["epoch"]) == [1, 2]
+    np.testing.assert_allclose(frame["val_accuracy"], [r["val_accuracy"] for r in first.history_])
+    # The same run again: the checkpoint says it stopped after epoch 2, so
+    # nothing is trained, and the logger's rows come back with its state.
+    log.unlink()
+    logger = CSVLogger(log)
+    again = LiftPlusClassifier(**params, callbacks=[logger, Recorder()]).fit(X, y, validation_data=(Xv, yv))
+    # Same measured seconds: read back, not retrained (NaN != NaN, so not ==).
+    pandas.testing.assert_frame_equal(pandas.DataFrame(again.history_), pandas.DataFrame(first.history_))
+    assert len(logger._rows) == 2 and not log.exists()  # no epoch ran, so nothing rewritten
+
+
+def test_validation_fraction_is_stratified_and_fixed():
+    y = np.array([0] * 10 + [1] * 5 + [2] * 1 + [-1] * 4)
+    mask = holdout_mask(y, 0.2)
+    assert [int(mask[y == c].sum()) for c in (0, 1, 2, -1)] == [2, 1, 0, 0]
+    np.testing.assert_array_equal(mask, holdout_mask(y, 0.2))
+
+
+def test_ulfine_validates_and_stops_on_the_same_engine(data):
+    X, y, _, _ = data
+    y_semi = y.copy()
+    y_semi[[1, 7]] = -1  # two unlabeled images
+    stop = EarlyStopping(monitor="epoch", mode="min", patience=1)
+    clf = ULFineClassifier(**PARAMS, epochs=3, validation_fraction=0.3, callbacks=[stop]).fit(X, y_semi)
+    assert [r["epoch"] for r in clf.history_] == [1, 2]
+    assert set(VAL_KEYS) <= set(clf.history_[0])
+    # Held-out images (3 labeled ones) are not trained on: no label in transduction_.
+    assert int((clf.transduction_ == -1).sum()) >= 3
+
+
+def test_callbacks_pickle_with_the_estimator_or_are_dropped(validated, data):
+    clf, _ = validated
+    clf.set_params(callbacks=[EarlyStopping(patience=2), CSVLogger("log.csv")])
+    again = pickle.loads(pickle.dumps(clf))
+    assert [type(cb).__name__ for cb in again.callbacks] == ["EarlyStopping", "CSVLogger"]
+
+    class Local(Callback):  # defined in a function: cannot be pickled
+        pass
+
+    clf.set_params(callbacks=[Local()])
+    with pytest.warns(Warning, match="cannot be pickled"):
+        again = pickle.loads(pickle.dumps(clf))
+    assert again.callbacks is None
+    X, _, _, _ = data
+    np.testing.assert_array_equal(again.predict_proba(X[:2]), clf.predict_proba(X[:2]))
+
+
+def test_bad_callbacks_and_validation_arguments_are_named(data):
+    X, y, Xv, yv = data
+    with pytest.raises(InvalidParameterError, match="callbacks"):
+        LiftPlusClassifier(**PARAMS, callbacks=[object()]).fit(X, y)
+    with pytest.raises(ValueError, match="not both"):
+        LiftPlusClassifier(**PARAMS, validation_fraction=0.2).fit(X, y, validation_data=(Xv, yv))
+    with pytest.raises(ValueError, match="not classes of the training data: 9"):
+        LiftPlusClassifier(**PARAMS).fit(X, y, validation_data=(Xv, np.full(len(yv), 9)))
