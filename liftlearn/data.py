@@ -121,21 +121,37 @@ def load_image(path: PathLike) -> Image.Image:
     try:
         with Image.open(fspath) as src:
             src.load()
-            try:
-                # Returns a new image (rotated, or a plain copy), so the
-                # result never refers to the open file.
-                img = ImageOps.exif_transpose(src)
-            except Exception:
-                # A malformed EXIF block should not cost an otherwise good
-                # image: keep it unrotated.
-                img = src
+            img = _exif_upright(src)
             rgb = _to_rgb(img)
-            return rgb.copy() if rgb is src else rgb
+        # Leaving the block closed the file; the decoded pixels stay in
+        # memory, so an RGB image needs no copy (a full-image copy per
+        # image was a measurable share of the data pipeline). Pixels that
+        # PIL mapped from the file instead (raw formats) are copied, so the
+        # result never depends on the file.
+        return rgb.copy() if rgb is src and src.readonly else rgb
     except Exception as exc:  # noqa: BLE001 - classified, or re-raised below
         reason = _failure_reason(exc, fspath)
         if reason is None:
             raise
     raise BadImageError(fspath, reason)
+
+
+#: EXIF orientations that need a transpose (1 is upright).
+_EXIF_ORIENTATION = 0x0112
+_ROTATED = frozenset(range(2, 9))
+
+
+def _exif_upright(img: Image.Image) -> Image.Image:
+    """``img`` turned as its EXIF orientation says, or ``img`` itself when
+    upright (``ImageOps.exif_transpose`` would return a copy)."""
+    try:
+        if img.getexif().get(_EXIF_ORIENTATION, 1) not in _ROTATED:
+            return img
+        return ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001
+        # A malformed EXIF block should not cost an otherwise good image:
+        # keep it unrotated.
+        return img
 
 
 def _failure_reason(exc: BaseException, fspath: str) -> str | None:
