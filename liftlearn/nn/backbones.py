@@ -569,7 +569,7 @@ class Backbone:
         out = []
         for start in range(0, len(texts), chunk_size):
             tokens = tokenizer(list(texts[start : start + chunk_size])).to(self.device)
-            feats = self.model.encode_text(tokens).float()
+            feats = encode_tokens(self.model, tokens).float()
             out.append(F.normalize(feats, dim=-1).cpu())
         return torch.cat(out)
 
@@ -585,6 +585,61 @@ class Backbone:
             proj = self.visual.proj.detach().float().cpu()
             text_features = text_features @ proj.T
         return F.normalize(text_features, dim=-1)
+
+
+def _causal(mask) -> bool:
+    """Whether ``mask`` is the additive causal mask (-inf above the diagonal, 0 elsewhere)."""
+    if not isinstance(mask, torch.Tensor) or mask.ndim != 2 or mask.shape[0] != mask.shape[1]:
+        return False
+    above = torch.ones(mask.shape, dtype=torch.bool, device=mask.device).triu(1)
+    return bool(torch.isneginf(mask[above]).all() and (mask[~above] == 0).all())
+
+
+def _pooled_length(model, tokens: torch.Tensor) -> Optional[int]:
+    """How many leading positions of ``tokens`` decide the pooled text
+    feature, or None when every position may (the whole context is needed)."""
+    if not (hasattr(model, "token_embedding") and hasattr(model, "positional_embedding")):
+        return None  # not open_clip's CLIP text tower (a custom one)
+    pool = getattr(model, "text_pool_type", None)
+    if pool == "argmax":
+        last = tokens.argmax(dim=-1)
+    elif pool == "eos" and getattr(model, "text_eos_id", None) is not None:
+        last = (tokens == model.text_eos_id).int().argmax(dim=-1)
+    else:
+        return None  # "last", "first", mean pools: not the end-of-text token
+    if not _causal(getattr(model, "attn_mask", None)):
+        return None  # bidirectional attention: padding changes every position
+    return int(last.max()) + 1
+
+
+def encode_tokens(model, tokens: torch.Tensor) -> torch.Tensor:
+    """``model.encode_text(tokens)``, cut to the context the result depends on.
+
+    CLIP's text attention is causal and the feature is read at the
+    end-of-text token, so nothing after the longest prompt's end-of-text
+    token reaches it: the tower runs on that many positions, with the
+    positional embedding and the causal mask cut to match, instead of the
+    whole 77-token context (about 5x less work for ImageNet's class names).
+    The same numbers up to float rounding. Towers whose feature may depend
+    on later positions (other pools, no causal mask, custom text towers)
+    get the whole context, through ``model.encode_text``.
+    """
+    n = _pooled_length(model, tokens)
+    if n is None or n >= tokens.shape[1]:
+        return model.encode_text(tokens)
+    from open_clip.transformer import text_global_pool
+
+    tokens = tokens[:, :n]
+    # open_clip's CLIP.encode_text, on the first n positions.
+    cast = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:n].to(cast)
+    x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:n, :n]))
+    x = text_global_pool(x, tokens, model.text_pool_type,
+                         eos_token_id=getattr(model, "text_eos_id", None))
+    proj = model.text_projection
+    if proj is not None:
+        x = proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
+    return x
 
 
 def get_backbone(
