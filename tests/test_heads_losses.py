@@ -400,6 +400,9 @@ def test_truncated_text_encoding_matches_the_full_context():
     torch.testing.assert_close(cut, full, atol=2e-6, rtol=0)
     torch.testing.assert_close(alone, full, atol=2e-6, rtol=0)
     torch.testing.assert_close(bb.encode_text(PROMPTS), F.normalize(full, dim=-1), atol=1e-6, rtol=0)
+    # Several chunks: encoded sorted by length, returned in the given order.
+    torch.testing.assert_close(bb.encode_text(PROMPTS, chunk_size=2), F.normalize(full, dim=-1),
+                               atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("change", ["last_pool", "no_causal_mask"])

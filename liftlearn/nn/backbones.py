@@ -554,10 +554,12 @@ class Backbone:
         return (get_backbone, (self.spec, "cpu"))
 
     @torch.no_grad()
-    def encode_text(self, texts: Sequence[str], chunk_size: int = 1000) -> torch.Tensor:
+    def encode_text(self, texts: Sequence[str], chunk_size: int = 256) -> torch.Tensor:
         """L2-normalised joint-space text embeddings, on the CPU in fp32.
 
-        Prompts are encoded in chunks (iNaturalist has 8,142 classes).
+        Prompts are encoded in chunks (iNaturalist has 8,142 classes), each
+        cut to its longest prompt (:func:`encode_tokens`); with more than one
+        chunk, prompts of similar length share a chunk.
         """
         if self.kind == "timm":
             raise BackboneError(
@@ -566,12 +568,18 @@ class Backbone:
             )
         with _open_clip_logs():  # open_clip logs on root (see there)
             tokenizer = _open_clip().get_tokenizer(self.spec.name)
+        tokens = tokenizer(list(texts))
+        order = torch.arange(len(tokens))
+        if len(tokens) > chunk_size:
+            # Sorted by length, each chunk is cut to little more than its
+            # own prompts (ImageNet's names: 18 tokens at the longest, 9 on
+            # average); a single chunk keeps the given order.
+            order = torch.argsort((tokens != 0).sum(dim=-1), stable=True)
         out = []
-        for start in range(0, len(texts), chunk_size):
-            tokens = tokenizer(list(texts[start : start + chunk_size])).to(self.device)
-            feats = encode_tokens(self.model, tokens).float()
+        for rows in order.split(chunk_size):
+            feats = encode_tokens(self.model, tokens[rows].to(self.device)).float()
             out.append(F.normalize(feats, dim=-1).cpu())
-        return torch.cat(out)
+        return torch.cat(out)[torch.argsort(order)]
 
     def text_to_visual(self, text_features: torch.Tensor) -> torch.Tensor:
         """Map joint-space text embeddings to the classified image feature.
@@ -612,7 +620,8 @@ def _pooled_length(model, tokens: torch.Tensor) -> Optional[int]:
     return int(last.max()) + 1
 
 
-def encode_tokens(model, tokens: torch.Tensor) -> torch.Tensor:
+def encode_tokens(model, tokens: torch.Tensor, embedded: Optional[torch.Tensor] = None,
+                  length: Optional[int] = None) -> torch.Tensor:
     """``model.encode_text(tokens)``, cut to the context the result depends on.
 
     CLIP's text attention is causal and the feature is read at the
@@ -622,18 +631,33 @@ def encode_tokens(model, tokens: torch.Tensor) -> torch.Tensor:
     whole 77-token context (about 5x less work for ImageNet's class names).
     The same numbers up to float rounding. Towers whose feature may depend
     on later positions (other pools, no causal mask, custom text towers)
-    get the whole context, through ``model.encode_text``.
+    get the whole context.
+
+    Parameters
+    ----------
+    model : open_clip CLIP model
+    tokens : Tensor of shape (n_prompts, context_length)
+    embedded : Tensor of shape (n_prompts, context_length, width), optional
+        The token embeddings to use instead of ``model.token_embedding(tokens)``
+        (CoOp's learned context in place of some of them).
+    length : int, optional
+        ``_pooled_length(model, tokens)`` when the caller already knows it
+        (it costs a device sync to find out).
     """
-    n = _pooled_length(model, tokens)
-    if n is None or n >= tokens.shape[1]:
-        return model.encode_text(tokens)
+    n = _pooled_length(model, tokens) if length is None else length
+    if embedded is None:
+        if n is None or n >= tokens.shape[1]:
+            return model.encode_text(tokens)
+        embedded = model.token_embedding(tokens[:, :n])
     from open_clip.transformer import text_global_pool
 
-    tokens = tokens[:, :n]
+    n = tokens.shape[1] if n is None else n
+    tokens, embedded = tokens[:, :n], embedded[:, :n]
+    mask = model.attn_mask
     # open_clip's CLIP.encode_text, on the first n positions.
     cast = model.transformer.get_cast_dtype()
-    x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:n].to(cast)
-    x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:n, :n]))
+    x = embedded.to(cast) + model.positional_embedding[:n].to(cast)
+    x = model.ln_final(model.transformer(x, attn_mask=None if mask is None else mask[:n, :n]))
     x = text_global_pool(x, tokens, model.text_pool_type,
                          eos_token_id=getattr(model, "text_eos_id", None))
     proj = model.text_projection
