@@ -246,7 +246,7 @@ class ImageNormalization:
     """Per-channel normalisation of uint8 images, on whatever device they are.
 
     The one place liftlearn turns pixels into network input:
-    ``images / 255`` then ``(x - mean) / std``, with exactly the operations
+    ``images * (1 / 255)`` then ``(x - mean) / std``, with exactly the operations
     of torchvision's ``to_dtype(..., scale=True)`` and ``normalize``, so the
     result is bit for bit what they give.  The training and prediction
     loops apply it on the device to the uint8 batches the loaders ship
@@ -328,14 +328,6 @@ class _ToTensor:
 
     def __init__(self, normalization: ImageNormalization | None) -> None:
         self.normalization = normalization
-
-    @property
-    def mean(self):
-        return None if self.normalization is None else self.normalization.mean
-
-    @property
-    def std(self):
-        return None if self.normalization is None else self.normalization.std
 
     def __repr__(self) -> str:
         return "uint8" if self.normalization is None else repr(self.normalization)
