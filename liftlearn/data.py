@@ -93,20 +93,18 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def decoded_rgb(src: Image.Image) -> Image.Image:
-    """``src`` fully decoded, rotated per its EXIF orientation and in RGB,
-    as a new image that never refers to ``src``'s file (what
-    :func:`load_image` does after opening; in-memory images share it)."""
+    """``src`` fully decoded, rotated per its EXIF orientation and in RGB
+    (what :func:`load_image` does after opening; in-memory images share it).
+
+    An upright RGB image is returned as is, not copied: a full-image copy per
+    image was a measurable share of the data pipeline, and nothing in
+    liftlearn modifies an image in place. Pixels that PIL mapped from the
+    file (raw formats, read-only) are copied, so the result never depends on
+    the file once it is closed.
+    """
     src.load()
-    try:
-        # Returns a new image (rotated, or a plain copy), so the
-        # result never refers to the open file.
-        img = ImageOps.exif_transpose(src)
-    except Exception:
-        # A malformed EXIF block should not cost an otherwise good
-        # image: keep it unrotated.
-        img = src
-    rgb = _to_rgb(img)
-    return rgb.copy() if rgb is src else rgb
+    rgb = _to_rgb(_exif_upright(src))
+    return rgb.copy() if rgb is src and src.readonly else rgb
 
 
 def load_image(path: PathLike) -> Image.Image:
@@ -148,12 +146,33 @@ def open_rgb(file, name: str) -> Image.Image:
     :class:`BadImageError` naming ``name``."""
     try:
         with Image.open(file) as src:
-            return decoded_rgb(src)
+            rgb = decoded_rgb(src)
+        # Leaving the block closed the file; the decoded pixels stay in
+        # memory (see decoded_rgb for pixels PIL maps from the file).
+        return rgb
     except Exception as exc:  # noqa: BLE001 - classified, or re-raised below
         reason = _failure_reason(exc, name)
         if reason is None:
             raise
     raise BadImageError(name, reason)
+
+
+#: EXIF orientations that need a transpose (1 is upright).
+_EXIF_ORIENTATION = 0x0112
+_ROTATED = frozenset(range(2, 9))
+
+
+def _exif_upright(img: Image.Image) -> Image.Image:
+    """``img`` turned as its EXIF orientation says, or ``img`` itself when
+    upright (``ImageOps.exif_transpose`` would return a copy)."""
+    try:
+        if img.getexif().get(_EXIF_ORIENTATION, 1) not in _ROTATED:
+            return img
+        return ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001
+        # A malformed EXIF block should not cost an otherwise good image:
+        # keep it unrotated.
+        return img
 
 
 def _failure_reason(exc: BaseException, fspath: str) -> str | None:

@@ -14,6 +14,13 @@ which DataLoader worker happened to process the image.
 
 All transform objects are small classes rather than closures so that they
 can be pickled into DataLoader worker processes.
+
+The estimators' transforms end in contiguous uint8 ``(3, H, W)`` pixels: a
+quarter of the bytes of float32 through the loader queues and to the device,
+and a plain block for the batch stack.  The training and prediction loops
+convert and normalise them where they reach the device, with
+:class:`ImageNormalization`; given ``mean`` and ``std``, a transform applies
+that same normalisation itself and gives float32.
 """
 
 from __future__ import annotations
@@ -235,8 +242,23 @@ class MinimalistCrop:
         )
 
 
-class _ToNormalizedTensor:
-    """PIL image -> float32 tensor (3, H, W) in [0, 1], then normalized."""
+class ImageNormalization:
+    """Per-channel normalisation of uint8 images, on whatever device they are.
+
+    The one place liftlearn turns pixels into network input:
+    ``images * (1 / 255)`` then ``(x - mean) / std``, with exactly the operations
+    of torchvision's ``to_dtype(..., scale=True)`` and ``normalize``, so the
+    result is bit for bit what they give.  The training and prediction
+    loops apply it on the device to the uint8 batches the loaders ship
+    (:class:`liftlearn.engine.DeviceImages`), and the transforms apply it on
+    the CPU when given ``mean`` and ``std``.
+
+    Parameters
+    ----------
+    mean, std : sequence of 3 floats
+        Per-channel mean and standard deviation of the backbone, for values
+        in ``[0, 1]``; every ``std`` must be positive.
+    """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         mean = [float(m) for m in mean]
@@ -249,28 +271,92 @@ class _ToNormalizedTensor:
             raise ValueError(f"std values must be > 0, got {std}")
         self.mean = mean
         self.std = std
+        self._constants: dict = {}
+
+    def __getstate__(self) -> dict:
+        # The per-device constants are rebuilt where the object is used.
+        return {"mean": self.mean, "std": self.std}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["mean"], state["std"])
 
     def __repr__(self) -> str:
         return f"mean={self.mean}, std={self.std}"
 
-    def __call__(self, img: Image.Image) -> torch.Tensor:
-        if img.mode != "RGB":
-            # load_image always gives RGB; this only guards direct callers.
-            img = img.convert("RGB")
-        x = F.to_dtype(F.pil_to_tensor(img), torch.float32, scale=True)
-        return F.normalize(x, self.mean, self.std)
+    def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        # Built once per device: a tensor made from a list on a GPU for
+        # every batch would be a blocking host-to-device copy per batch.
+        key = str(device)
+        constants = self._constants.get(key)
+        if constants is None:
+            constants = tuple(
+                torch.as_tensor(v, dtype=torch.float32, device=device).view(-1, 1, 1)
+                for v in (self.mean, self.std)
+            )
+            self._constants[key] = constants
+        return constants
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Float32 network input from uint8 images of shape ``(..., 3, H, W)``."""
+        if images.dtype != torch.uint8:
+            raise TypeError(f"expected uint8 images, got {images.dtype}")
+        mean, std = self._on(images.device)
+        # torchvision's to_dtype(scale=True) multiplies by 1/255 (not a
+        # division: that would round differently), then normalize
+        # subtracts and divides; three separate passes, so no fused
+        # multiply-add changes a bit either.
+        x = images.to(torch.float32).mul_(1.0 / 255)
+        return x.sub_(mean).div_(std)
 
 
-class _TrainTransform:
-    def __init__(self, crop: MinimalistCrop, to_tensor: _ToNormalizedTensor) -> None:
-        self.crop = crop
+def _to_uint8_chw(img: Image.Image) -> torch.Tensor:
+    """PIL image -> contiguous uint8 tensor (3, H, W).
+
+    Channel-first and contiguous: DataLoader's collate then stacks plain
+    blocks, and the float conversion on the device reads memory in order
+    (a pixel-interleaved view was 4x slower to normalise).
+    """
+    if img.mode != "RGB":
+        # load_image always gives RGB; this only guards direct callers.
+        img = img.convert("RGB")
+    hwc = np.asarray(img)
+    return torch.from_numpy(np.ascontiguousarray(hwc.transpose(2, 0, 1)))
+
+
+class _ToTensor:
+    """PIL image -> uint8 tensor (3, H, W), or normalised float32 with a normalisation."""
+
+    def __init__(self, normalization: ImageNormalization | None) -> None:
+        self.normalization = normalization
+
+    def __repr__(self) -> str:
+        return "uint8" if self.normalization is None else repr(self.normalization)
+
+    def __call__(self, img: Image.Image | torch.Tensor) -> torch.Tensor:
+        x = img if isinstance(img, torch.Tensor) else _to_uint8_chw(img)
+        return x if self.normalization is None else self.normalization(x)
+
+
+def _to_tensor(mean, std) -> _ToTensor:
+    """The tensor conversion of a transform: uint8 without ``mean`` and ``std``."""
+    if (mean is None) != (std is None):
+        raise ValueError("give both mean and std (normalised float32 output) or neither (uint8)")
+    return _ToTensor(None if mean is None else ImageNormalization(mean, std))
+
+
+class _RandomTransform:
+    """A random view (``img, rng -> PIL``: the minimalist crop, FixMatch's
+    weak or strong view) followed by the tensor conversion."""
+
+    def __init__(self, view, to_tensor: _ToTensor) -> None:
+        self.view = view
         self.to_tensor = to_tensor
 
     def __call__(self, img: Image.Image, rng: np.random.Generator) -> torch.Tensor:
-        return self.to_tensor(self.crop(img, rng))
+        return self.to_tensor(self.view(img, rng))
 
     def __repr__(self) -> str:
-        return f"train_transform({self.crop!r}, {self.to_tensor!r})"
+        return f"{self.view!r} + tensor({self.to_tensor!r})"
 
 
 def _resize_shorter(img: Image.Image, side: int) -> Image.Image:
@@ -282,7 +368,7 @@ def _resize_shorter(img: Image.Image, side: int) -> Image.Image:
 
 
 class _EvalTransform:
-    def __init__(self, size: int, to_tensor: _ToNormalizedTensor) -> None:
+    def __init__(self, size: int, to_tensor: _ToTensor) -> None:
         self.size = size
         self.resize_to = size + size // 7  # 224 -> 256, the usual CLIP ratio
         self.to_tensor = to_tensor
@@ -296,27 +382,32 @@ class _EvalTransform:
 
 
 class _TTETransform:
-    def __init__(self, size: int, expand: int, to_tensor: _ToNormalizedTensor) -> None:
+    def __init__(self, size: int, expand: int, to_tensor: _ToTensor) -> None:
         self.size = size
         self.expand = expand
         self.to_tensor = to_tensor
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
         img = _resize_shorter(img, self.size + self.expand)
-        crops = F.five_crop(img, [self.size])
-        return torch.stack([self.to_tensor(c) for c in crops])
+        # One conversion of the resized image, then the five crops cut from
+        # the tensor (the same boxes as five_crop on the PIL image).
+        crops = F.five_crop(_to_uint8_chw(img), [self.size])
+        return self.to_tensor(torch.stack(crops))
 
     def __repr__(self) -> str:
         return (
             f"tte_transform(size={self.size}, expand={self.expand}, "
-            f"mean={self.to_tensor.mean}, std={self.to_tensor.std})"
+            f"{self.to_tensor!r})"
         )
 
 
 def train_transform(
-    size: int, min_scale: float, mean: Sequence[float], std: Sequence[float]
+    size: int,
+    min_scale: float,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> Callable[[Image.Image, np.random.Generator], torch.Tensor]:
-    """Training transform of one epoch: minimalist crop, tensor, normalize.
+    """Training transform of one epoch: minimalist crop, then tensor.
 
     Parameters
     ----------
@@ -324,25 +415,24 @@ def train_transform(
         Output side in pixels (the backbone's input resolution).
     min_scale : float
         Minimum crop area fraction of this epoch, from :func:`mda_min_scale`.
-    mean, std : sequence of 3 floats
-        Per-channel normalisation of the backbone, applied to values in
-        ``[0, 1]``.
+    mean, std : sequence of 3 floats, optional
+        Per-channel normalisation; without them the output is uint8 pixels
+        (see :class:`ImageNormalization`).
 
     Returns
     -------
     callable
-        ``transform(img, rng) -> Tensor`` of shape ``(3, size, size)`` and
-        dtype float32.  Picklable.
+        ``transform(img, rng) -> Tensor`` of shape ``(3, size, size)``:
+        contiguous uint8, or float32 when ``mean`` and ``std`` are given.
+        Picklable.
     """
-    return _TrainTransform(
-        MinimalistCrop(size, min_scale), _ToNormalizedTensor(mean, std)
-    )
+    return _RandomTransform(MinimalistCrop(size, min_scale), _to_tensor(mean, std))
 
 
 def eval_transform(
-    size: int, mean: Sequence[float], std: Sequence[float]
+    size: int, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
 ) -> Callable[[Image.Image], torch.Tensor]:
-    """Single-view test transform: resize, centre crop, tensor, normalize.
+    """Single-view test transform: resize, centre crop, tensor.
 
     The shorter side is resized (bicubic, antialiased) to
     ``size + size // 7`` and the central ``size x size`` square is kept.
@@ -351,23 +441,28 @@ def eval_transform(
     ----------
     size : int
         Output side in pixels.
-    mean, std : sequence of 3 floats
-        Per-channel normalisation.
+    mean, std : sequence of 3 floats, optional
+        Per-channel normalisation; without them the output is uint8 pixels
+        (see :class:`ImageNormalization`).
 
     Returns
     -------
     callable
-        ``transform(img) -> Tensor`` of shape ``(1, 3, size, size)``.  The
-        leading axis of length 1 is a view axis, so that single-view and
-        :func:`tte_transform` batches have the same layout
-        ``(batch, views, 3, size, size)``.  Picklable.
+        ``transform(img) -> Tensor`` of shape ``(1, 3, size, size)`` (uint8,
+        or float32 with ``mean`` and ``std``).  The leading axis of length 1
+        is a view axis, so that single-view and :func:`tte_transform`
+        batches have the same layout ``(batch, views, 3, size, size)``.
+        Picklable.
     """
     size = check_int(size, "size", 1)
-    return _EvalTransform(size, _ToNormalizedTensor(mean, std))
+    return _EvalTransform(size, _to_tensor(mean, std))
 
 
 def tte_transform(
-    size: int, mean: Sequence[float], std: Sequence[float], expand: int = 24
+    size: int,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    expand: int = 24,
 ) -> Callable[[Image.Image], torch.Tensor]:
     """Test-time-ensembling transform: resize slightly larger, five crops.
 
@@ -380,20 +475,21 @@ def tte_transform(
     ----------
     size : int
         Side of each crop in pixels.
-    mean, std : sequence of 3 floats
-        Per-channel normalisation.
+    mean, std : sequence of 3 floats, optional
+        Per-channel normalisation; without them the output is uint8 pixels
+        (see :class:`ImageNormalization`).
     expand : int, default=24
         How many pixels larger than ``size`` the shorter side is resized to.
 
     Returns
     -------
     callable
-        ``transform(img) -> Tensor`` of shape ``(5, 3, size, size)``.
-        Picklable.
+        ``transform(img) -> Tensor`` of shape ``(5, 3, size, size)`` (uint8,
+        or float32 with ``mean`` and ``std``).  Picklable.
     """
     size = check_int(size, "size", 1)
     expand = check_int(expand, "expand", 0)
-    return _TTETransform(size, expand, _ToNormalizedTensor(mean, std))
+    return _TTETransform(size, expand, _to_tensor(mean, std))
 
 
 # --------------------------------------------------------------------------
@@ -603,24 +699,10 @@ class StrongView:
         )
 
 
-class _ViewToTensor:
-    """A view (``img, rng -> PIL``) followed by tensor conversion and normalisation."""
-
-    def __init__(self, view, to_tensor: _ToNormalizedTensor) -> None:
-        self.view = view
-        self.to_tensor = to_tensor
-
-    def __call__(self, img: Image.Image, rng: np.random.Generator) -> torch.Tensor:
-        return self.to_tensor(self.view(img, rng))
-
-    def __repr__(self) -> str:
-        return f"{self.view!r} + tensor({self.to_tensor!r})"
-
-
 def weak_transform(
     size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
     translate: float = 0.125,
     flip: bool = True,
 ) -> Callable[[Image.Image, np.random.Generator], torch.Tensor]:
@@ -635,8 +717,9 @@ def weak_transform(
     ----------
     size : int
         Output side in pixels.
-    mean, std : sequence of 3 floats
-        Per-channel normalisation.
+    mean, std : sequence of 3 floats, optional
+        Per-channel normalisation; without them the output is uint8 pixels
+        (see :class:`ImageNormalization`).
     translate : float, default=0.125
         FixMatch's 4 of 32 pixels.
     flip : bool, default=True
@@ -644,16 +727,17 @@ def weak_transform(
     Returns
     -------
     callable
-        ``transform(img, rng) -> Tensor`` of shape ``(3, size, size)``,
-        float32, deterministic given ``rng``.  Picklable.
+        ``transform(img, rng) -> Tensor`` of shape ``(3, size, size)``
+        (uint8, or float32 with ``mean`` and ``std``), deterministic given
+        ``rng``.  Picklable.
     """
-    return _ViewToTensor(WeakView(size, translate, flip), _ToNormalizedTensor(mean, std))
+    return _RandomTransform(WeakView(size, translate, flip), _to_tensor(mean, std))
 
 
 def strong_transform(
     size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
     num_ops: int = 2,
     max_magnitude: int = 27,
     cutout: float = 0.5,
@@ -682,11 +766,15 @@ def strong_transform(
     Returns
     -------
     callable
-        ``transform(img, rng) -> Tensor`` of shape ``(3, size, size)``,
-        float32, deterministic given ``rng``.  Picklable.
+        ``transform(img, rng) -> Tensor`` of shape ``(3, size, size)``
+        (uint8, or float32 with ``mean`` and ``std``), deterministic given
+        ``rng``.  Picklable.
     """
     view = StrongView(WeakView(size, translate, flip), num_ops, max_magnitude, cutout)
-    return _ViewToTensor(view, _ToNormalizedTensor(mean, std))
+    return _RandomTransform(view, _to_tensor(mean, std))
 
 
-__all__ += ["RANDAUGMENT_OPS", "StrongView", "WeakView", "strong_transform", "weak_transform"]
+__all__ += [
+    "RANDAUGMENT_OPS", "ImageNormalization", "StrongView", "WeakView", "strong_transform",
+    "weak_transform",
+]

@@ -136,6 +136,23 @@ def test_wide_integer_and_float_modes(tmp_path, arr, expected):
     assert [img.getpixel((x, 0))[0] for x in range(3)] == expected
 
 
+def test_upright_image_is_not_copied_and_outlives_its_file(jpeg, monkeypatch):
+    """No EXIF rotation: the decoded image is returned as is (no full-image
+    copy), and it no longer depends on the file."""
+    from PIL import ImageOps
+
+    expected = np.asarray(Image.open(jpeg).convert("RGB")).copy()
+    calls = []
+    real_copy, real_transpose = Image.Image.copy, ImageOps.exif_transpose
+    monkeypatch.setattr(Image.Image, "copy", lambda self: calls.append("copy") or real_copy(self))
+    monkeypatch.setattr(ImageOps, "exif_transpose",
+                        lambda *a, **k: calls.append("exif") or real_transpose(*a, **k))
+    img = load_image(jpeg)
+    assert calls == []
+    jpeg.write_bytes(b"replaced")
+    assert np.array_equal(np.asarray(img), expected)
+
+
 def test_exif_rotation_applied(tmp_path):
     arr = noise(40, 20)
     arr[:, :20] = 0  # dark left half, to see where it goes
@@ -385,6 +402,32 @@ def test_image_dataset(image_files):
     assert torch.equal(x, eval_transform(16, MEAN, STD)(load_image(image_files[1])))
     batch = next(iter(DataLoader(ds, batch_size=3)))
     assert batch.shape == (3, 1, 3, 16, 16)
+
+
+def test_datasets_ship_uint8_that_the_device_normalises(image_files):
+    """The estimators' datasets yield uint8 pixels (batched by the loader
+    as they are); normalised where they reach the device, they are exactly
+    the float tensors a normalising transform gives."""
+    from liftlearn.engine import DeviceImages
+
+    class Norm:
+        mean, std = MEAN, STD
+
+    train = TrainDataset(image_files, np.zeros(6), train_transform(16, 0.08), seed=7, epoch=0)
+    x, _ = train[2]
+    assert x.dtype == torch.uint8 and x.is_contiguous()
+    batch = next(iter(DataLoader(train, batch_size=6)))[0]
+    assert batch.dtype == torch.uint8 and batch.shape == (6, 3, 16, 16)
+    device_input = DeviceImages(Norm, torch.device("cpu"))(batch)
+    assert torch.equal(device_input, torch.stack([_train_ds(image_files)[i][0] for i in range(6)]))
+    views = ImageDataset(image_files, eval_transform(16))[1]
+    assert views.dtype == torch.uint8
+    assert torch.equal(DeviceImages(Norm, torch.device("cpu"))(views),
+                       ImageDataset(image_files, eval_transform(16, MEAN, STD))[1])
+    already = torch.randn(2, 3, 16, 16)  # a float batch is taken as normalised
+    assert DeviceImages(None, torch.device("cpu"))(already) is already
+    with pytest.raises(TypeError, match="mean and std"):
+        DeviceImages(None, torch.device("cpu"))(batch)
 
 
 # --- find_bad_images ----------------------------------------------------------

@@ -370,3 +370,110 @@ def test_study_parameters_survive_a_model_file(small, tmp_path):
     back = liftlearn.load(path)
     assert back.get_params()["loss_params"] == {"max_m": 0.3}
     assert np.allclose(back.predict_proba(Xt[:4]), clf.predict_proba(Xt[:4]), atol=1e-5)
+
+
+# --- text features: cut to the prompts' length, kept per process -----------------
+
+
+PROMPTS = ["a photo of a cat.", "x.", "a photo of a very large long-tailed crane bird.", "dog"]
+
+
+def _tokens(bb, prompts):
+    from open_clip import get_tokenizer
+
+    return get_tokenizer(bb.spec.name)(prompts)
+
+
+def test_truncated_text_encoding_matches_the_full_context():
+    """Causal attention + the end-of-text feature: the cut tower gives the
+    full context's features, for prompts of different lengths in one chunk."""
+    from liftlearn.nn.backbones import _pooled_length, encode_tokens
+
+    bb = get_backbone("liftlearn-tiny-vit", "cpu")
+    tokens = _tokens(bb, PROMPTS)
+    n = _pooled_length(bb.model, tokens)
+    assert n == int(tokens.argmax(dim=-1).max()) + 1 < tokens.shape[1]
+    with torch.no_grad():
+        full = bb.model.encode_text(tokens)
+        cut = encode_tokens(bb.model, tokens)
+        alone = torch.cat([encode_tokens(bb.model, tokens[i:i + 1]) for i in range(len(PROMPTS))])
+    torch.testing.assert_close(cut, full, atol=2e-6, rtol=0)
+    torch.testing.assert_close(alone, full, atol=2e-6, rtol=0)
+    torch.testing.assert_close(bb.encode_text(PROMPTS), F.normalize(full, dim=-1), atol=1e-6, rtol=0)
+    # Several chunks: encoded sorted by length, returned in the given order.
+    torch.testing.assert_close(bb.encode_text(PROMPTS, chunk_size=2), F.normalize(full, dim=-1),
+                               atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("change", ["last_pool", "no_causal_mask"])
+def test_text_towers_that_need_the_whole_context_get_it(change):
+    import copy
+
+    from liftlearn.nn.backbones import _pooled_length, encode_tokens
+
+    bb = get_backbone("liftlearn-tiny-vit", "cpu")
+    model = copy.deepcopy(bb.model)  # never change the shared backbone
+    if change == "last_pool":
+        model.text_pool_type = "last"
+    else:
+        model.attn_mask = torch.zeros_like(model.attn_mask)
+    tokens = _tokens(bb, PROMPTS)
+    assert _pooled_length(model, tokens) is None
+    with torch.no_grad():
+        assert torch.equal(encode_tokens(model, tokens), model.encode_text(tokens))
+
+
+@pytest.fixture
+def count_text_encodes(monkeypatch):
+    from liftlearn.nn import backbones, heads
+
+    heads.clear_text_cache()
+    calls = []
+    real = backbones.Backbone.encode_text
+    monkeypatch.setattr(backbones.Backbone, "encode_text",
+                        lambda self, texts, *a, **k: calls.append(len(texts)) or real(self, texts, *a, **k))
+    yield calls
+    heads.clear_text_cache()
+
+
+def test_text_features_are_encoded_once_and_handed_out_as_copies(count_text_encodes):
+    from liftlearn.nn.heads import encode_prompts, text_classifier
+
+    bb = get_backbone("liftlearn-tiny-vit", "cpu")
+    names = ["cat", "dog", "crane_bird"]
+    a = semantic_init(bb, names)
+    a_direct = bb.text_to_visual(bb.encode_text(class_prompts(names)))
+    count_text_encodes.clear()
+    b = semantic_init(bb, names)
+    assert count_text_encodes == [] and torch.equal(a, b) and torch.equal(a, a_direct)
+    first = encode_prompts(bb, class_prompts(names))
+    first.mul_(0)  # a caller changing its copy changes nothing cached
+    assert torch.equal(semantic_init(bb, names), a)
+    # Another template or other names are other features.
+    text_classifier(bb, names, ["a photo of a {}.", "art of the {}."])
+    semantic_init(bb, names[:2])
+    assert count_text_encodes == [3, 2]
+
+
+def test_text_cache_is_bounded(count_text_encodes, monkeypatch):
+    from liftlearn.nn import heads
+
+    bb = get_backbone("liftlearn-tiny-vit", "cpu")
+    one = heads.encode_prompts(bb, ["a."])
+    monkeypatch.setattr(heads, "TEXT_CACHE_BYTES", 2 * one.numel() * one.element_size())
+    for name in ("b.", "c.", "d."):
+        heads.encode_prompts(bb, [name])
+    assert len(heads._text_cache) == 2  # the two most recent
+    heads.encode_prompts(bb, ["a."])  # evicted: encoded again
+    assert count_text_encodes == [1, 1, 1, 1, 1]
+
+
+def test_a_second_fit_with_the_same_names_encodes_no_text(small, count_text_encodes):
+    from sklearn.base import clone
+
+    clf, X, y = _fast(small, batch_size=64)
+    X, y = X[::2], y[::2]
+    clf.fit(X, y)
+    assert count_text_encodes == [10]
+    clone(clf).fit(X, y)
+    assert count_text_encodes == [10]

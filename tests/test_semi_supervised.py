@@ -316,7 +316,10 @@ def grid_images(tmp_path_factory):
 
 
 def _pixels(tensor, backbone):
-    """A view tensor back in [0, 1]."""
+    """A view tensor (uint8 from the dataset) as the network gets it, back in [0, 1]."""
+    from liftlearn.engine import DeviceImages
+
+    tensor = DeviceImages(backbone, torch.device("cpu"))(tensor)
     mean = torch.tensor(backbone.mean)[:, None, None]
     std = torch.tensor(backbone.std)[:, None, None]
     return (tensor * std + mean).numpy()
@@ -388,7 +391,7 @@ def test_labeled_images_keep_the_lift_crop(grid_task, grid_images):
 
     task, backbone = grid_task
     labeled, _ = task.datasets_for_epoch(1)
-    crop = train_transform(32, mda_min_scale(1, 5), backbone.mean, backbone.std)
+    crop = train_transform(32, mda_min_scale(1, 5))  # uint8, as the datasets ship it
     expect = crop(load_image(grid_images[1]), np.random.default_rng([0, 1, 1]))
     torch.testing.assert_close(labeled[1][0], expect)
 

@@ -290,3 +290,95 @@ def test_transforms_pickle():
         u(img, np.random.default_rng(1)), t(img, np.random.default_rng(1))
     )
     assert "MinimalistCrop" in repr(t)
+
+
+# --- uint8 output and the one normalisation ----------------------------------
+
+
+def _torchvision_normalized(img: Image.Image, mean=MEAN, std=STD) -> torch.Tensor:
+    """What the transforms gave before they shipped uint8: torchvision's
+    pil_to_tensor + to_dtype(scale=True) + normalize."""
+    from torchvision.transforms.v2 import functional as TF
+
+    return TF.normalize(TF.to_dtype(TF.pil_to_tensor(img), torch.float32, scale=True), mean, std)
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a.view(torch.int32), b.view(torch.int32))
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), width=st.integers(1, 40), height=st.integers(1, 40),
+       mean=st.tuples(*[st.floats(0, 1)] * 3), std=st.tuples(*[st.floats(0.01, 2)] * 3))
+def test_image_normalization_is_torchvision_bit_for_bit(seed, width, height, mean, std):
+    from liftlearn.transforms import ImageNormalization
+
+    img = noise_image(width, height, seed)
+    pixels = torch.from_numpy(np.asarray(img).transpose(2, 0, 1).copy())
+    norm = ImageNormalization(mean, std)
+    assert _same_bits(norm(pixels), _torchvision_normalized(img, mean, std))
+    # A batch, as the loops normalise on the device, gives the same bits.
+    assert _same_bits(norm(torch.stack([pixels, pixels]))[1], _torchvision_normalized(img, mean, std))
+
+
+def test_image_normalization_divides_nothing():
+    """x / 255 would round differently from torchvision's x * (1 / 255)."""
+    from liftlearn.transforms import ImageNormalization
+
+    pixels = torch.arange(256, dtype=torch.uint8).view(1, 1, 256).expand(3, 1, 256)
+    x = ImageNormalization((0.0,) * 3, (1.0,) * 3)(pixels)
+    assert torch.equal(x, pixels.float() * (1.0 / 255))
+    with pytest.raises(TypeError, match="uint8"):
+        ImageNormalization(MEAN, STD)(x)
+
+
+def _uint8_and_float(which):
+    """(transform without mean/std, transform with them, call)."""
+    from liftlearn.transforms import strong_transform, weak_transform
+
+    rng = lambda: np.random.default_rng(3)  # noqa: E731
+    makers = {
+        "train": (lambda *ms: train_transform(20, 0.3, *ms), True),
+        "eval": (lambda *ms: eval_transform(20, *ms), False),
+        "tte": (lambda *ms: tte_transform(20, *ms, expand=6), False),
+        "weak": (lambda *ms: weak_transform(20, *ms), True),
+        "strong": (lambda *ms: strong_transform(20, *ms), True),
+    }
+    make, random = makers[which]
+    call = (lambda t, img: t(img, rng())) if random else (lambda t, img: t(img))
+    return make(), make(MEAN, STD), call
+
+
+@pytest.mark.parametrize("which", ["train", "eval", "tte", "weak", "strong"])
+def test_transforms_ship_contiguous_uint8_that_normalise_to_their_float_output(which):
+    from liftlearn.transforms import ImageNormalization
+
+    plain, normalising, call = _uint8_and_float(which)
+    img = noise_image(45, 33, 7)
+    pixels = call(plain, img)
+    assert pixels.dtype == torch.uint8 and pixels.is_contiguous()
+    assert pixels.shape[-3:] == (3, 20, 20)
+    assert _same_bits(ImageNormalization(MEAN, STD)(pixels), call(normalising, img))
+    u = pickle.loads(pickle.dumps(plain))
+    assert torch.equal(call(u, img), pixels)
+
+
+def test_float_output_is_what_torchvision_gave():
+    """The float transforms keep their old values bit for bit (golden fits
+    and direct callers depend on them)."""
+    img = noise_image(61, 47, 2)
+    crop = MinimalistCrop(24, 0.3)
+    expected = _torchvision_normalized(crop(img, np.random.default_rng(5)))
+    assert _same_bits(train_transform(24, 0.3, MEAN, STD)(img, np.random.default_rng(5)), expected)
+    # TTE cuts its five crops from the resized image's tensor: the same
+    # pixels as five_crop on the PIL image.
+    from torchvision.transforms.v2 import functional as TF
+
+    resized = TF.resize(img, [30], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+    expected = torch.stack([_torchvision_normalized(c) for c in TF.five_crop(resized, [24])])
+    assert _same_bits(tte_transform(24, MEAN, STD, expand=6)(img), expected)
+
+
+def test_mean_without_std_is_refused():
+    with pytest.raises(ValueError, match="both mean and std"):
+        eval_transform(8, MEAN)

@@ -6,10 +6,13 @@
 - :func:`predict_images`, :func:`predict_logits`
   (:mod:`liftlearn.engine.predict`): prediction with and without TTE.
 - :class:`Checkpoint` (:mod:`liftlearn.engine.checkpoint`).
+- :class:`DeviceImages` (:mod:`liftlearn.engine._loading`): uint8 batches
+  become normalised network input on the device, in training and prediction.
 
 The engine imports torch and :mod:`liftlearn.nn`, never scikit-learn.
 """
 
+from ._loading import DeviceImages
 from .checkpoint import Checkpoint
 from .loop import TrainConfig, fit_task
 from .predict import predict_images, predict_logits
@@ -17,6 +20,7 @@ from .tasks import LiftPlusTask, TrainingTask, ULFineTask
 
 __all__ = [
     "Checkpoint",
+    "DeviceImages",
     "LiftPlusTask",
     "TrainConfig",
     "TrainingTask",

@@ -27,6 +27,7 @@ from torch.utils.data import RandomSampler
 
 from ..nn import ulfine as um
 from ..nn.losses import log_prior
+from ._loading import DeviceImages
 
 __all__ = ["LiftPlusTask", "TrainingTask", "ULFineTask"]
 
@@ -48,6 +49,8 @@ class TrainingTask:
         self.seed = int(seed)
         self.device = device
         self.forward = network
+        # The loaders' uint8 pixels become network input on the device.
+        self.images = DeviceImages.of(network, device)
 
     def compile(self, compiler: Callable) -> None:
         """Route the training forward through ``compiler(...)``."""
@@ -112,7 +115,7 @@ class LiftPlusTask(TrainingTask):
 
     def training_step(self, batch):
         images, targets = batch
-        images = images.to(self.device, non_blocking=True)
+        images = self.images(images)
         targets = targets.to(self.device, non_blocking=True)
         return self.criterion(self.forward(images), targets), len(targets)
 
@@ -242,11 +245,11 @@ class ULFineTask(TrainingTask):
     def training_step(self, batch):
         (xl, yl, _), unlabeled = batch
         network, opts, device = self.network, self.options, self.device
-        xl, yl = xl.to(device, non_blocking=True), yl.to(device, non_blocking=True)
+        xl, yl = self.images(xl), yl.to(device, non_blocking=True)
         self._mask = None
         if unlabeled is not None:
             xw, xs, iu = unlabeled
-            xw, xs = xw.to(device, non_blocking=True), xs.to(device, non_blocking=True)
+            xw, xs = self.images(xw), self.images(xs)
             with torch.no_grad():
                 # FixMatch: the weak view only proposes the label.
                 plabel, mask = um.pseudo_labels(network.fused_logits(self.features(xw)), opts["threshold"])

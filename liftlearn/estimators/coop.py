@@ -213,13 +213,14 @@ class CoOpClassifier(FineTunedClassifier):
         return CoOpNetwork(backbone, tuner, prompts)
 
     def _make_task(self, network, backbone, paths, labels, seed, device):
-        size, mean, std = backbone.image_size, backbone.mean, backbone.std
+        size = backbone.image_size
         epochs, schedule = int(self.epochs), self.mda_schedule
 
         def dataset_for_epoch(epoch):
+            # uint8 crops; the task normalises them on the device.
             min_scale = mda_min_scale(epoch, epochs, schedule=schedule)
             return TrainDataset(
-                paths, labels.y_encoded, train_transform(size, min_scale, mean, std), seed, epoch
+                paths, labels.y_encoded, train_transform(size, min_scale), seed, epoch
             )
 
         criterion = LogitAdjustedLoss(labels.counts, tau=float(self.tau))

@@ -389,7 +389,7 @@ trainable_fraction_, n_trainable_params_, device_
         )
 
     def _make_task(self, network, backbone, paths, labels, seed, device):
-        size, mean, std = backbone.image_size, backbone.mean, backbone.std
+        size = backbone.image_size
         epochs, schedule = int(self.epochs), self.mda_schedule
         enc = labels.y_encoded
         is_labeled = enc >= 0
@@ -398,12 +398,14 @@ trainable_fraction_, n_trainable_params_, device_
             unl_idx = unl_idx[:0]
         # FixMatch's views of unlabeled images do not follow the crop
         # schedule: the weak one must stay weak in every epoch.
-        weak = weak_transform(size, mean, std)
-        strong = strong_transform(size, mean, std, int(self.randaugment_ops),
-                                  int(self.randaugment_magnitude), float(self.cutout))
+        # uint8 views; the task normalises them on the device.
+        weak = weak_transform(size)
+        strong = strong_transform(size, num_ops=int(self.randaugment_ops),
+                                  max_magnitude=int(self.randaugment_magnitude),
+                                  cutout=float(self.cutout))
 
         def datasets_for_epoch(epoch):
-            crop = train_transform(size, mda_min_scale(epoch, epochs, schedule=schedule), mean, std)
+            crop = train_transform(size, mda_min_scale(epoch, epochs, schedule=schedule))
             labeled = SSLDataset(paths[lab_idx], enc[lab_idx], lab_idx, crop, None, seed, epoch)
             unlabeled = SSLDataset(paths[unl_idx], enc[unl_idx], unl_idx, weak, strong, seed, epoch)
             return labeled, unlabeled

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import Backbone, _open_clip
+from .backbones import Backbone, _open_clip, _pooled_length, encode_tokens
 from .networks import SharedBackboneNetwork
 from .tuners import Tuner
 
@@ -90,23 +90,19 @@ class PromptLearner(nn.Module):
     def text_features(self, model) -> torch.Tensor:
         """Joint-space text embeddings (not normalised) through the frozen
         text tower of the open_clip ``model``: ``model.encode_text`` with the
-        context vectors in place of the context tokens' embeddings."""
-        from open_clip.transformer import text_global_pool
-
+        context vectors in place of the context tokens' embeddings, cut to
+        the longest prompt as :func:`~liftlearn.nn.backbones.encode_tokens`
+        cuts every text encoding."""
         cast = model.transformer.get_cast_dtype()
         x = model.token_embedding(self.tokens).to(cast)
         rows = torch.arange(x.shape[0], device=x.device)[:, None].expand_as(self.index)
         ctx = self.context.to(x.dtype)[None].expand(x.shape[0], -1, -1)
         x = x.index_put((rows, self.index), ctx)  # out of place: autograd reaches ctx
-        x = x + model.positional_embedding.to(cast)
-        x = model.transformer(x, attn_mask=model.attn_mask)
-        x = model.ln_final(x)
-        x = text_global_pool(x, self.tokens, model.text_pool_type,
-                             eos_token_id=getattr(model, "text_eos_id", None))
-        proj = model.text_projection
-        if proj is not None:
-            x = proj(x) if isinstance(proj, nn.Linear) else x @ proj
-        return x
+        # The prompts' length is found once (a device sync), not every step.
+        length = getattr(self, "_length", None)
+        if length is None:
+            length = self._length = _pooled_length(model, self.tokens) or self.tokens.shape[1]
+        return encode_tokens(model, self.tokens, embedded=x, length=length)
 
     @classmethod
     def build(cls, backbone: Backbone, class_names: Sequence[str], n_ctx: int,

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .backbones import backbone_fingerprint
 
 __all__ = [
     "CLASSIFIERS",
@@ -16,6 +20,8 @@ __all__ = [
     "LayerNormClassifier",
     "LinearClassifier",
     "class_prompts",
+    "clear_text_cache",
+    "encode_prompts",
     "make_classifier",
     "random_class_vectors",
     "prompt_templates",
@@ -173,6 +179,61 @@ def class_prompts(class_names: Sequence[str], template: str = DEFAULT_TEMPLATE) 
     return [template.format(str(name).replace("_", " ")) for name in class_names]
 
 
+#: Most bytes of text features :func:`encode_prompts` keeps (about 16
+#: iNaturalist-sized or 128 ImageNet-sized sets at 512 dimensions).
+TEXT_CACHE_BYTES = 256 * 2**20
+_text_cache: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
+_text_cache_lock = threading.Lock()
+
+
+def _text_key(backbone, prompts: Sequence[str]) -> tuple:
+    # The weights (by fingerprint, so a replaced checkpoint is a new key),
+    # the tokenizer (by model name), where and in which dtype the tower runs
+    # (the rounding differs), and the prompts (template and class names).
+    dtype = next(backbone.model.parameters()).dtype
+    return (backbone.spec.name, backbone_fingerprint(backbone), str(backbone.device), str(dtype),
+            tuple(prompts))
+
+
+def encode_prompts(backbone, prompts: Sequence[str]) -> torch.Tensor:
+    """``backbone.encode_text(prompts)``, kept for the process.
+
+    Every estimator that initialises from text (and every clone a
+    ``GridSearchCV`` fits) asks for the same prompts on the same backbone;
+    the features are computed once per process, like the backbone itself
+    (:func:`~liftlearn.nn.backbones.get_backbone`), and kept, least recently
+    used first out, up to :data:`TEXT_CACHE_BYTES`.
+
+    Returns
+    -------
+    features : Tensor of shape (n_prompts, embed_dim), fp32 on the CPU
+        A fresh copy: changing it never changes what later calls get.
+    """
+    prompts = [str(p) for p in prompts]
+    key = _text_key(backbone, prompts)
+    with _text_cache_lock:
+        cached = _text_cache.get(key)
+        if cached is not None:
+            _text_cache.move_to_end(key)
+            return cached.clone()
+    features = backbone.encode_text(prompts)
+    size = features.numel() * features.element_size()
+    if size <= TEXT_CACHE_BYTES:
+        with _text_cache_lock:
+            _text_cache[key] = features.clone()
+            total = sum(t.numel() * t.element_size() for t in _text_cache.values())
+            while total > TEXT_CACHE_BYTES:
+                _, old = _text_cache.popitem(last=False)
+                total -= old.numel() * old.element_size()
+    return features
+
+
+def clear_text_cache() -> None:
+    """Forget every text feature :func:`encode_prompts` kept."""
+    with _text_cache_lock:
+        _text_cache.clear()
+
+
 def semantic_init(backbone, class_names: Sequence[str], template: str = DEFAULT_TEMPLATE) -> torch.Tensor:
     """Class vectors from CLIP's text encoder (semantic-aware initialisation).
 
@@ -181,7 +242,7 @@ def semantic_init(backbone, class_names: Sequence[str], template: str = DEFAULT_
     proportional to zero-shot CLIP's image-text similarity: row j is
     ``normalize(t_j @ proj.T)``, so ``f @ row_j = (f @ proj) . t_j / |proj t_j|``.
     """
-    text = backbone.encode_text(class_prompts(class_names, template))
+    text = encode_prompts(backbone, class_prompts(class_names, template))
     return backbone.text_to_visual(text)
 
 
@@ -219,6 +280,6 @@ def text_classifier(backbone, class_names, prompt_template=DEFAULT_TEMPLATE) -> 
     embeddings : Tensor of shape (n_classes, embed_dim), fp32 on the CPU
     """
     per_template = [
-        backbone.encode_text(class_prompts(class_names, t)) for t in prompt_templates(prompt_template)
+        encode_prompts(backbone, class_prompts(class_names, t)) for t in prompt_templates(prompt_template)
     ]
     return F.normalize(torch.stack(per_template).mean(dim=0), dim=-1)
