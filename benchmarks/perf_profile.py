@@ -750,11 +750,28 @@ def target_tte(args, backbone, class_names, device, paths, targets) -> dict:
     }
 
 
+def _library_normalises_on_device() -> bool:
+    """Whether the library's loaders ship uint8 and normalise on the device
+    (its transforms then take mean and std as optional)."""
+    try:
+        from liftlearn.engine import DeviceImages  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _device_normaliser(backbone, device):
     """``batch -> model-ready tensor`` for what the library's loader yields:
     float32 batches are ready; uint8 batches (the changed library ships
     uint8 CHW and normalises on the device) go through the library's own
     function where one is found, else through the same arithmetic here."""
+    try:
+        # The library's own: where batches reach the device in training and prediction.
+        from liftlearn.engine import DeviceImages
+
+        return DeviceImages(backbone, device), "liftlearn.engine.DeviceImages"
+    except ImportError:
+        pass
     import liftlearn.transforms as T
 
     for name in ("normalize_batch", "normalize_on_device", "to_model_input", "device_normalize"):
@@ -803,6 +820,9 @@ def target_pipeline(args, backbone, device, paths, targets) -> dict:
     size, mean, std, expand, min_scale = backbone.image_size, backbone.mean, backbone.std, 24, 0.08
     files = paths[: args.pipeline_images]
     crop = MinimalistCrop(size, min_scale)
+    if _library_normalises_on_device():
+        # What the estimators build: uint8 pixels, normalised on the device.
+        mean = std = None
     train_set = TrainDataset(files, targets[: len(files)], train_transform(size, min_scale, mean, std),
                              seed=0, epoch=0)
     tte_set = ImageDataset(files, tte_transform(size, mean, std, expand=expand))
@@ -832,8 +852,12 @@ def target_pipeline(args, backbone, device, paths, targets) -> dict:
             TF.five_crop(img, [size])
 
     def full_tte():
+        # As liftlearn.engine.predict_logits does: the views of a batch reach
+        # the device once and become network input in forward batches of
+        # at most batch_size views (before it: the whole batch at once).
         for views in loader(tte_set):
-            model_ready(views.flatten(0, 1), "tte")
+            for chunk in views.flatten(0, 1).split(args.batch_size):
+                model_ready(chunk, "tte")
 
     rounds = max(args.rounds, args.pipeline_rounds)
     times = interleaved({"train_full": full_train, "train_pil": pil_train,
