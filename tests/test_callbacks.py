@@ -159,14 +159,29 @@ def test_csv_logger_and_checkpoints_keep_callback_state(data, tmp_path):
     frame = pandas.read_csv(log)
     assert list(frame["epoch"]) == [1, 2]
     np.testing.assert_allclose(frame["val_accuracy"], [r["val_accuracy"] for r in first.history_])
-    # The same run again: the checkpoint says it stopped after epoch 2, so
-    # nothing is trained, and the logger's rows come back with its state.
+    # The same run again: the checkpoint says its callbacks stopped it after
+    # epoch 2, so nothing is trained, and the logger's rows come back.
     log.unlink()
     logger = CSVLogger(log)
-    again = LiftPlusClassifier(**params, callbacks=[logger, Recorder()]).fit(X, y, validation_data=(Xv, yv))
+    again = LiftPlusClassifier(**params, callbacks=[logger, Recorder(stop_at=2)]).fit(
+        X, y, validation_data=(Xv, yv))
     # Same measured seconds: read back, not retrained (NaN != NaN, so not ==).
     pandas.testing.assert_frame_equal(pandas.DataFrame(again.history_), pandas.DataFrame(first.history_))
     assert len(logger._rows) == 2 and not log.exists()  # no epoch ran, so nothing rewritten
+    # Other callbacks (here: in another order, one that would not stop): the
+    # saved states and the stop are not theirs. Nothing is handed to the
+    # wrong callback; the fit resumes from epoch 2 and trains to the last.
+    other = [Recorder(), CSVLogger(log)]
+    with pytest.warns(UserWarning, match="other callbacks or validation data"):
+        longer = LiftPlusClassifier(**params, callbacks=other).fit(X, y, validation_data=(Xv, yv))
+    assert [r["epoch"] for r in longer.history_] == [1, 2, 3]
+    pandas.testing.assert_frame_equal(pandas.DataFrame(longer.history_[:2]),
+                                      pandas.DataFrame(first.history_))
+    assert other[0].calls == ["begin", 3, "end"]
+    # Validation data is part of what a stop belongs to, too.
+    with pytest.warns(UserWarning, match="other callbacks or validation data"):
+        LiftPlusClassifier(**params, callbacks=[CSVLogger(log), Recorder(stop_at=2)]).fit(
+            X, y, validation_data=(Xv[:3], yv[:3]))
 
 
 def test_validation_fraction_is_stratified_and_fixed():
@@ -201,6 +216,7 @@ def test_callbacks_pickle_with_the_estimator_or_are_dropped(validated, data):
     with pytest.warns(Warning, match="cannot be pickled"):
         again = pickle.loads(pickle.dumps(clf))
     assert again.callbacks is None
+    assert type(clf.callbacks[0]).__name__ == "Local"  # the live estimator keeps it
     X, _, _, _ = data
     np.testing.assert_array_equal(again.predict_proba(X[:2]), clf.predict_proba(X[:2]))
 

@@ -16,7 +16,9 @@ history entries, e.g. validation scores), logs the epoch line with
 True stops the fit after this epoch (the learning-rate schedule stays the one
 planned for ``config.epochs``). ``monitor.state_dict()`` is saved with each
 checkpoint and handed back to ``monitor.load_state_dict`` on resume; a
-checkpoint of a stopped fit resumes as finished.
+checkpoint of a stopped fit resumes as finished when ``load_state_dict``
+accepts the state (returns anything but False: the same callbacks), else the
+fit trains on to ``config.epochs``.
 """
 
 from __future__ import annotations
@@ -217,9 +219,11 @@ def fit_task(
             scaler.load_state_dict(saved["scaler"])
         task.load_state_dict(saved.get("task", {}))
         history = list(saved["history"])
-        stopped = bool(saved.get("stopped", False))
-        if monitor is not None:
-            monitor.load_state_dict(saved.get("monitor", {}))
+        # A stop was the saved monitor's decision: it holds only for the same
+        # monitor (load_state_dict returns False for another one), otherwise
+        # the fit trains on to config.epochs.
+        matched = monitor is not None and monitor.load_state_dict(saved.get("monitor", {})) is not False
+        stopped = bool(saved.get("stopped", False)) and matched
     loader = partial(make_loader, device=device, num_workers=config.num_workers)
     trained = [p for p in network.parameters() if p.requires_grad]
     probe = _probe_images(network, device)

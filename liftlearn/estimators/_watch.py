@@ -8,6 +8,7 @@ import scikit-learn, which the engine never does).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import pickle
 import warnings
 
@@ -132,6 +133,10 @@ class FitWatcher:
         self.estimator, self.network, self.backbone = estimator, network, backbone
         self.validation, self.class_counts = validation, np.asarray(class_counts)
         self.callbacks, self.device, self.num_workers = list(callbacks or []), device, num_workers
+        # Taken before any hook runs: a callback's repr may show what it
+        # records during a fit.
+        self._identity_key = None
+        self._identity_key = self._identity()
 
     def _call(self, hook: str, *args):
         results = []
@@ -189,11 +194,43 @@ class FitWatcher:
             # A callback that predicts switches the network to eval mode.
             self.network.train(was_training)
 
+    def _identity(self) -> str:
+        """What the saved callback states and a saved stop belong to: each
+        callback's class and repr (its settings) and the validation data."""
+        if self._identity_key is not None:
+            return self._identity_key
+        h = hashlib.sha256()
+        for cb in self.callbacks:
+            h.update(f"{type(cb).__module__}.{type(cb).__qualname__}:{cb!r}\0".encode("utf-8", "replace"))
+        if self.validation is not None:
+            images, y = self.validation
+            images.update_key(h)
+            h.update(np.asarray(y, dtype=np.int64).tobytes())
+        # Once per fit: the callbacks' settings do not change during it, and
+        # in-memory validation images would be read again at every epoch.
+        self._identity_key = h.hexdigest()
+        return self._identity_key
+
     def state_dict(self) -> dict:
-        return {"callbacks": [cb.state_dict() if callable(getattr(cb, "state_dict", None)) else {}
+        return {"identity": self._identity(),
+                "callbacks": [cb.state_dict() if callable(getattr(cb, "state_dict", None)) else {}
                               for cb in self.callbacks]}
 
-    def load_state_dict(self, state: dict) -> None:
-        for cb, cb_state in zip(self.callbacks, state.get("callbacks", [])):
+    def load_state_dict(self, state: dict) -> bool:
+        """Restore the callbacks' states; False (nothing restored, with a
+        warning) when the checkpoint was written by a fit watched by other
+        callbacks or on other validation data: their states, and a stop
+        they made, do not belong to this fit."""
+        if not state.get("callbacks") and not self.callbacks:
+            return True
+        if state.get("identity") != self._identity():
+            warnings.warn(
+                f"{type(self.estimator).__name__}: the checkpoint was written by a fit with other "
+                "callbacks or validation data; their state is not restored, and the fit goes on "
+                "to the last epoch if they had stopped it", LiftLearnWarning, stacklevel=2,
+            )
+            return False
+        for cb, cb_state in zip(self.callbacks, state["callbacks"]):
             if cb_state and callable(getattr(cb, "load_state_dict", None)):
                 cb.load_state_dict(cb_state)
+        return True
