@@ -77,6 +77,12 @@ class ImageSource:
         """Labels the input carries itself (a Dataset's), else None."""
         return None
 
+    def class_names(self) -> Optional[list]:
+        """Names of the classes ``0..C-1`` of :meth:`labels` where the input
+        carries them (a torchvision dataset's ``classes``, a ``datasets``
+        ``ClassLabel``'s ``names``), else None."""
+        return None
+
     def problems(self, mode: str) -> list:
         """``(index, reason)`` of every unusable image, in index order.
 
@@ -303,6 +309,10 @@ class DatasetSource(ItemSource):
             return None
         return [ds[i][1] for i in range(len(ds))]
 
+    def class_names(self):
+        # torchvision's datasets name their integer targets in ``classes``.
+        return _names_of_int_labels(getattr(self.dataset, "classes", None), self.labels())
+
 
 class _HFImages:
     """A ``datasets.Dataset``'s image column, read row by row (lazy)."""
@@ -328,6 +338,24 @@ class HFDatasetSource(ItemSource):
         if self.label_column is None:
             return None
         return list(self.dataset[self.label_column])
+
+    def class_names(self):
+        if self.label_column is None:
+            return None
+        names = getattr(self.dataset.features[self.label_column], "names", None)
+        return _names_of_int_labels(names, self.labels())
+
+
+def _names_of_int_labels(names, labels) -> Optional[list]:
+    """``names`` as a list of str when they name integer ``labels`` in
+    ``0..len(names)-1``, else None (nothing to trust)."""
+    if labels is None or not isinstance(names, (list, tuple)) or len(names) < 2:
+        return None
+    if not all(isinstance(n, str) for n in names):
+        return None
+    ok = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v < len(names)
+             for v in labels)
+    return list(names) if ok else None
 
 
 def _hf_source(X, name: str) -> Optional[ImageSource]:
@@ -428,6 +456,12 @@ def as_image_source(X, *, name: str = "X", must_exist: bool = True) -> ImageSour
             kind = "datasets column" if type(X).__module__.split(".")[0] == "datasets" else "images"
             return ItemSource(entries, name, kind=kind)
     return PathSource(check_paths(X, name=name, must_exist=must_exist))
+
+
+def carried_class_names(source: ImageSource, y) -> Optional[list]:
+    """The class names ``source`` carries for its own labels, used when
+    ``y`` is None (the labels then come from ``source``), else None."""
+    return source.class_names() if y is None else None
 
 
 def image_labels(source: ImageSource, y):

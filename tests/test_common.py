@@ -124,6 +124,31 @@ def test_clone_get_set_params(cls):
 
 
 @pytest.mark.parametrize("cls", ESTIMATORS, ids=IDS)
+def test_pickles_from_before_a_parameter_existed_get_its_default(cls, fitted):
+    """An estimator pickled before, e.g., ``precision`` or ``callbacks``
+    existed unpickles with their constructor defaults: get_params, clone,
+    repr and predictions work."""
+    import pickle
+
+    from sklearn.base import clone
+
+    est = fitted[cls]
+    state = dict(est.__getstate__())
+    missing = [k for k in ("precision", "callbacks", "validation_fraction", "check_images")
+               if k in state]
+    for k in missing:
+        del state[k]
+    old = cls.__new__(cls)
+    old.__setstate__(state)
+    defaults = cls().get_params(deep=False)
+    assert {k: old.get_params(deep=False)[k] for k in missing} == {k: defaults[k] for k in missing}
+    assert clone(old).get_params(deep=False) == clone(est).get_params(deep=False) | {
+        k: defaults[k] for k in missing}
+    repr(old)
+    pickle.loads(pickle.dumps(old))
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS, ids=IDS)
 def test_defaults_pass_validation(cls):
     cls()._validate_params()
 

@@ -169,6 +169,28 @@ def test_torch_dataset_labels_come_from_targets_or_items(few):
     assert as_image_source(ds).labels() == list(reversed(y.tolist()))
 
 
+def test_class_names_come_with_the_labels_a_dataset_carries(few):
+    """A torchvision dataset's ``classes`` or a ClassLabel's ``names`` name
+    the classes when y and class_names are not given (else the text
+    classifier would read prompts like "a photo of a 0.")."""
+    from liftlearn import ZeroShotClassifier
+
+    _, y, arrays = few
+    names = [f"thing {c}" for c in range(int(y.max()) + 1)]
+    ds = PairDataset(arrays, y)
+    ds.classes = names  # torchvision's attribute
+    assert as_image_source(ds).class_names() == names
+    zs = ZeroShotClassifier(backbone="liftlearn-tiny-vit", pretrained=None, device="cpu",
+                            tte=False).fit(ds)
+    assert zs.class_names_ == names
+    # Given names and given labels win; names of labels it does not carry are not taken.
+    assert ZeroShotClassifier(**{**zs.get_params(), "class_names": [n.upper() for n in names]}
+                              ).fit(ds).class_names_ == [n.upper() for n in names]
+    assert as_image_source(PairDataset(arrays, y)).class_names() is None
+    hf = _hf_column(arrays, y, decode=True)
+    assert as_image_source(hf).class_names() == hf.features["label"].names
+
+
 def test_in_memory_bad_images_follow_on_bad_image(few):
     _, y, arrays = few
     items = [{"bytes": _png(a), "path": None} for a in arrays[:6]]

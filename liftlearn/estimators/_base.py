@@ -15,6 +15,7 @@ hooks each.
 from __future__ import annotations
 
 import functools
+import inspect
 import warnings
 from abc import ABC
 from collections.abc import Mapping
@@ -167,10 +168,12 @@ class CLIPEstimator(BaseEstimator, ABC):
 
     def __setstate__(self, state):
         state = self._upgrade_state(dict(state))
-        # ZeroShotClassifier and CLIPFeatures pickled before these parameters
-        # existed: give them the constructor defaults.
-        state.setdefault("check_images", "header")
-        state.setdefault("on_bad_image", "raise")
+        # An estimator pickled before some of its parameters existed
+        # (check_images, precision, callbacks, ...): give those the
+        # constructor defaults, so get_params, clone and refit work.
+        for name, param in inspect.signature(type(self).__init__).parameters.items():
+            if param.kind is inspect.Parameter.KEYWORD_ONLY:
+                state.setdefault(name, param.default)
         super().__setstate__(state)
         if "module_" in state:
             # Fitted on a GPU, loaded where there is none: predict on the CPU.
@@ -272,8 +275,10 @@ class CLIPClassifier(ClassifierMixin, CLIPEstimator):
         )],
     }
 
-    def _class_names_for(self, class_names, n_samples: int):
-        """The fit argument if given, else the parameter.
+    def _class_names_for(self, class_names, n_samples: int, carried=None):
+        """The fit argument if given, else the parameter, else ``carried``
+        (the names an input that brings its own labels carries, see
+        :func:`carried_class_names`).
 
         scikit-learn's cross-validation tools slice every fit argument whose
         length equals the number of samples, so a fit argument of that
@@ -281,7 +286,7 @@ class CLIPClassifier(ClassifierMixin, CLIPEstimator):
         than train on the wrong names.
         """
         if class_names is None:
-            return self.class_names
+            return self.class_names if self.class_names is not None else carried
         if not isinstance(class_names, (str, bytes)) and hasattr(class_names, "__len__") \
                 and len(class_names) == n_samples:
             raise ValueError(

@@ -18,7 +18,7 @@ from .._random import seeded_global_rng
 from .._validation import Boolean, Constraint, Interval, IntSequence, Options, PathLike, Predicate
 from ..engine import Checkpoint, TrainConfig, fit_task
 from ..engine._loading import clamp_workers
-from ..image_sources import PathSource, _file_signature, _utf8, image_labels
+from ..image_sources import PathSource, _file_signature, _utf8, carried_class_names, image_labels
 from ..exceptions import LiftLearnWarning
 from ..nn.backbones import get_backbone
 from ..engine import predict_images
@@ -207,9 +207,10 @@ class FineTunedClassifier(CLIPClassifier):
         self._check_checkpoint_dir()
         config = self._train_config()
         X = self._images(X)
+        carried = carried_class_names(X, y)
         y = image_labels(X, y)  # a Dataset's own labels when y is None
         self._check_y(y)
-        paths, labels, skipped, kept = self._training_images(X, y, class_names)
+        paths, labels, skipped, kept = self._training_images(X, y, class_names, carried)
         self._check_labels(labels)
         paths, labels, kept, validation = self._validation(paths, labels, kept, validation_data)
         checkpoint = self._checkpoint(paths, labels)
@@ -263,7 +264,9 @@ class FineTunedClassifier(CLIPClassifier):
         return images[~held], split_labels(labels, ~held), kept, (images[held], labels.y_encoded[held])
 
     def __getstate__(self):
-        state = super().__getstate__()
+        # A copy: object.__getstate__ returns the instance's own __dict__,
+        # and pickling must not drop callbacks from the live estimator.
+        state = dict(super().__getstate__())
         state["callbacks"] = picklable_callbacks(state.get("callbacks"), type(self).__name__)
         return state
 
@@ -288,7 +291,7 @@ class FineTunedClassifier(CLIPClassifier):
             return int(np.random.default_rng().integers(np.iinfo(np.int32).max))
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
-    def _training_images(self, X, y, class_names):
+    def _training_images(self, X, y, class_names, carried=None):
         """Validated paths and labels, bad images handled per ``on_bad_image``.
 
         Returns the kept paths and their labels, the skipped ``(path,
@@ -297,7 +300,7 @@ class FineTunedClassifier(CLIPClassifier):
         allow_unlabeled = self._allow_unlabeled
         # With a check pass, it reports missing files too, in index order.
         paths = self._images(X)
-        names_arg = self._class_names_for(class_names, len(paths))
+        names_arg = self._class_names_for(class_names, len(paths), carried)
         labels = self._labels(paths, y, names_arg, allow_unlabeled=allow_unlabeled)
         bad = self._bad_images(paths)
         skipped = [(paths.name(i), reason) for i, reason in bad]

@@ -175,8 +175,9 @@ trainable_fraction_, n_trainable_params_, device_
     transduction_ : ndarray of shape (n_samples,)
         The label each training image had at the end: its own for labeled
         images; for unlabeled ones the pseudo-label from the last time the
-        image was drawn if it was confident, else -1 (object dtype with
-        string classes).
+        image was drawn if it was confident, else -1; -1 also for images
+        left out of training (skipped by ``on_bad_image="skip"``, held out by
+        ``validation_fraction``). Object dtype with string classes.
     unlabeled_prior_ : ndarray of shape (n_classes,)
         Estimated class distribution of the unlabeled data (``P_u``, the
         moving average of the confident pseudo-labels' histogram); uniform

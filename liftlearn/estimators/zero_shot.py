@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import torch
 
-from ..image_sources import image_labels
+from ..image_sources import carried_class_names, image_labels
 from ..exceptions import LiftLearnWarning
 from ..nn.backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, get_backbone
 from ..nn.heads import DEFAULT_TEMPLATE, text_classifier
@@ -138,8 +138,9 @@ class ZeroShotClassifier(CLIPClassifier):
         spec, device = self._backbone_spec(), self._resolve_device()
         dtype = self._compute_dtype(device)
         paths = self._images(X)
+        carried = carried_class_names(paths, y)
         y = image_labels(paths, y)
-        labels = self._labels(paths, y, self._class_names_for(class_names, len(paths)))
+        labels = self._labels(paths, y, self._class_names_for(class_names, len(paths), carried))
         bad = self._bad_images(paths)
         skipped = [(paths.name(i), reason) for i, reason in bad]
         counts = labels.counts
