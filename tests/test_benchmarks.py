@@ -145,33 +145,25 @@ def test_cpu_targets_smoke(tmp_path):
     assert json.loads((tmp_path / "results" / files[0]).read_text())["cpu_targets"]
 
 
-def test_pipeline_part_takes_the_changed_loaders_uint8_batches(monkeypatch, tmp_path):
-    # Issue 14 has the loader ship uint8 images and normalise them on the
-    # device: the pipeline part detects it and normalises them before the
-    # clock stops. Simulated here by transforms that return uint8.
+def test_pipeline_part_takes_the_loaders_uint8_batches(tmp_path):
+    # The loaders ship uint8 images, normalised where they reach the device:
+    # the pipeline part builds them as the estimators do and normalises
+    # them with the library's own DeviceImages before the clock stops.
     import argparse
 
     import numpy as np
     import torch
 
-    import liftlearn.transforms as T
     from liftlearn.nn.backbones import get_backbone
 
-    def as_uint8(make):
-        def factory(*args, **kwargs):
-            inner = make(*args, **kwargs)
-            return lambda *x: (inner(*x).clamp(-3, 3) * 40 + 128).to(torch.uint8)
-        return factory
-
-    monkeypatch.setattr(T, "train_transform", as_uint8(T.train_transform))
-    monkeypatch.setattr(T, "tte_transform", as_uint8(T.tte_transform))
     profile = _profile_module()
     jpegs = profile.synthetic_jpegs(2, tmp_path)
     args = argparse.Namespace(batch_size=2, pipeline_images=2, rounds=1, pipeline_rounds=1)
     res = profile.target_pipeline(args, get_backbone("liftlearn-tiny-vit", "cpu"),
                                   torch.device("cpu"), jpegs, np.arange(2))
     assert res["loader_dtype"] == {"train": "uint8", "tte": "uint8"}
-    assert res["device_normaliser"].startswith("benchmark's") and res["train_ratio"] > 0
+    assert res["device_normaliser"] == "liftlearn.engine.DeviceImages"
+    assert res["train_ratio"] > 0 and res["tte_ratio"] > 0
 
 
 def test_bare_tower_matches_open_clip_and_the_check_bites():
