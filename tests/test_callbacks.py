@@ -223,6 +223,11 @@ def test_callbacks_pickle_with_the_estimator_or_are_dropped(validated, data):
 
 def test_bad_callbacks_and_validation_arguments_are_named(data):
     X, y, Xv, yv = data
+    recorder = Recorder()
+    with pytest.raises(ValueError, match="EarlyStopping monitors 'val_balanced_accuracy', which "
+                                         "needs validation_data"):
+        LiftPlusClassifier(**PARAMS, callbacks=[recorder, EarlyStopping()]).fit(X, y)
+    assert not hasattr(recorder, "calls")  # refused before any hook or epoch ran
     with pytest.raises(InvalidParameterError, match="callbacks"):
         LiftPlusClassifier(**PARAMS, callbacks=[object()]).fit(X, y)
     with pytest.raises(ValueError, match="not both"):

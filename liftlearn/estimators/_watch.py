@@ -147,6 +147,15 @@ class FitWatcher:
         return results
 
     def fit_begin(self) -> None:
+        if self.validation is None:
+            # Said before any epoch is spent, not after the first one.
+            for cb in self.callbacks:
+                monitor = getattr(cb, "monitor", None)
+                if isinstance(monitor, str) and monitor in VAL_KEYS:
+                    raise ValueError(
+                        f"{type(cb).__name__} monitors {monitor!r}, which needs validation_data "
+                        "in fit or validation_fraction"
+                    )
         self._call("on_fit_begin")
 
     def fit_end(self) -> None:
