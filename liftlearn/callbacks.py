@@ -78,7 +78,8 @@ class EarlyStopping(Callback):
     restore_best : bool, default=True
         When the fit ends, put back the trained weights (tuner and head,
         and ULFine's textual prototypes) of the best epoch. ``history_``
-        keeps every epoch.
+        keeps every epoch; ULFine's ``transduction_`` and estimated priors
+        stay those of the last epoch trained.
 
     Attributes
     ----------
