@@ -843,11 +843,9 @@ def cmd_predict(args) -> int:
         X, y = _subset(X, y, args.max_test, args.seed)
     else:
         X = list(args.paths)
-    import numpy as np
-
     proba = clf.predict_proba(X)
     skipped = _skipped_rows(proba)
-    best = np.where(skipped, 0, np.nan_to_num(proba, nan=-1.0).argmax(axis=1))
+    best = proba.argmax(axis=1)  # rows of skipped images are written empty below
     names = list(clf.class_names_)
     header = ["path", "label", "class_name", "probability"]
     if args.all_proba:

@@ -135,8 +135,9 @@ class FitWatcher:
         self.callbacks, self.device, self.num_workers = list(callbacks or []), device, num_workers
         # Taken before any hook runs: a callback's repr may show what it
         # records during a fit.
+        self._callback_reprs = [f"{type(cb).__module__}.{type(cb).__qualname__}:{cb!r}"
+                                for cb in self.callbacks]
         self._identity_key = None
-        self._identity_key = self._identity()
 
     def _call(self, hook: str, *args):
         results = []
@@ -205,19 +206,16 @@ class FitWatcher:
 
     def _identity(self) -> str:
         """What the saved callback states and a saved stop belong to: each
-        callback's class and repr (its settings) and the validation data."""
-        if self._identity_key is not None:
-            return self._identity_key
-        h = hashlib.sha256()
-        for cb in self.callbacks:
-            h.update(f"{type(cb).__module__}.{type(cb).__qualname__}:{cb!r}\0".encode("utf-8", "replace"))
-        if self.validation is not None:
-            images, y = self.validation
-            images.update_key(h)
-            h.update(np.asarray(y, dtype=np.int64).tobytes())
-        # Once per fit: the callbacks' settings do not change during it, and
-        # in-memory validation images would be read again at every epoch.
-        self._identity_key = h.hexdigest()
+        callback's class and repr (its settings) and the validation data.
+        Computed on first use (only fits with checkpoints need it), then kept:
+        in-memory validation images would be read again at every epoch."""
+        if self._identity_key is None:
+            h = hashlib.sha256("\0".join(self._callback_reprs).encode("utf-8", "replace"))
+            if self.validation is not None:
+                images, y = self.validation
+                images.update_key(h)
+                h.update(np.asarray(y, dtype=np.int64).tobytes())
+            self._identity_key = h.hexdigest()
         return self._identity_key
 
     def state_dict(self) -> dict:
