@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -311,7 +311,7 @@ class DatasetSource(ItemSource):
 
     def class_names(self):
         # torchvision's datasets name their integer targets in ``classes``.
-        return _names_of_int_labels(getattr(self.dataset, "classes", None), self.labels())
+        return _names_of_int_labels(getattr(self.dataset, "classes", None), self.labels)
 
 
 class _HFImages:
@@ -343,15 +343,20 @@ class HFDatasetSource(ItemSource):
         if self.label_column is None:
             return None
         names = getattr(self.dataset.features[self.label_column], "names", None)
-        return _names_of_int_labels(names, self.labels())
+        return _names_of_int_labels(names, self.labels)
 
 
-def _names_of_int_labels(names, labels) -> Optional[list]:
-    """``names`` as a list of str when they name integer ``labels`` in
-    ``0..len(names)-1``, else None (nothing to trust)."""
-    if labels is None or not isinstance(names, (list, tuple)) or len(names) < 2:
+def _names_of_int_labels(names, labels: Callable[[], Optional[list]]) -> Optional[list]:
+    """``names`` as a list of str when they name the integer labels that
+    ``labels()`` gives, all in ``0..len(names)-1``, else None (nothing to
+    trust). ``labels`` is called only when there are names: a Dataset
+    without ``targets`` is read item by item for them."""
+    if not isinstance(names, (list, tuple)) or len(names) < 2:
         return None
     if not all(isinstance(n, str) for n in names):
+        return None
+    labels = labels()
+    if labels is None:
         return None
     ok = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v < len(names)
              for v in labels)
