@@ -75,3 +75,82 @@ def test_float_datasets_are_taken_as_normalised(files, network):
     a = predict_logits(network, floats, batch_size=8, device=cpu)
     b = predict_logits(network, uint8, batch_size=8, device=cpu)
     assert np.array_equal(a, b)
+
+
+def test_tte_from_resized_images_is_the_views_path_bit_for_bit(files, network):
+    """predict_images cuts the five views on the device from the resized
+    images: the same logits as the dataset of stacked views."""
+    bb, cpu = network.backbone, torch.device("cpu")
+    got = predict_images(network, bb, files, tte=True, tte_expand=6, batch_size=3, device=cpu)
+    views = ImageDataset(files, tte_transform(bb.image_size, expand=6))
+    assert np.array_equal(got, predict_logits(network, views, batch_size=3, device=cpu))
+
+
+def test_tte_with_a_worker_is_the_same(files, network):
+    bb, cpu = network.backbone, torch.device("cpu")
+    kw = dict(tte=True, tte_expand=6, batch_size=4, device=cpu)
+    assert np.array_equal(predict_images(network, bb, files, num_workers=1, **kw),
+                          predict_images(network, bb, files, num_workers=0, **kw))
+
+
+def test_packed_images_pack_in_a_worker_and_stay_unpacked_here():
+    from torch.utils.data import DataLoader
+
+    from liftlearn.engine import PackedImages
+
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, 5 + i, 4 + 2 * i), dtype=torch.uint8, generator=g)
+              for i in range(5)]
+    here = PackedImages.collate(images)
+    assert here.data is None and len(here) == 5
+    assert here.to("cpu") is here  # on the CPU nothing moves or packs
+    loader = DataLoader(images, batch_size=3, num_workers=1, collate_fn=PackedImages.collate)
+    batches = list(loader)
+    assert [len(b) for b in batches] == [3, 2]
+    assert all(b.data is not None and b.data.dim() == 1 for b in batches)  # one tensor
+    got = [image for b in batches for image in b.images()]
+    assert all(torch.equal(a, b) for a, b in zip(got, images))
+    packed = here.packed()
+    assert packed.data.numel() == sum(i.numel() for i in images)
+    assert all(torch.equal(a, b) for a, b in zip(packed.images(), images))
+    with pytest.raises(TypeError, match="images, or their packed data"):
+        PackedImages()
+
+
+def test_reused_buffers_are_overwritten_and_grow():
+    from liftlearn.engine import DeviceImages, PackedImages
+
+    class Norm:
+        mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+
+    cpu = torch.device("cpu")
+    g = torch.Generator().manual_seed(0)
+    batch = lambda n: torch.randint(0, 256, (n, 3, 6, 6), dtype=torch.uint8, generator=g)  # noqa: E731
+    fresh, reusing = DeviceImages(Norm, cpu), DeviceImages(Norm, cpu, reuse_buffers=True)
+    a, b, c = batch(4), batch(2), batch(6)
+    first = reusing(a)
+    assert torch.equal(first, fresh(a))
+    second = reusing(b)  # fewer images: the leading rows of the same memory
+    assert second.data_ptr() == first.data_ptr() and torch.equal(second, fresh(b))
+    third = reusing(c)  # more images: a larger buffer
+    assert torch.equal(third, fresh(c))
+    with pytest.raises(TypeError, match="needs the views"):
+        reusing.forward_batches(PackedImages([a[0]]), 2)
+
+
+def test_a_network_returning_its_input_does_not_see_it_overwritten(files, network):
+    """predict_logits reuses its input buffer: an output that is the input
+    itself is copied before the next batch overwrites it."""
+    bb, cpu = network.backbone, torch.device("cpu")
+
+    class Pixels(torch.nn.Module):
+        backbone = bb
+
+        def forward(self, x):
+            return x.flatten(1)  # a view of the input
+
+    data = ImageDataset(files, tte_transform(bb.image_size, expand=6))
+    got = predict_logits(Pixels(), data, batch_size=2, device=cpu)
+    views = torch.stack([data[i] for i in range(len(files))])
+    expected = ImageNormalization(bb.mean, bb.std)(views.flatten(0, 1)).flatten(1)
+    np.testing.assert_array_equal(got, expected.view(len(files), 5, -1).mean(dim=1).numpy())

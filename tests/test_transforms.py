@@ -14,6 +14,7 @@ from PIL import Image
 
 from liftlearn.transforms import (
     MDA_SCHEDULES,
+    ImageNormalization,
     MinimalistCrop,
     eval_transform,
     mda_min_scale,
@@ -382,3 +383,48 @@ def test_float_output_is_what_torchvision_gave():
 def test_mean_without_std_is_refused():
     with pytest.raises(ValueError, match="both mean and std"):
         eval_transform(8, MEAN)
+
+
+@settings(max_examples=40, deadline=None)
+@given(height=st.integers(1, 40), width=st.integers(1, 40), size=st.integers(1, 40))
+def test_five_crop_views_are_torchvision_five_crop(height, width, size):
+    """One box definition serves the TTE transform and the device-side views."""
+    from torchvision.transforms.v2 import functional as TF
+
+    from liftlearn.transforms import _five_crop_views
+
+    image = torch.arange(3 * height * width, dtype=torch.int32).view(3, height, width)
+    if size > height or size > width:
+        with pytest.raises(ValueError, match="larger than the image"):
+            _five_crop_views(image, size)
+        return
+    views = _five_crop_views(image, size)
+    expected = TF.five_crop(image, [size])
+    assert len(views) == 5
+    assert all(torch.equal(a, b) for a, b in zip(views, expected))
+    # numpy arrays are cut the same way (the transform cuts in numpy).
+    arrays = _five_crop_views(image.numpy(), size)
+    assert all(np.array_equal(a, b.numpy()) for a, b in zip(arrays, expected))
+
+
+def test_tte_halves_make_the_whole_transform():
+    """resized + views on the device = the transform's five views, bit for bit."""
+    img = noise_image(53, 37, 4)
+    for normalising in (False, True):
+        t = tte_transform(20, *((MEAN, STD) if normalising else ()), expand=5)
+        views = torch.stack(t.views(t.resized(img)))
+        assert t.resized(img).dtype == torch.uint8 and t.resized(img).shape == (3, 25, int(25 * 53 / 37))
+        if normalising:
+            views = ImageNormalization(MEAN, STD)(views)
+        assert _same_bits(t(img), views)
+
+
+def test_normalization_into_a_buffer_is_the_same_bits():
+    images = torch.randint(0, 256, (4, 3, 9, 7), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    norm = ImageNormalization(MEAN, STD)
+    out = torch.full((4, 3, 9, 7), float("nan"))
+    got = norm(images, out=out)
+    assert got is out and _same_bits(got, norm(images))
+    for bad in (torch.empty(4, 3, 9, 7, dtype=torch.float64), torch.empty(3, 3, 9, 7)):
+        with pytest.raises(ValueError, match="out must be float32 of shape"):
+            norm(images, out=bad)

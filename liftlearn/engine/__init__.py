@@ -7,12 +7,14 @@
   (:mod:`liftlearn.engine.predict`): prediction with and without TTE.
 - :class:`Checkpoint` (:mod:`liftlearn.engine.checkpoint`).
 - :class:`DeviceImages` (:mod:`liftlearn.engine._loading`): uint8 batches
-  become normalised network input on the device, in training and prediction.
+  become normalised network input on the device, in training and prediction;
+  :class:`PackedImages`: a batch of images of different sizes (TTE's resized
+  images, cut into views on the device).
 
 The engine imports torch and :mod:`liftlearn.nn`, never scikit-learn.
 """
 
-from ._loading import DeviceImages
+from ._loading import DeviceImages, PackedImages
 from .checkpoint import Checkpoint
 from .loop import TrainConfig, fit_task
 from .predict import predict_images, predict_logits
@@ -22,6 +24,7 @@ __all__ = [
     "Checkpoint",
     "DeviceImages",
     "LiftPlusTask",
+    "PackedImages",
     "TrainConfig",
     "TrainingTask",
     "ULFineTask",

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import warnings
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from .._device import usable_cpus
 from ..exceptions import LiftLearnWarning
 from ..transforms import ImageNormalization
 
-__all__ = ["DeviceImages", "clamp_workers", "make_loader", "progress"]
+__all__ = ["DeviceImages", "PackedImages", "clamp_workers", "make_loader", "progress"]
 
 
 class DeviceImages:
@@ -33,19 +34,42 @@ class DeviceImages:
     backbone : Backbone or None
         Gives ``mean`` and ``std``; None accepts float batches only.
     device : torch.device
+    reuse_buffers : bool, default=False
+        Write every result into the same memory (grown when a larger batch
+        comes), so that each call overwrites the previous result: for loops
+        that are done with one network input before they ask for the next,
+        as prediction is. On a CPU a fresh float32 batch per forward is
+        memory the C allocator maps and the kernel zeroes anew, again and
+        again: a measurable share of the TTE data path
+        (benchmarks/perf_profile.py, pipeline part). A GPU's caching
+        allocator reuses its blocks anyway.
     """
 
-    def __init__(self, backbone, device: torch.device) -> None:
+    def __init__(self, backbone, device: torch.device, reuse_buffers: bool = False) -> None:
         self.device = device
         self.normalization = (
             None if backbone is None else ImageNormalization(backbone.mean, backbone.std)
         )
+        self._buffers = {} if reuse_buffers else None
 
     @classmethod
-    def of(cls, network: torch.nn.Module, device: torch.device) -> "DeviceImages":
+    def of(cls, network: torch.nn.Module, device: torch.device,
+           reuse_buffers: bool = False) -> "DeviceImages":
         """For a network that holds its backbone as ``network.backbone``."""
         backbone = getattr(network, "backbone", None)
-        return cls(backbone if hasattr(backbone, "mean") else None, device)
+        return cls(backbone if hasattr(backbone, "mean") else None, device, reuse_buffers)
+
+    def _buffer(self, name: str, shape: tuple, dtype: torch.dtype):
+        """A tensor of ``shape`` on the device: fresh, or (reusing buffers)
+        the leading rows of the buffer ``name``."""
+        if self._buffers is None:
+            return None
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.dtype != dtype or buffer.shape[1:] != shape[1:] \
+                or len(buffer) < shape[0]:
+            buffer = torch.empty(shape, dtype=dtype, device=self.device)
+            self._buffers[name] = buffer
+        return buffer[: shape[0]]
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         images = images.to(self.device, non_blocking=True)
@@ -53,7 +77,115 @@ class DeviceImages:
             return images
         if self.normalization is None:
             raise TypeError("uint8 images need a backbone's mean and std to be normalised")
-        return self.normalization(images)
+        return self.normalization(images, out=self._buffer("input", images.shape, torch.float32))
+
+    def forward_batches(self, batch, batch_size: int, views=None):
+        """A loader batch as network input, in forward batches of at most
+        ``batch_size`` views.
+
+        Parameters
+        ----------
+        batch : Tensor or PackedImages
+            ``(n_images, n_views, 3, H, W)`` views, or images of any size
+            (:class:`PackedImages`) that ``views`` cuts into views.
+        batch_size : int
+        views : callable or None
+            ``image (3, H, W) -> list of views``, same number for every
+            image; needed for a :class:`PackedImages` batch.
+
+        Returns
+        -------
+        n_images, n_views : int
+        inputs : iterator of Tensor
+            Normalised network input, image by image and view by view
+            (view ``j`` of image ``i`` is row ``i * n_views + j`` of their
+            concatenation), made one forward batch at a time.
+        """
+        if isinstance(batch, PackedImages):
+            if views is None:
+                raise TypeError("a PackedImages batch needs the views to cut from its images")
+            # One copy of the resized images to the device; the views are cut
+            # there (TTE's five crops overlap: a third of their pixels travel).
+            batch = batch.to(self.device, non_blocking=True)
+            crops = [crop for image in batch.images() for crop in views(image)]
+            n_images = len(batch)
+            n_views, rest = divmod(len(crops), n_images)
+            if rest:
+                raise ValueError("every image must give the same number of views")
+            chunks = (crops[i:i + batch_size] for i in range(0, len(crops), batch_size))
+            return n_images, n_views, (self(self._stack(chunk)) for chunk in chunks)
+        n_images, n_views = batch.shape[:2]
+        # One copy to the device per batch (uint8: a quarter of the bytes).
+        flat = batch.to(self.device, non_blocking=True).flatten(0, 1)
+        return n_images, n_views, (self(chunk) for chunk in flat.split(batch_size))
+
+    def _stack(self, views: list) -> torch.Tensor:
+        # One kernel on a GPU (the views lie in one device tensor).
+        shape = (len(views), *views[0].shape)
+        return torch.stack(views, out=self._buffer("views", shape, views[0].dtype))
+
+
+class PackedImages:
+    """A batch of uint8 images of different sizes, packed in one flat tensor
+    where it crosses a boundary.
+
+    :meth:`collate` is the loader's ``collate_fn`` for datasets of
+    ``(3, H, W)`` uint8 images. In a loader worker it packs the images into
+    one tensor, which one shared-memory block carries to the main process
+    (a tensor per image would be a file descriptor per image), pinning
+    pins and one copy moves to the device. In the main process the images
+    stay as they are until they move: on a CPU they never do, and packing
+    them would be one more copy of every pixel.
+
+    Parameters
+    ----------
+    images : list of Tensor or None
+        The images, unpacked.
+    data : Tensor or None
+        Or their pixels, flattened and concatenated...
+    shapes : list of tuple or None
+        ... and each image's shape.
+    """
+
+    def __init__(self, images=None, data=None, shapes=None) -> None:
+        if (images is None) == (data is None):
+            raise TypeError("give the images, or their packed data and shapes")
+        self._images = images
+        self.data = data
+        self.shapes = [tuple(image.shape) for image in images] if shapes is None else shapes
+
+    @classmethod
+    def collate(cls, images: list) -> "PackedImages":
+        batch = cls(list(images))
+        return batch.packed() if get_worker_info() is not None else batch
+
+    def packed(self) -> "PackedImages":
+        """The same batch in one flat tensor."""
+        if self.data is not None:
+            return self
+        return PackedImages(data=torch.cat([image.reshape(-1) for image in self._images]),
+                            shapes=self.shapes)
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def pin_memory(self) -> "PackedImages":
+        # Called by DataLoader's pinning thread (pin_memory=True on CUDA).
+        return PackedImages(data=self.packed().data.pin_memory(), shapes=self.shapes)
+
+    def to(self, device, non_blocking: bool = False) -> "PackedImages":
+        device = torch.device(device)
+        if self._images is not None and all(image.device == device for image in self._images):
+            return self
+        data = self.packed().data.to(device, non_blocking=non_blocking)
+        return PackedImages(data=data, shapes=self.shapes)
+
+    def images(self) -> list:
+        """Each image, in batch order (views of :attr:`data` when packed)."""
+        if self._images is not None:
+            return list(self._images)
+        sizes = [math.prod(shape) for shape in self.shapes]
+        return [flat.view(shape) for flat, shape in zip(self.data.split(sizes), self.shapes)]
 
 
 def clamp_workers(num_workers):
@@ -75,13 +207,15 @@ def clamp_workers(num_workers):
 
 
 def make_loader(dataset: Dataset, batch_size: int, device: torch.device, num_workers=None,
-                sampler=None) -> DataLoader:
+                sampler=None, collate_fn=None) -> DataLoader:
     """A DataLoader with liftlearn's worker and pinning policy.
 
     ``num_workers=None``: 0 on a CPU (the model needs the cores more than
     the loader does); on CUDA one per usable CPU but one, at most 16, since
     decoding JPEGs is what starves a GPU (one process decodes and crops
     about 260 ImageNet-sized JPEGs/s: benchmarks/perf_profile.py).
+    ``collate_fn``: None for torch's default (stacked tensors), or e.g.
+    :meth:`PackedImages.collate`.
     """
     if num_workers is None:
         num_workers = min(16, max(1, usable_cpus() - 1)) if device.type == "cuda" else 0
@@ -106,6 +240,7 @@ def make_loader(dataset: Dataset, batch_size: int, device: torch.device, num_wor
         # threads. The datasets draw their randomness from their own
         # (seed, epoch, image) generators, so the base seed changes nothing.
         generator=torch.Generator().manual_seed(0),
+        collate_fn=collate_fn,
         **extra,
     )
 

@@ -10,9 +10,9 @@ from torch.utils.data import Dataset
 from .._device import autocast_for, network_dtype
 from ..data import ImageDataset
 from ..transforms import eval_transform, tte_transform
-from ._loading import DeviceImages, make_loader, progress
+from ._loading import DeviceImages, PackedImages, make_loader, progress
 
-__all__ = ["predict_images", "predict_logits"]
+__all__ = ["input_batches", "prediction_data", "predict_images", "predict_logits"]
 
 
 @torch.no_grad()
@@ -25,13 +25,16 @@ def predict_logits(
     verbose: int = 0,
     *,
     backbone=None,
+    views=None,
 ) -> np.ndarray:
     """Network outputs averaged over each image's views.
 
     ``dataset`` yields tensors of shape ``(n_views, 3, H, W)`` (1 view without
     TTE, 5 with): uint8 pixels, normalised on the device with the backbone's
     mean and std (:class:`~liftlearn.engine.DeviceImages`), or float32
-    values already normalised. A batch of ``batch_size`` images holds
+    values already normalised. With ``views``, it yields one uint8 image
+    ``(3, H, W)`` of any size per item instead, and ``views(image)`` cuts
+    it into its views on the device. A batch of ``batch_size`` images holds
     ``n_views * batch_size`` views; they go through the network in forward
     batches of at most ``batch_size`` views, so TTE costs five forwards of the
     usual size instead of one five times as large (slower on a CPU, and five
@@ -41,6 +44,9 @@ def predict_logits(
     ----------
     backbone : Backbone or None
         Gives the normalisation; None: ``network.backbone``.
+    views : callable or None
+        ``image -> list of views`` (the same number for every image), e.g.
+        the ``views`` of :func:`~liftlearn.transforms.tte_transform`.
 
     Returns
     -------
@@ -48,21 +54,53 @@ def predict_logits(
     """
     network.eval()
     autocast, _ = autocast_for(device, network_dtype(network))  # the backbone's precision
-    images = DeviceImages(backbone, device) if backbone is not None else DeviceImages.of(network, device)
-    loader = make_loader(dataset, batch_size, device, num_workers)
+    # Each input is done with once the network has run on it (no grad).
+    images = (DeviceImages(backbone, device, reuse_buffers=True) if backbone is not None
+              else DeviceImages.of(network, device, reuse_buffers=True))
     out = []
-    for views in progress(loader, verbose, "predict", len(loader)):
-        b, v = views.shape[:2]
-        # One copy to the device per batch (uint8: a quarter of the bytes),
-        # then forward batches of at most batch_size views, in order.
-        views = views.to(device, non_blocking=True).flatten(0, 1)
+    for n_images, n_views, inputs in input_batches(dataset, images, batch_size, num_workers,
+                                                   verbose, views):
         logits = []
-        for chunk in views.split(batch_size):
+        for x in inputs:
             with autocast:
-                logits.append(network(images(chunk)).float())
+                y = network(x).float()
+            if y.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+                y = y.clone()  # the output is the input: its buffer is reused
+            logits.append(y)
         # Stay on the device: a copy per batch would be a host sync per batch.
-        out.append(torch.cat(logits).view(b, v, -1).mean(dim=1))
+        out.append(torch.cat(logits).view(n_images, n_views, -1).mean(dim=1))
     return torch.cat(out).cpu().numpy()
+
+
+def input_batches(dataset: Dataset, images: DeviceImages, batch_size: int, num_workers=None,
+                  verbose: int = 0, views=None):
+    """The loader batches of ``dataset`` as network input on ``images.device``.
+
+    What :func:`predict_logits` feeds the network (and
+    ``benchmarks/perf_profile.py`` times as the data pipeline).
+
+    Yields
+    ------
+    n_images, n_views, inputs
+        As :meth:`DeviceImages.forward_batches`, one loader batch at a time.
+    """
+    loader = make_loader(dataset, batch_size, images.device, num_workers,
+                         collate_fn=None if views is None else PackedImages.collate)
+    for batch in progress(loader, verbose, "predict", len(loader)):
+        yield images.forward_batches(batch, batch_size, views)
+
+
+def prediction_data(backbone, paths, *, tte: bool, tte_expand: int):
+    """``(dataset, views)`` of the evaluation transform for ``paths``, as
+    :func:`predict_logits` takes them: with TTE the loader resizes and the
+    five overlapping crops are cut on the device (a third of their pixels
+    cross to it); without, one centre crop per image."""
+    size = backbone.image_size
+    # uint8 pixels; the normalisation happens on the device.
+    if tte:
+        transform = tte_transform(size, expand=int(tte_expand))
+        return ImageDataset(paths, transform.resized), transform.views
+    return ImageDataset(paths, eval_transform(size)), None
 
 
 def predict_images(
@@ -95,15 +133,14 @@ def predict_images(
     -------
     logits : ndarray of shape (n_images, n_outputs), float32
     """
-    size = backbone.image_size
-    # uint8 views; the normalisation happens on the device (predict_logits).
-    transform = tte_transform(size, expand=int(tte_expand)) if tte else eval_transform(size)
+    dataset, views = prediction_data(backbone, paths, tte=tte, tte_expand=tte_expand)
     return predict_logits(
         network,
-        ImageDataset(paths, transform),
+        dataset,
         batch_size=int(batch_size),
         device=device,
         num_workers=num_workers,
         verbose=int(verbose),
         backbone=backbone,
+        views=views,
     )
