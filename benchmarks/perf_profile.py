@@ -851,10 +851,21 @@ def target_pipeline(args, backbone, device, paths, targets) -> dict:
                             antialias=True)
             TF.five_crop(img, [size])
 
+    library_tte = _library_tte_inputs(backbone, device, files, args.batch_size, expand)
+
     def full_tte():
-        # As liftlearn.engine.predict_logits does: the views of a batch reach
-        # the device once and become network input in forward batches of
-        # at most batch_size views (before it: the whole batch at once).
+        if library_tte is not None:
+            # The library's own prediction data path (prediction_data +
+            # input_batches: what predict_logits feeds the network).
+            for _, _, inputs in library_tte():
+                for _ in inputs:
+                    sync(device)
+            # prediction_data's loader ships the resized images as uint8
+            # (tests/test_predict.py checks it).
+            seen["tte"] = "uint8"
+            return
+        # Before input_batches: the views of a batch reach the device once and
+        # become network input in forward batches of at most batch_size views.
         for views in loader(tte_set):
             for chunk in views.flatten(0, 1).split(args.batch_size):
                 model_ready(chunk, "tte")
@@ -867,11 +878,39 @@ def target_pipeline(args, backbone, device, paths, targets) -> dict:
     return {
         "images": n, "image_size_px": _image_size(files[0]), "rounds": rounds,
         "loader": loader_name, "loader_dtype": seen, "device_normaliser": normaliser,
+        "tte_path": ("liftlearn.engine.predict: prediction_data + input_batches (resized images "
+                     "packed, five views cut on the device)") if library_tte is not None
+        else "tte_transform views, flattened and split",
         "train_full_s_per_image": med["train_full"], "train_pil_s_per_image": med["train_pil"],
         "train_ratio": med["train_full"] / med["train_pil"],
         "tte_full_s_per_image": med["tte_full"], "tte_pil_s_per_image": med["tte_pil"],
         "tte_ratio": med["tte_full"] / med["tte_pil"], "times": times,
+        # The spread of the paired per-round ratios, to judge the noise by.
+        "round_ratio_quartiles": {
+            k: [float(np.percentile(np.divide(times[f"{k}_full"], times[f"{k}_pil"]), q))
+                for q in (25, 50, 75)] for k in ("train", "tte")},
     }
+
+
+def _library_tte_inputs(backbone, device, files, batch_size, expand):
+    """``() -> iterator of (n_images, n_views, inputs)``: the library's TTE
+    prediction data path for ``files``, or None where it has no
+    ``prediction_data``/``input_batches`` (before issue 14's last change)."""
+    try:
+        from liftlearn.engine import DeviceImages
+        from liftlearn.engine.predict import input_batches, prediction_data
+    except ImportError:
+        return None
+    dataset, views = prediction_data(backbone, files, tte=True, tte_expand=expand)
+    def run():
+        try:
+            # As predict_logits: its buffers live as long as one prediction.
+            images = DeviceImages(backbone, device, reuse_buffers=True)
+        except TypeError:
+            images = DeviceImages(backbone, device)
+        return input_batches(dataset, images, batch_size, num_workers=0, views=views)
+
+    return run
 
 
 def _image_size(path) -> str:
@@ -945,7 +984,11 @@ def cpu_targets_report(res: dict) -> list:
     if p:
         notes.append(f"data: {p['images']} {p['image_size_px']} JPEGs, {p['rounds']} rounds, "
                      f"{p['loader']}, loader yields {p['loader_dtype']}, device normaliser "
-                     f"(for uint8 only): {p['device_normaliser']}")
+                     f"(for uint8 only): {p['device_normaliser']}; TTE path: "
+                     f"{p.get('tte_path', 'tte_transform views')}; per-round ratios, "
+                     "quartiles: " + ", ".join(
+                         f"{k} " + "/".join(f"{v:.3f}" for v in q)
+                         for k, q in p.get("round_ratio_quartiles", {}).items()))
     if x:
         notes.append(f"text: longest prompt {x['longest_prompt_tokens']} of "
                      f"{x['context_length']} tokens, {x['rounds']} rounds (one template each), "
@@ -1212,8 +1255,11 @@ def main(argv=None):
                         help="num_workers of the estimator in the tte part")
     parser.add_argument("--pipeline-images", type=int, default=64,
                         help="500x375 synthetic JPEGs per round in the pipeline part")
-    parser.add_argument("--pipeline-rounds", type=int, default=5,
-                        help="rounds of the pipeline part (at least --rounds)")
+    parser.add_argument("--pipeline-rounds", type=int, default=21,
+                        help="rounds of the pipeline part (at least --rounds); its ratios "
+                             "are a few tenths of a millisecond on ~3 ms, so on a shared "
+                             "machine one round's ratio swings by +-10%%: the median needs "
+                             "many")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the network for the step and predict parts")
     parser.add_argument("--fused", action="store_true",
