@@ -154,3 +154,15 @@ def test_a_network_returning_its_input_does_not_see_it_overwritten(files, networ
     views = torch.stack([data[i] for i in range(len(files))])
     expected = ImageNormalization(bb.mean, bb.std)(views.flatten(0, 1)).flatten(1)
     np.testing.assert_array_equal(got, expected.view(len(files), 5, -1).mean(dim=1).numpy())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_packed_images_pin_and_move_in_one_tensor():
+    from liftlearn.engine import PackedImages
+
+    images = [torch.full((3, 4 + i, 5), i, dtype=torch.uint8) for i in range(3)]
+    pinned = PackedImages.collate(images).pin_memory()
+    assert pinned.data.is_pinned() and pinned.data.dim() == 1
+    moved = pinned.to("cuda", non_blocking=True)
+    assert moved.data.is_cuda
+    assert all(torch.equal(a.cpu(), b) for a, b in zip(moved.images(), images))
