@@ -861,7 +861,7 @@ def target_pipeline(args, backbone, device, paths, targets) -> dict:
                 for _ in inputs:
                     sync(device)
             # prediction_data's loader ships the resized images as uint8
-            # (tests/test_predict.py checks it).
+            # (tests/test_transforms.py::test_tte_halves_make_the_whole_transform).
             seen["tte"] = "uint8"
             return
         # Before input_batches: the views of a batch reach the device once and

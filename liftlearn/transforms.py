@@ -299,8 +299,13 @@ class ImageNormalization:
     def __call__(self, images: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """Float32 network input from uint8 images of shape ``(..., 3, H, W)``.
 
-        ``out``: a float32 tensor of the same shape and device to write the
-        result into (and return), e.g. one buffer reused batch after batch.
+        Parameters
+        ----------
+        images : Tensor
+            uint8 pixels.
+        out : Tensor, optional
+            float32 tensor of the same shape on the same device to write the
+            result into (and return), e.g. one buffer reused batch after batch.
         """
         if images.dtype != torch.uint8:
             raise TypeError(f"expected uint8 images, got {images.dtype}")
@@ -308,9 +313,12 @@ class ImageNormalization:
         if out is None:
             x = images.to(torch.float32)
         else:
-            if out.dtype != torch.float32 or out.shape != images.shape:
-                raise ValueError(f"out must be float32 of shape {tuple(images.shape)}, "
-                                 f"got {out.dtype} {tuple(out.shape)}")
+            if (out.dtype != torch.float32 or out.shape != images.shape
+                    or out.device != images.device):
+                raise ValueError(
+                    f"out must be float32 of shape {tuple(images.shape)} on {images.device}, "
+                    f"got {out.dtype} {tuple(out.shape)} on {out.device}"
+                )
             x = out.copy_(images)
         # torchvision's to_dtype(scale=True) multiplies by 1/255 (not a
         # division: that would round differently), then normalize
@@ -410,8 +418,6 @@ class _EvalTransform:
 
 
 class _TTETransform:
-    n_views = 5
-
     def __init__(self, size: int, expand: int, to_tensor: _ToTensor) -> None:
         self.size = size
         self.expand = expand
@@ -419,7 +425,8 @@ class _TTETransform:
 
     def resized(self, img: Image.Image) -> torch.Tensor:
         """The first half: the resized image, uint8 (3, H, W), that all
-        five views are cut from (a third of their pixels)."""
+        five views are cut from (about a third of their pixels for a 4:3
+        photo)."""
         return _to_uint8_chw(_resize_shorter(img, self.size + self.expand))
 
     def views(self, image):
@@ -524,7 +531,12 @@ def tte_transform(
     -------
     callable
         ``transform(img) -> Tensor`` of shape ``(5, 3, size, size)`` (uint8,
-        or float32 with ``mean`` and ``std``).  Picklable.
+        or float32 with ``mean`` and ``std``).  Picklable.  Its two halves
+        are methods: ``transform.resized(img)``, the resized image as uint8
+        ``(3, H, W)``, and ``transform.views(image)``, the five crops of
+        such an image as views (of a tensor or an array); prediction ships
+        the first from its loader and cuts the second where the batch is
+        (``predict_logits(..., views=...)``).
     """
     size = check_int(size, "size", 1)
     expand = check_int(expand, "expand", 0)

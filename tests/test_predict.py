@@ -134,7 +134,7 @@ def test_reused_buffers_are_overwritten_and_grow():
     assert second.data_ptr() == first.data_ptr() and torch.equal(second, fresh(b))
     third = reusing(c)  # more images: a larger buffer
     assert torch.equal(third, fresh(c))
-    with pytest.raises(TypeError, match="needs the views"):
+    with pytest.raises(TypeError, match="needs views="):
         reusing.forward_batches(PackedImages([a[0]]), 2)
 
 
@@ -166,3 +166,47 @@ def test_packed_images_pin_and_move_in_one_tensor():
     moved = pinned.to("cuda", non_blocking=True)
     assert moved.data.is_cuda
     assert all(torch.equal(a.cpu(), b) for a, b in zip(moved.images(), images))
+
+
+def test_views_and_datasets_that_do_not_match_are_refused_by_name(files, network):
+    from liftlearn.engine import DeviceImages, PackedImages
+
+    bb, cpu = network.backbone, torch.device("cpu")
+    t = tte_transform(bb.image_size, expand=6)
+    # A dataset of stacked views given views=: refused, naming views=None.
+    with pytest.raises(ValueError, match=r"an item had shape \(5, 3.*takes views=None"):
+        predict_logits(network, ImageDataset(files, t), batch_size=4, device=cpu, views=t.views)
+    images = DeviceImages(bb, cpu)
+    with pytest.raises(TypeError, match="takes views=None"):
+        images.forward_batches(torch.zeros(2, 5, 3, 8, 8, dtype=torch.uint8), 2, t.views)
+    # Items that are not single images.
+    with pytest.raises(ValueError, match=r"an item had shape \(5, 3"):
+        images.forward_batches(PackedImages([torch.zeros(5, 3, 8, 8, dtype=torch.uint8)]), 2, t.views)
+    one = [torch.zeros(3, 9, 9, dtype=torch.uint8), torch.zeros(3, 9, 10, dtype=torch.uint8)]
+    # Uneven view counts (4 + 6 would pass a check on the total).
+    uneven = iter([[0] * 4, [0] * 6])
+    with pytest.raises(ValueError, match=r"same, positive number of views.*\[4, 6\]"):
+        images.forward_batches(PackedImages(one), 2, lambda image: next(uneven))
+    with pytest.raises(ValueError, match=r"gave \[0\]"):
+        images.forward_batches(PackedImages(one), 2, lambda image: [])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_tte_on_cuda_through_the_pinning_loader_matches_the_views_path(files, network):
+    from torch.utils.data import DataLoader
+
+    from liftlearn.engine import PackedImages
+
+    t = tte_transform(network.backbone.image_size, expand=6)
+    loader = DataLoader(ImageDataset(files, t.resized), batch_size=3, num_workers=1,
+                        pin_memory=True, collate_fn=PackedImages.collate)
+    assert all(batch.data.is_pinned() for batch in loader)
+    gpu = torch.device("cuda")
+    net = network.to(gpu)
+    try:
+        got = predict_images(net, net.backbone, files, tte=True, tte_expand=6, batch_size=3,
+                             device=gpu, num_workers=1)
+        views = predict_logits(net, ImageDataset(files, t), batch_size=3, device=gpu)
+        np.testing.assert_allclose(got, views, rtol=1e-5, atol=1e-5)
+    finally:
+        network.to("cpu")

@@ -371,7 +371,7 @@ def test_float_output_is_what_torchvision_gave():
     crop = MinimalistCrop(24, 0.3)
     expected = _torchvision_normalized(crop(img, np.random.default_rng(5)))
     assert _same_bits(train_transform(24, 0.3, MEAN, STD)(img, np.random.default_rng(5)), expected)
-    # TTE cuts its five crops from the resized image's tensor: the same
+    # TTE cuts its five crops from the resized image's array: the same
     # pixels as five_crop on the PIL image.
     from torchvision.transforms.v2 import functional as TF
 
@@ -425,6 +425,7 @@ def test_normalization_into_a_buffer_is_the_same_bits():
     out = torch.full((4, 3, 9, 7), float("nan"))
     got = norm(images, out=out)
     assert got is out and _same_bits(got, norm(images))
-    for bad in (torch.empty(4, 3, 9, 7, dtype=torch.float64), torch.empty(3, 3, 9, 7)):
+    for bad in (torch.empty(4, 3, 9, 7, dtype=torch.float64), torch.empty(3, 3, 9, 7),
+                torch.empty(4, 3, 9, 7, device="meta")):
         with pytest.raises(ValueError, match="out must be float32 of shape"):
             norm(images, out=bad)

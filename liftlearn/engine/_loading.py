@@ -35,10 +35,10 @@ class DeviceImages:
         Gives ``mean`` and ``std``; None accepts float batches only.
     device : torch.device
     reuse_buffers : bool, default=False
-        Write every result into the same memory (grown when a larger batch
-        comes), so that each call overwrites the previous result: for loops
-        that are done with one network input before they ask for the next,
-        as prediction is. On a CPU a fresh float32 batch per forward is
+        Normalise uint8 batches into the same memory every call (replaced
+        only when a batch needs more rows or another shape), so that each
+        call overwrites the previous result: for loops that are done with
+        one network input before they ask for the next, as prediction is. On a CPU a fresh float32 batch per forward is
         memory the C allocator maps and the kernel zeroes anew, again and
         again: a measurable share of the TTE data path
         (benchmarks/perf_profile.py, pipeline part). A GPU's caching
@@ -86,12 +86,12 @@ class DeviceImages:
         Parameters
         ----------
         batch : Tensor or PackedImages
-            ``(n_images, n_views, 3, H, W)`` views, or images of any size
-            (:class:`PackedImages`) that ``views`` cuts into views.
+            ``(n_images, n_views, 3, H, W)`` views, or images ``(3, H, W)``
+            of any size (:class:`PackedImages`) that ``views`` cuts into views.
         batch_size : int
         views : callable or None
-            ``image (3, H, W) -> list of views``, same number for every
-            image; needed for a :class:`PackedImages` batch.
+            ``image (3, H, W) -> list of views``, the same number for every
+            image; given exactly when ``batch`` is a :class:`PackedImages`.
 
         Returns
         -------
@@ -99,25 +99,50 @@ class DeviceImages:
         inputs : iterator of Tensor
             Normalised network input, image by image and view by view
             (view ``j`` of image ``i`` is row ``i * n_views + j`` of their
-            concatenation), made one forward batch at a time.
+            concatenation), made one forward batch at a time. With
+            ``reuse_buffers``, making the next input overwrites the previous
+            one: use each before asking for the next.
+
+        Raises
+        ------
+        TypeError
+            If ``views`` is missing for a :class:`PackedImages` batch, or
+            given for a batch of views.
+        ValueError
+            If an image is not ``(3, H, W)``, or the images do not all give
+            the same, positive number of views.
         """
-        if isinstance(batch, PackedImages):
-            if views is None:
-                raise TypeError("a PackedImages batch needs the views to cut from its images")
-            # One copy of the resized images to the device; the views are cut
-            # there (TTE's five crops overlap: a third of their pixels travel).
-            batch = batch.to(self.device, non_blocking=True)
-            crops = [crop for image in batch.images() for crop in views(image)]
-            n_images = len(batch)
-            n_views, rest = divmod(len(crops), n_images)
-            if rest:
-                raise ValueError("every image must give the same number of views")
-            chunks = (crops[i:i + batch_size] for i in range(0, len(crops), batch_size))
-            return n_images, n_views, (self(self._stack(chunk)) for chunk in chunks)
-        n_images, n_views = batch.shape[:2]
-        # One copy to the device per batch (uint8: a quarter of the bytes).
-        flat = batch.to(self.device, non_blocking=True).flatten(0, 1)
-        return n_images, n_views, (self(chunk) for chunk in flat.split(batch_size))
+        if not isinstance(batch, PackedImages):
+            if views is not None:
+                raise TypeError(
+                    f"views= cuts single images, but the loader gave a {type(batch).__name__} "
+                    f"batch of views of shape {tuple(batch.shape)}: a dataset of "
+                    "(n_views, 3, H, W) views takes views=None"
+                )
+            n_images, n_views = batch.shape[:2]
+            # One copy to the device per batch (uint8: a quarter of the bytes).
+            flat = batch.to(self.device, non_blocking=True).flatten(0, 1)
+            return n_images, n_views, (self(chunk) for chunk in flat.split(batch_size))
+        if views is None:
+            raise TypeError("a PackedImages batch needs views= to cut its images into views")
+        bad = [shape for shape in batch.shapes if len(shape) != 3]
+        if bad:
+            raise ValueError(
+                f"views= takes a dataset of single images (3, H, W); an item had shape {bad[0]} "
+                "(a dataset of (n_views, 3, H, W) views takes views=None)"
+            )
+        # One copy of the images to the device; the views are cut there
+        # (TTE's five crops overlap: about a third of their pixels travel
+        # for a 4:3 photo).
+        batch = batch.to(self.device, non_blocking=True)
+        per_image = [views(image) for image in batch.images()]
+        counts = sorted({len(image_views) for image_views in per_image})
+        if len(counts) != 1 or counts[0] == 0:
+            raise ValueError(f"views(image) must give the same, positive number of views for "
+                             f"every image; it gave {counts}")
+        crops = [crop for image_views in per_image for crop in image_views]
+        chunks = (crops[i:i + batch_size] for i in range(0, len(crops), batch_size))
+        return len(batch), counts[0], (self(self._stack(chunk)) for chunk in chunks)
 
     def _stack(self, views: list) -> torch.Tensor:
         # One kernel on a GPU (the views lie in one device tensor).
@@ -171,7 +196,13 @@ class PackedImages:
 
     def pin_memory(self) -> "PackedImages":
         # Called by DataLoader's pinning thread (pin_memory=True on CUDA).
-        return PackedImages(data=self.packed().data.pin_memory(), shapes=self.shapes)
+        if self.data is not None:
+            return PackedImages(data=self.data.pin_memory(), shapes=self.shapes)
+        # Unpacked (a loader without workers): pack straight into pinned memory.
+        data = torch.empty(sum(math.prod(s) for s in self.shapes),
+                           dtype=self._images[0].dtype, pin_memory=True)
+        torch.cat([image.reshape(-1) for image in self._images], out=data)
+        return PackedImages(data=data, shapes=self.shapes)
 
     def to(self, device, non_blocking: bool = False) -> "PackedImages":
         device = torch.device(device)

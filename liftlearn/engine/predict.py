@@ -48,6 +48,13 @@ def predict_logits(
         ``image -> list of views`` (the same number for every image), e.g.
         the ``views`` of :func:`~liftlearn.transforms.tte_transform`.
 
+    Notes
+    -----
+    Each forward batch is normalised into the same buffer as the one
+    before it: a network (or a forward hook) that keeps its input past
+    the forward sees it overwritten. An output that is the input itself,
+    or a view of it, is copied.
+
     Returns
     -------
     logits : ndarray of shape (n_images, n_outputs), float32
@@ -79,6 +86,23 @@ def input_batches(dataset: Dataset, images: DeviceImages, batch_size: int, num_w
     What :func:`predict_logits` feeds the network (and
     ``benchmarks/perf_profile.py`` times as the data pipeline).
 
+    Parameters
+    ----------
+    dataset : Dataset
+        As :func:`predict_logits` takes it (views, or single images with
+        ``views``).
+    images : DeviceImages
+        The device and normalisation; with ``reuse_buffers=True`` each input
+        is overwritten by the next one.
+    batch_size : int
+        Images per loader batch, and views per forward batch.
+    num_workers : int or None
+        As :func:`~liftlearn.engine._loading.make_loader`.
+    verbose : int
+        A progress bar on a terminal when > 0.
+    views : callable or None
+        As :func:`predict_logits`.
+
     Yields
     ------
     n_images, n_views, inputs
@@ -91,10 +115,28 @@ def input_batches(dataset: Dataset, images: DeviceImages, batch_size: int, num_w
 
 
 def prediction_data(backbone, paths, *, tte: bool, tte_expand: int):
-    """``(dataset, views)`` of the evaluation transform for ``paths``, as
-    :func:`predict_logits` takes them: with TTE the loader resizes and the
-    five overlapping crops are cut on the device (a third of their pixels
-    cross to it); without, one centre crop per image."""
+    """The evaluation data of ``paths``, as :func:`predict_logits` takes it.
+
+    With TTE the loader resizes each image and the five overlapping crops
+    are cut on the device (about a third of their pixels cross to it for a
+    4:3 photo); without, one centre crop per image.
+
+    Parameters
+    ----------
+    backbone : Backbone
+        Gives the resolution.
+    paths : sequence of path-like, or ImageSource
+    tte : bool
+    tte_expand : int
+        Pixels added to the resolution before the five crops.
+
+    Returns
+    -------
+    dataset : ImageDataset
+        uint8 images (TTE) or views (no TTE).
+    views : callable or None
+        What cuts an image into its five views (TTE), else None.
+    """
     size = backbone.image_size
     # uint8 pixels; the normalisation happens on the device.
     if tte:
