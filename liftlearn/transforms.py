@@ -434,9 +434,8 @@ class _TTETransform:
         return _five_crop_views(image, self.size)
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
-        # numpy copies the five crops into one array in half the time that
-        # stacking torch views of them takes on a CPU
-        # (benchmarks/perf_profile.py, TTE data pipeline).
+        # numpy copies the five crops into one array faster than torch
+        # stacks views of them on a CPU.
         crops = np.stack(self.views(self.resized(img).numpy()))
         return self.to_tensor(torch.from_numpy(crops))
 

@@ -38,11 +38,10 @@ class DeviceImages:
         Normalise uint8 batches into the same memory every call (replaced
         only when a batch needs more rows or another shape), so that each
         call overwrites the previous result: for loops that are done with
-        one network input before they ask for the next, as prediction is. On a CPU a fresh float32 batch per forward is
-        memory the C allocator maps and the kernel zeroes anew, again and
-        again: a measurable share of the TTE data path
-        (benchmarks/perf_profile.py, pipeline part). A GPU's caching
-        allocator reuses its blocks anyway.
+        one network input before they ask for the next, as prediction is.
+        On a CPU a fresh float32 batch per forward is memory the C
+        allocator maps and the kernel zeroes anew, again and again; a GPU's
+        caching allocator reuses its blocks anyway.
     """
 
     def __init__(self, backbone, device: torch.device, reuse_buffers: bool = False) -> None:
