@@ -183,25 +183,23 @@ class PackedImages:
         batch = cls(list(images))
         return batch.packed() if get_worker_info() is not None else batch
 
-    def packed(self) -> "PackedImages":
-        """The same batch in one flat tensor."""
+    def packed(self, pin_memory: bool = False) -> "PackedImages":
+        """The same batch in one flat tensor (in pinned memory if asked)."""
         if self.data is not None:
-            return self
-        return PackedImages(data=torch.cat([image.reshape(-1) for image in self._images]),
-                            shapes=self.shapes)
+            data = self.data.pin_memory() if pin_memory else self.data
+            return PackedImages(data=data, shapes=self.shapes)
+        # Straight into the flat (pinned) tensor: one copy of every pixel.
+        data = torch.empty(sum(math.prod(s) for s in self.shapes),
+                           dtype=self._images[0].dtype, pin_memory=pin_memory)
+        torch.cat([image.reshape(-1) for image in self._images], out=data)
+        return PackedImages(data=data, shapes=self.shapes)
 
     def __len__(self) -> int:
         return len(self.shapes)
 
     def pin_memory(self) -> "PackedImages":
         # Called by DataLoader's pinning thread (pin_memory=True on CUDA).
-        if self.data is not None:
-            return PackedImages(data=self.data.pin_memory(), shapes=self.shapes)
-        # Unpacked (a loader without workers): pack straight into pinned memory.
-        data = torch.empty(sum(math.prod(s) for s in self.shapes),
-                           dtype=self._images[0].dtype, pin_memory=True)
-        torch.cat([image.reshape(-1) for image in self._images], out=data)
-        return PackedImages(data=data, shapes=self.shapes)
+        return self.packed(pin_memory=True)
 
     def to(self, device, non_blocking: bool = False) -> "PackedImages":
         device = torch.device(device)
