@@ -337,8 +337,14 @@ def _to_uint8_chw(img: Image.Image) -> torch.Tensor:
     if img.mode != "RGB":
         # load_image always gives RGB; this only guards direct callers.
         img = img.convert("RGB")
-    hwc = np.asarray(img)
-    return torch.from_numpy(np.ascontiguousarray(hwc.transpose(2, 0, 1)))
+    width, height = img.size
+    chw = np.empty((3, height, width), dtype=np.uint8)
+    for plane, band in zip(chw, "RGB"):
+        # PIL packs one band at a time straight from its pixel store, so
+        # the three planes are the channel-first image without the strided
+        # de-interleaving copy that transposing np.asarray(img) makes.
+        plane[...] = np.frombuffer(img.tobytes("raw", band), dtype=np.uint8).reshape(height, width)
+    return torch.from_numpy(chw)
 
 
 def _five_crop_views(image, size: int) -> list:

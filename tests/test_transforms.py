@@ -268,6 +268,22 @@ def test_normalisation_constants_applied(which):
         assert torch.allclose(channels[:, ch], torch.tensor(expected[ch]), atol=1e-5)
 
 
+@settings(max_examples=40, deadline=None)
+@given(width=st.integers(1, 70), height=st.integers(1, 70), seed=st.integers(0, 2**16),
+       mode=st.sampled_from(["RGB", "L", "RGBA", "P", "CMYK", "I;16"]))
+def test_uint8_chw_is_the_transposed_rgb_array(width, height, seed, mode):
+    """The per-band conversion is numpy's view of the RGB image, transposed."""
+    from liftlearn.transforms import _to_uint8_chw
+
+    img = noise_image(width, height, seed)
+    if mode != "RGB":
+        img = img.convert(mode)
+    chw = _to_uint8_chw(img)
+    expected = np.asarray(img.convert("RGB")).transpose(2, 0, 1)
+    assert chw.dtype == torch.uint8 and chw.is_contiguous()
+    assert np.array_equal(chw.numpy(), expected)
+
+
 def test_non_rgb_input_is_converted():
     x = eval_transform(8, MEAN, STD)(Image.new("L", (10, 10), 200))
     assert x.shape == (1, 3, 8, 8)
