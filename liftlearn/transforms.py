@@ -334,15 +334,19 @@ def _to_uint8_chw(img: Image.Image) -> torch.Tensor:
     blocks, and the float conversion on the device reads memory in order
     (a pixel-interleaved view was 4x slower to normalise).
     """
+    # Loading first: a lazily opened file may only know its final size
+    # once decoded (e.g. a reduced JPEG 2000).
+    img.load()
     if img.mode != "RGB":
         # load_image always gives RGB; this only guards direct callers.
         img = img.convert("RGB")
     width, height = img.size
     chw = np.empty((3, height, width), dtype=np.uint8)
     for plane, band in zip(chw, "RGB"):
-        # PIL packs one band at a time straight from its pixel store, so
-        # the three planes are the channel-first image without the strided
-        # de-interleaving copy that transposing np.asarray(img) makes.
+        # PIL's packer for one band reads it from PIL's own pixel store into
+        # a bytes object that is copied into its plane: cheaper than the
+        # interleaved RGB bytes of np.asarray(img) and numpy's 3-D transpose
+        # copy of them.
         plane[...] = np.frombuffer(img.tobytes("raw", band), dtype=np.uint8).reshape(height, width)
     return torch.from_numpy(chw)
 

@@ -268,20 +268,55 @@ def test_normalisation_constants_applied(which):
         assert torch.allclose(channels[:, ch], torch.tensor(expected[ch]), atol=1e-5)
 
 
-@settings(max_examples=40, deadline=None)
-@given(width=st.integers(1, 70), height=st.integers(1, 70), seed=st.integers(0, 2**16),
-       mode=st.sampled_from(["RGB", "L", "RGBA", "P", "CMYK", "I;16"]))
+_MODES_TO_RGB = ["RGB", "1", "L", "LA", "P", "PA", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB",
+                 "HSV", "I", "I;16", "F"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(width=st.integers(0, 70), height=st.integers(0, 70), seed=st.integers(0, 2**16),
+       mode=st.sampled_from(_MODES_TO_RGB))
 def test_uint8_chw_is_the_transposed_rgb_array(width, height, seed, mode):
-    """The per-band conversion is numpy's view of the RGB image, transposed."""
+    """The per-band conversion is numpy's view of the RGB image, transposed
+    (empty images included)."""
     from liftlearn.transforms import _to_uint8_chw
 
-    img = noise_image(width, height, seed)
+    img = noise_image(width, height, seed) if width * height else Image.new("RGB", (width, height))
     if mode != "RGB":
         img = img.convert(mode)
     chw = _to_uint8_chw(img)
     expected = np.asarray(img.convert("RGB")).transpose(2, 0, 1)
     assert chw.dtype == torch.uint8 and chw.is_contiguous()
     assert np.array_equal(chw.numpy(), expected)
+
+
+@pytest.mark.parametrize("width, height", [(341, 256), (4000, 3), (2, 40000)])
+def test_uint8_chw_of_images_whose_bands_span_several_encoder_chunks(width, height, tmp_path):
+    """Real TTE images' bands are larger than PIL's 64 KiB encoding chunk;
+    also for an image still to be decoded from its file."""
+    from liftlearn.transforms import _to_uint8_chw
+
+    img = noise_image(width, height, 1)
+    expected = np.asarray(img).transpose(2, 0, 1)
+    assert np.array_equal(_to_uint8_chw(img).numpy(), expected)
+    img.save(tmp_path / "x.png")
+    with Image.open(tmp_path / "x.png") as lazy:
+        assert np.array_equal(_to_uint8_chw(lazy).numpy(), expected)
+
+
+def test_uint8_chw_of_a_file_whose_size_changes_when_decoded(tmp_path):
+    """A reduced JPEG 2000 knows its final size only once loaded."""
+    from PIL import features
+
+    from liftlearn.transforms import _to_uint8_chw
+
+    if not features.check("jpg_2000"):
+        pytest.skip("Pillow built without JPEG 2000")
+    noise_image(80, 64, 2).save(tmp_path / "x.jp2")
+    with Image.open(tmp_path / "x.jp2") as lazy:
+        lazy.reduce = 1
+        chw = _to_uint8_chw(lazy)
+        assert chw.shape == (3, 32, 40)
+        assert np.array_equal(chw.numpy(), np.asarray(lazy).transpose(2, 0, 1))
 
 
 def test_non_rgb_input_is_converted():
