@@ -64,6 +64,7 @@ _throughput = _load_throughput()
 peak_host_mib = _throughput.peak_host_mib
 sample_paths = _throughput.sample_paths
 synthetic_jpegs = _throughput.synthetic_jpegs
+photo_jpegs = _throughput.photo_jpegs
 
 PARTS = ("data", "step", "predict", "fit")
 
@@ -877,6 +878,8 @@ def target_pipeline(args, backbone, device, paths, targets) -> dict:
     med = {k: _median(v) / n for k, v in times.items()}
     return {
         "images": n, "image_size_px": _image_size(files[0]), "rounds": rounds,
+        "jpegs": args.pipeline_jpegs,
+        "mean_file_kb": float(np.mean([os.path.getsize(f) for f in files])) / 1024,
         "loader": loader_name, "loader_dtype": seen, "device_normaliser": normaliser,
         "tte_path": ("liftlearn.engine.predict: prediction_data + input_batches (resized images "
                      "packed, five views cut on the device)") if library_tte is not None
@@ -982,7 +985,8 @@ def cpu_targets_report(res: dict) -> list:
         notes.append(f"TTE: decision_function on {t['images']} files, batch {t['batch_size']}, "
                      f"num_workers={t['num_workers']}")
     if p:
-        notes.append(f"data: {p['images']} {p['image_size_px']} JPEGs, {p['rounds']} rounds, "
+        notes.append(f"data: {p['images']} {p['image_size_px']} {p.get('jpegs', 'synthetic')} "
+                     f"JPEGs (mean {p.get('mean_file_kb', float('nan')):.0f} KB), {p['rounds']} rounds, "
                      f"{p['loader']}, loader yields {p['loader_dtype']}, device normaliser "
                      f"(for uint8 only): {p['device_normaliser']}; TTE path: "
                      f"{p.get('tte_path', 'tte_transform views')}; per-round ratios, "
@@ -1253,6 +1257,9 @@ def main(argv=None):
                         help="files predicted per round in the tte part (default --batch-size)")
     parser.add_argument("--tte-workers", type=int, default=0,
                         help="num_workers of the estimator in the tte part")
+    parser.add_argument("--pipeline-jpegs", choices=["synthetic", "photos"], default="synthetic",
+                        help="JPEGs of the pipeline part: synthetic colour fields (the judged "
+                             "default) or crops of scikit-learn's two sample photographs")
     parser.add_argument("--pipeline-images", type=int, default=64,
                         help="500x375 synthetic JPEGs per round in the pipeline part")
     parser.add_argument("--pipeline-rounds", type=int, default=21,
@@ -1330,8 +1337,10 @@ def main(argv=None):
         device_peaks.append(res["fit"]["peak_device_mib"])
     use_cpu_time(device.type == "cpu")
     res["clock"] = _CLOCK["name"]
-    jpegs = synthetic_jpegs(args.pipeline_images, args.data_dir, jobs=os.cpu_count() or 1) \
-        if "pipeline" in parts else []
+    jpegs = []
+    if "pipeline" in parts:
+        jpegs = (photo_jpegs(args.pipeline_images, args.data_dir) if args.pipeline_jpegs == "photos"
+                 else synthetic_jpegs(args.pipeline_images, args.data_dir, jobs=os.cpu_count() or 1))
     target_runs = {
         "baseline": lambda: target_baseline(args, backbone, class_names, device),
         "tte": lambda: target_tte(args, backbone, class_names, device, paths, targets),

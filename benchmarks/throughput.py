@@ -80,6 +80,38 @@ def synthetic_jpegs(n: int, folder: Path, size=(500, 375), seed: int = 0, jobs: 
     return [str(p) for p in paths]
 
 
+def photo_jpegs(n: int, folder: Path, size=(500, 375), seed: int = 0) -> list:
+    """``n`` JPEGs of photographic content: ``size`` crops (random place,
+    random horizontal flip) of scikit-learn's two sample photographs
+    (640x427), re-encoded at quality 90; files already there are reused.
+
+    Real photos carry more detail than the synthetic colour fields, so they
+    take longer to decode (the report gives the files' mean size)."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    folder.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    paths = [folder / f"photo-{w}x{h}_{i:06d}.jpg" for i in range(n)]
+    todo = [(i, p) for i, p in enumerate(paths) if not p.exists()]
+    if todo:
+        photos = load_sample_images().images
+        if any(w > photo.shape[1] or h > photo.shape[0] for photo in photos):
+            raise ValueError(f"{w}x{h} is larger than the sample photos")
+        for i, path in todo:
+            rng = np.random.default_rng([seed, i])
+            photo = photos[i % len(photos)]
+            top = int(rng.integers(0, photo.shape[0] - h + 1))
+            left = int(rng.integers(0, photo.shape[1] - w + 1))
+            crop = photo[top:top + h, left:left + w]
+            if rng.random() < 0.5:
+                crop = crop[:, ::-1]
+            tmp = f"{path}.{os.getpid()}.tmp"
+            Image.fromarray(np.ascontiguousarray(crop)).save(tmp, format="JPEG", quality=90)
+            os.replace(tmp, path)
+    return [str(p) for p in paths]
+
+
 def sample_paths(n: int) -> list:
     """The first ``n`` images of the embedded CIFAR-10-LT sample (repeated if needed)."""
     from liftlearn.datasets import load_cifar10_lt_sample

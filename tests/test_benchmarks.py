@@ -158,12 +158,48 @@ def test_pipeline_part_takes_the_loaders_uint8_batches(tmp_path):
 
     profile = _profile_module()
     jpegs = profile.synthetic_jpegs(2, tmp_path)
-    args = argparse.Namespace(batch_size=2, pipeline_images=2, rounds=1, pipeline_rounds=1)
+    args = argparse.Namespace(batch_size=2, pipeline_images=2, rounds=1, pipeline_rounds=1,
+                              pipeline_jpegs="synthetic")
     res = profile.target_pipeline(args, get_backbone("liftlearn-tiny-vit", "cpu"),
                                   torch.device("cpu"), jpegs, np.arange(2))
     assert res["loader_dtype"] == {"train": "uint8", "tte": "uint8"}
     assert res["device_normaliser"] == "liftlearn.engine.DeviceImages"
     assert res["train_ratio"] > 0 and res["tte_ratio"] > 0
+    assert res["jpegs"] == "synthetic" and res["mean_file_kb"] > 0
+
+
+def test_photo_jpegs_are_reproducible_crops_of_the_sample_photos(tmp_path):
+    from PIL import Image
+
+    profile = _profile_module()
+    a = profile.photo_jpegs(3, tmp_path / "a")
+    b = profile.photo_jpegs(3, tmp_path / "b")
+    assert [Path(p).read_bytes() for p in a] == [Path(p).read_bytes() for p in b]
+    for path in a:
+        with Image.open(path) as img:
+            assert img.format == "JPEG" and img.size == (500, 375) and img.mode == "RGB"
+    # Files already there are reused, not rewritten.
+    before = [os.stat(p).st_mtime_ns for p in a]
+    assert profile.photo_jpegs(3, tmp_path / "a") == a
+    assert [os.stat(p).st_mtime_ns for p in a] == before
+    assert not list((tmp_path / "a").glob("*.tmp"))
+    with pytest.raises(ValueError, match="larger than the sample photos"):
+        profile.photo_jpegs(1, tmp_path / "c", size=(700, 375))
+
+
+def test_pipeline_part_on_photos_says_so(tmp_path):
+    profile = _profile_module()
+    res = profile.main([
+        "--parts", "pipeline", "--device", "cpu", "--source", "sample", "--n-images", "2",
+        "--data-dir", str(tmp_path / "jpegs"), "--pipeline-jpegs", "photos",
+        "--pipeline-images", "2", "--pipeline-rounds", "1", "--rounds", "1", "--batch-size", "2",
+        "--results-dir", str(tmp_path / "results"), "--tag", "photos",
+    ])
+    assert res["pipeline"]["jpegs"] == "photos" and res["pipeline"]["images"] == 2
+    assert sorted(p.name for p in (tmp_path / "jpegs").iterdir()) == [
+        "photo-500x375_000000.jpg", "photo-500x375_000001.jpg"]
+    md = next((tmp_path / "results").glob("photos-*.md")).read_text()
+    assert "2 500x375 photos JPEGs (mean " in md
 
 
 def test_bare_tower_matches_open_clip_and_the_check_bites():
