@@ -1261,7 +1261,7 @@ def main(argv=None):
                         help="JPEGs of the pipeline part: synthetic colour fields (the judged "
                              "default) or crops of scikit-learn's two sample photographs")
     parser.add_argument("--pipeline-images", type=int, default=64,
-                        help="500x375 synthetic JPEGs per round in the pipeline part")
+                        help="500x375 JPEGs per round in the pipeline part")
     parser.add_argument("--pipeline-rounds", type=int, default=21,
                         help="rounds of the pipeline part (at least --rounds); its ratios "
                              "are a few tenths of a millisecond on ~3 ms, so on a shared "

@@ -43,9 +43,15 @@ def _write_jpeg(job) -> None:
     small = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
     img = Image.fromarray(small).resize((w, h), Image.BICUBIC)
     noise = rng.integers(-20, 20, (h, w, 3))
-    arr = np.clip(np.asarray(img, dtype=np.int16) + noise, 0, 255).astype(np.uint8)
+    _save_jpeg(np.clip(np.asarray(img, dtype=np.int16) + noise, 0, 255).astype(np.uint8), path)
+
+
+def _save_jpeg(pixels: np.ndarray, path) -> None:
+    """``pixels`` (H, W, 3) uint8 as a quality-90 JPEG at ``path``."""
+    from PIL import Image
+
     tmp = f"{path}.{os.getpid()}.tmp"
-    Image.fromarray(arr).save(tmp, format="JPEG", quality=90)
+    Image.fromarray(np.ascontiguousarray(pixels)).save(tmp, format="JPEG", quality=90)
     os.replace(tmp, path)  # a killed run leaves no half-written JPEG behind
 
 
@@ -85,9 +91,8 @@ def photo_jpegs(n: int, folder: Path, size=(500, 375), seed: int = 0) -> list:
     random horizontal flip) of scikit-learn's two sample photographs
     (640x427), re-encoded at quality 90; files already there are reused.
 
-    Real photos carry more detail than the synthetic colour fields, so they
-    take longer to decode (the report gives the files' mean size)."""
-    from PIL import Image
+    To check the synthetic colour fields against photographic content in
+    the pipeline part (the report gives the files' mean size)."""
     from sklearn.datasets import load_sample_images
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -106,9 +111,7 @@ def photo_jpegs(n: int, folder: Path, size=(500, 375), seed: int = 0) -> list:
             crop = photo[top:top + h, left:left + w]
             if rng.random() < 0.5:
                 crop = crop[:, ::-1]
-            tmp = f"{path}.{os.getpid()}.tmp"
-            Image.fromarray(np.ascontiguousarray(crop)).save(tmp, format="JPEG", quality=90)
-            os.replace(tmp, path)
+            _save_jpeg(crop, path)
     return [str(p) for p in paths]
 
 
