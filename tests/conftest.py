@@ -20,6 +20,23 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 REPO = Path(__file__).resolve().parents[1]
 
 
+def checkout_env(**extra) -> dict:
+    """``os.environ`` for a subprocess that must import this checkout first:
+    the repository ahead of the caller's ``PYTHONPATH``, whose folders (the
+    dependencies ``benchmarks/gpu_suite.sh --wheels`` installs, say) stay
+    importable; then ``extra``."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "cuda: needs a CUDA device (skipped without one; benchmarks/gpu_suite.sh --tests runs "
+        "these first)",
+    )
+
+
 def shared_cifar_dir():
     """The CIFAR-10 JPEG tars in ../shared, or None where absent."""
     env = os.environ.get("LIFTLEARN_SHARED_DATA")

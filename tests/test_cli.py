@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, checkout_env
 
 from liftlearn.cli import DATA_SOURCES, UserError, _parse_param, build_parser, load_data, main
 from liftlearn.datasets import SOURCES
@@ -23,7 +23,7 @@ TINY = ["--backbone", "liftlearn-tiny-vit", "--pretrained", "none", "--epochs", 
 
 def run_cli(*args, cwd, timeout=120):
     """Run ``python -m liftlearn ARGS`` offline from the checkout."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), OMP_NUM_THREADS="2")
+    env = checkout_env(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="2")
     env.pop("LIFTLEARN_DEBUG", None)
     return subprocess.run(
         [sys.executable, "-m", "liftlearn", *map(str, args)],
@@ -313,7 +313,7 @@ def test_help_and_version_import_nothing_heavy(tmp_path):
         "        assert exc.code == 0, argv\n"
         "    print(argv[0], sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
     )
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = checkout_env()
     res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
@@ -411,8 +411,8 @@ def test_default_backbone_offline_fails_fast_once_with_cli_advice(tmp_path):
     # The default backbone (CLIP ViT-B/16, OpenAI weights) with nothing cached
     # and HF_HUB_OFFLINE=1: one error line, before any data is read, with
     # the command's advice (options, not Python keywords).
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"),
-               HF_HUB_CACHE=str(tmp_path / "hf" / "hub"), PYTHONPATH=str(REPO))
+    env = checkout_env(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"),
+                       HF_HUB_CACHE=str(tmp_path / "hf" / "hub"))
     env.pop("LIFTLEARN_DEBUG", None)
     res = subprocess.run(
         [sys.executable, "-m", "liftlearn", "fit", "--data", "cifar10-lt-sample",

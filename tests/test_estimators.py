@@ -3,6 +3,7 @@ import pickle
 import joblib
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.base import clone, is_classifier
@@ -244,18 +245,43 @@ def test_predictions_do_not_depend_on_batch_composition(fitted, small, idx):
     np.testing.assert_allclose(sub.sum(1), 1.0, rtol=1e-6)
 
 
-def test_fit_does_not_change_parameters_or_touch_cuda(small, tiny_params):
-    import torch
+def test_fit_does_not_change_parameters(small, tiny_params):
     from sklearn.base import clone
 
     X, y, names, _, _ = small
     est = LiftPlusClassifier(**{**tiny_params, "epochs": 1, "adapter_layers": [0, 2]}, class_names=list(names))
     before = clone(est).get_params()
-    assert not torch.cuda.is_initialized()  # nothing at import or in __init__
     est.fit(X, y)
     after = est.get_params()
     assert after.keys() == before.keys()
     assert all(after[k] == before[k] for k in before)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="without a CUDA device nothing can initialise CUDA")
+def test_import_init_and_a_cpu_fit_leave_cuda_alone(tiny_checkpoint):
+    """In a process of its own: another test of this process may have
+    initialised CUDA already."""
+    import subprocess
+    import sys
+
+    from conftest import checkout_env
+
+    code = (
+        "import torch, liftlearn\n"
+        "from liftlearn.datasets import load_cifar10_lt_sample\n"
+        "X, y, names = load_cifar10_lt_sample('train')\n"
+        "idx = [int(i) for i in torch.linspace(0, len(X) - 1, 30)]\n"
+        "clf = liftlearn.LiftPlusClassifier(backbone='liftlearn-tiny-vit', pretrained=%r,\n"
+        "    epochs=1, batch_size=8, device='cpu', tte=False, class_names=list(names))\n"
+        "assert not torch.cuda.is_initialized(), 'import or __init__'\n"
+        "clf.fit([X[i] for i in idx], [y[i] for i in idx]).predict([X[i] for i in idx[:4]])\n"
+        "assert not torch.cuda.is_initialized(), 'fit or predict on the CPU'\n"
+    ) % tiny_checkpoint
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env=checkout_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 def test_refit_is_idempotent(fitted, small):

@@ -10,6 +10,7 @@ epoch), so each test takes a few seconds at most.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import pickle
@@ -140,7 +141,7 @@ def _global_rng_states():
     return torch.get_rng_state().clone(), pickle.dumps(np.random.get_state()), random.getstate()
 
 
-def test_concurrent_fits_equal_sequential_ones_and_keep_global_rngs(few, monkeypatch):
+def test_concurrent_fits_equal_sequential_ones_and_keep_global_rngs(few, monkeypatch, request):
     X, y, names, Xt = few
     import liftlearn.estimators._fine_tuned as fine_tuned
 
@@ -154,8 +155,28 @@ def test_concurrent_fits_equal_sequential_ones_and_keep_global_rngs(few, monkeyp
 
     monkeypatch.setattr(fine_tuned, "build_tuner", slow_build)
     settings_ = [dict(TINY, random_state=1, adapter="lora"), dict(TINY, random_state=2, adapter="lora")]
+    # The fits below set one thread; BLAS keeps one count for the process.
+    request.addfinalizer(functools.partial(torch.set_num_threads, torch.get_num_threads()))
+
+    def fit(settings):
+        # One intra-op thread in every fit, sequential or concurrent: with
+        # more, BLAS and OpenMP split sums by how many threads they get, which
+        # depends on what else runs (and a new thread starts with OpenMP's
+        # default count, not the main thread's), so the last bits would
+        # differ for reasons that have nothing to do with the generators.
+        torch.set_num_threads(1)
+        return LiftPlusClassifier(**settings, class_names=names).fit(X, y).predict_proba(Xt)
+
+    def fit_in_a_thread(settings):
+        out = []
+        thread = threading.Thread(target=lambda: out.append(fit(settings)))
+        thread.start()
+        thread.join()
+        assert out, "the fit failed (see the thread's exception above)"
+        return out[0]
+
     before = _global_rng_states()
-    sequential = [LiftPlusClassifier(**s, class_names=names).fit(X, y).predict_proba(Xt) for s in settings_]
+    sequential = [fit_in_a_thread(s) for s in settings_]
     after = _global_rng_states()
     assert torch.equal(before[0], after[0]), "a fit moved torch's global generator"
     assert before[1:] == after[1:], "a fit moved numpy's or Python's global generator"
@@ -164,8 +185,7 @@ def test_concurrent_fits_equal_sequential_ones_and_keep_global_rngs(few, monkeyp
 
     def run(i):
         try:
-            clf = LiftPlusClassifier(**settings_[i], class_names=names).fit(X, y)
-            results[i] = clf.predict_proba(Xt)
+            results[i] = fit(settings_[i])
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 

@@ -156,6 +156,7 @@ def test_a_network_returning_its_input_does_not_see_it_overwritten(files, networ
     np.testing.assert_array_equal(got, expected.view(len(files), 5, -1).mean(dim=1).numpy())
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_packed_images_pin_and_move_in_one_tensor():
     from liftlearn.engine import PackedImages
@@ -191,6 +192,7 @@ def test_views_and_datasets_that_do_not_match_are_refused_by_name(files, network
         images.forward_batches(PackedImages(one), 2, lambda image: [])
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_tte_on_cuda_through_the_pinning_loader_matches_the_views_path(files, network):
     from torch.utils.data import DataLoader
