@@ -23,22 +23,43 @@
 # benchmarks/results/gpu_suite-<UTC time>-<host>-<pid>.json and .md (new
 # names every run, written atomically; never another run's files) and prints
 # the markdown. A run that fails or exceeds its time limit is reported as
-# such; the others still count. Exit status: 0 when every run finished,
-# 1 when one did not, 2 for bad arguments, 3 when there is no CUDA device.
+# such; the others still count. With --tests it then runs the test suite
+# (pytest, the CUDA device visible) in the time left of --budget, and the
+# outcomes join the report (the logs beside it, <name>.tests-cuda.log and
+# <name>.tests-other.log, as is the full log of a failed run, <name>.<run>.log).
+# Exit status: 0 when every run finished (and the tests passed), 1 when one
+# did not (or a test failed or was not run), 2 for bad arguments, 3 when there is no CUDA device, 4 when
+# liftlearn or its dependencies cannot be installed or imported.
 #
 #   bash benchmarks/gpu_suite.sh                 # on a GPU machine
 #   bash benchmarks/gpu_suite.sh --dry-run       # CPU smoke run: tiny backbone, tiny sizes,
 #                                                # all parts in one run, no compile
 #
+# The project's GPU machines (the `device` tool) have no network and no
+# open_clip: make the wheels here first (benchmarks/gpu_wheels.sh writes .whl/),
+# carry .whl, and run there, in one call of at most 600 s:
+#
+#   bash benchmarks/gpu_suite.sh --python python3 --wheels .whl --tests --results-dir "$OUT"
+#
 # Options: --results-dir DIR (default benchmarks/results), --n-images N
-# (default 8192), --python PY (default: python).
+# (default 8192), --python PY (default: $PYTHON, else python3), --wheels DIR
+# (install, offline, each wheel of DIR whose package the machine lacks or has
+# older, into a folder put on PYTHONPATH; liftlearn itself runs from this
+# checkout), --tests (the test suite after the runs: first the tests marked
+# cuda, then the others; GPU_SUITE_TESTS names what pytest collects, default
+# tests), --budget S (seconds the whole script may take, default 570 for the
+# device tool's 600 s calls: pass the call's limit less 30; the tests get what
+# the runs leave).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RESULTS_DIR="$ROOT/benchmarks/results"
 N_IMAGES=8192
 DRY_RUN=0
-PY="${PYTHON:-python}"
+PY="${PYTHON:-$(command -v python3 >/dev/null 2>&1 && echo python3 || echo python)}"
+WHEELS=""
+TESTS=0
+BUDGET=570
 
 die() { echo "gpu_suite.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
@@ -47,6 +68,9 @@ while [ $# -gt 0 ]; do
     --results-dir) [ $# -ge 2 ] || die "--results-dir needs a folder"; RESULTS_DIR="$2"; shift ;;
     --n-images) [ $# -ge 2 ] || die "--n-images needs a number"; N_IMAGES="$2"; shift ;;
     --python) [ $# -ge 2 ] || die "--python needs an interpreter"; PY="$2"; shift ;;
+    --wheels) [ $# -ge 2 ] || die "--wheels needs a folder"; WHEELS="$2"; shift ;;
+    --tests) TESTS=1 ;;
+    --budget) [ $# -ge 2 ] || die "--budget needs a number of seconds"; BUDGET="$2"; shift ;;
     -h|--help) sed -n '2,/^set -uo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
@@ -54,6 +78,13 @@ while [ $# -gt 0 ]; do
 done
 case "$N_IMAGES" in ''|*[!0-9]*) die "--n-images must be a positive integer, not '$N_IMAGES'" ;; esac
 [ "$N_IMAGES" -ge 1 ] || die "--n-images must be >= 1"
+case "$BUDGET" in ''|*[!0-9]*) die "--budget must be a whole number of seconds, not '$BUDGET'" ;; esac
+if [ -n "$WHEELS" ]; then
+  wheels_dir="$(cd "$WHEELS" 2>/dev/null && pwd)" \
+    || die "--wheels: no folder '$WHEELS' (make it with benchmarks/gpu_wheels.sh, and carry it)"
+  ls "$wheels_dir"/*.whl >/dev/null 2>&1 || die "--wheels: no .whl file in '$WHEELS'"
+  WHEELS="$wheels_dir"
+fi
 
 cd "$ROOT" || exit 2
 export HF_HUB_OFFLINE=1 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
@@ -80,6 +111,52 @@ else
           --source synthetic --n-images "$N_IMAGES" --decode-images 512)
   # The first run writes the JPEGs (one process per CPU), hence its margin.
   WORKERS=($half $most); LIMIT_EAGER=120; LIMIT_FIT=150; LIMIT_COMPILE=180
+fi
+
+if [ -n "$WHEELS" ]; then
+  # No resolver (it would judge the whole image's dependency tree): each
+  # wheel whose package is missing here or older goes, without its
+  # dependencies, into a folder of its own on PYTHONPATH. The import check
+  # below says whether that was enough.
+  if ! "$PY" - "$WHEELS" >"$WORK/wheels.txt" 2>"$WORK/pip.log" <<'PYEOF'
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from packaging.version import Version
+for wheel in sorted(Path(sys.argv[1]).glob("*.whl")):
+    name, wanted = wheel.name.split("-")[:2]
+    try:
+        have = version(name)
+    except PackageNotFoundError:
+        have = None
+    if have is None or Version(have) < Version(wanted):
+        print(wheel)
+    print(f"gpu_suite.sh: {name} {wanted}: " + ("installing" if have is None else
+          f"installing over {have}" if Version(have) < Version(wanted) else f"{have} is here"),
+          file=sys.stderr)
+PYEOF
+  then
+    echo "gpu_suite.sh: could not read the wheels in $WHEELS:" >&2; tail -n 5 "$WORK/pip.log" >&2
+    exit 4
+  fi
+  cat "$WORK/pip.log" >&2
+  if [ -s "$WORK/wheels.txt" ]; then
+    mapfile -t wheels <"$WORK/wheels.txt"
+    if ! "$PY" -m pip install -q --no-index --no-deps --no-compile --disable-pip-version-check \
+        --target "$WORK/site" "${wheels[@]}" >"$WORK/pip.log" 2>&1; then
+      echo "gpu_suite.sh: pip could not install the wheels:" >&2; tail -n 20 "$WORK/pip.log" >&2
+      exit 4
+    fi
+    export PYTHONPATH="$ROOT:$WORK/site${PYTHONPATH#"$ROOT"}"
+  fi
+fi
+# Before any JPEG is written: what every run imports.
+if ! "$PY" -c 'import liftlearn, open_clip, sklearn, torchvision' >"$WORK/import.log" 2>&1; then
+  echo "gpu_suite.sh: liftlearn or a dependency does not import with '$PY':" >&2
+  tail -n 5 "$WORK/import.log" >&2
+  echo "gpu_suite.sh: on a machine without a network, make the wheels where there is one" \
+       "(bash benchmarks/gpu_wheels.sh), carry .whl and pass --wheels .whl" >&2
+  exit 4
 fi
 
 status=0
@@ -111,6 +188,42 @@ else
   run compile "$LIMIT_COMPILE" --parts step --compile
 fi
 
+tests() {  # tests PHASE MARK-EXPRESSION CAP_S [pytest options...]: one pytest run, its log and status
+  local phase="$1" mark="$2" cap="$3"; shift 3
+  local left=$(( BUDGET - SECONDS - 20 ))  # less a margin for the report
+  [ "$left" -lt "$cap" ] && cap=$left
+  if [ "$cap" -lt 30 ]; then
+    echo "skipped: only ${left} s of the ${BUDGET} s budget left" >"$WORK/tests-$phase.log"
+    echo "rc=skipped seconds=0 limit=$cap" >"$WORK/tests-$phase.status"
+    status=1
+    return
+  fi
+  echo "gpu_suite.sh: tests '$phase' (at most ${cap} s): pytest -m '$mark' ${*:+$* }${targets[*]}" >&2
+  local t0=$SECONDS rc
+  # -v: under a time limit, the log says which tests ran, passed and failed.
+  OMP_NUM_THREADS=2 timeout -k 10 "$cap" "$PY" -m pytest -v -p no:cacheprovider -m "$mark" \
+      "${timeout_opt[@]}" "$@" "${targets[@]}" >"$WORK/tests-$phase.log" 2>&1
+  rc=$?
+  echo "rc=$rc seconds=$(( SECONDS - t0 )) limit=$cap" >"$WORK/tests-$phase.status"
+  # 5: nothing collected (no test of that mark among the targets).
+  [ $rc -eq 0 ] || [ $rc -eq 5 ] || status=1
+}
+
+if [ "$TESTS" = 1 ]; then
+  # shellcheck disable=SC2206  # GPU_SUITE_TESTS is a list of paths
+  targets=(${GPU_SUITE_TESTS:-tests})
+  xdist=(); timeout_opt=()
+  if [ "$DRY_RUN" = 0 ] && "$PY" -c 'import xdist' 2>/dev/null; then
+    # Workers of two threads each: most tests are small CPU work.
+    n=$(( NPROC / 2 > 8 ? 8 : NPROC / 2 )); [ "$n" -ge 2 ] && xdist=(-n "$n")
+  fi
+  # A test that hangs fails alone instead of taking the others' time.
+  "$PY" -c 'import pytest_timeout' 2>/dev/null && timeout_opt=(--timeout 240)
+  # First, serially, what no CPU can check (the tests marked cuda); then the rest.
+  tests cuda cuda 240
+  tests other "not cuda" 100000 "${xdist[@]}"
+fi
+
 "$PY" - "$WORK" "$RESULTS_DIR" "$DRY_RUN" <<'PYEOF' || exit 1
 import importlib.util, json, sys
 from pathlib import Path
@@ -124,10 +237,18 @@ for name in ("eager", "fit", "compile"):
     runs[name] = json.loads(path.read_text()) if path.exists() else None
 if dry:  # one run did everything; compile is skipped on the CPU
     runs = {"eager": runs["eager"]}
-summary, text = profile.suite_summary(runs, dry_run=dry)
+# The full log of each run that failed, and of the tests, beside the report.
+logs = {f"{name}.log": (work / f"{name}.log").read_text(errors="replace")
+        for name, res in runs.items() if res is None and (work / f"{name}.log").exists()}
+tests = {}
+for phase in ("cuda", "other"):
+    if (work / f"tests-{phase}.status").exists():
+        log = logs[f"tests-{phase}.log"] = (work / f"tests-{phase}.log").read_text(errors="replace")
+        tests[phase] = profile.tests_outcome((work / f"tests-{phase}.status").read_text(), log)
+summary, text = profile.suite_summary(runs, dry_run=dry, tests=tests or None)
+print(text, flush=True)  # before the files: the output shows it even if writing fails
 json_path, md_path = profile.write_results(results, "gpu_suite-dryrun" if dry else "gpu_suite",
-                                           summary, text)
-print(text)
+                                           summary, text, extra=logs)
 print(f"\nwrote {json_path} and {md_path}")
 PYEOF
 exit $status

@@ -41,6 +41,7 @@ import inspect
 import json
 import os
 import platform
+import re
 import socket
 import statistics
 import time
@@ -1124,7 +1125,9 @@ def _library_description() -> str:
 def _write_new(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically, never replacing a file: the
     text goes to a temporary file in the same folder, which is then linked
-    to ``path`` (an error if ``path`` exists)."""
+    to ``path`` (an error if ``path`` exists). Where the file system has no
+    hard links, the file is created exclusively instead (never replacing
+    one, though a reader could then see it half written)."""
     import tempfile
 
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -1133,36 +1136,75 @@ def _write_new(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.link(tmp, path)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise
+        except OSError:
+            with open(path, "x") as f:
+                f.write(text)
     finally:
         os.unlink(tmp)
 
 
-def write_results(folder: Path, prefix: str, res: dict, markdown: str) -> tuple:
+def write_results(folder: Path, prefix: str, res: dict, markdown: str,
+                  extra: dict | None = None) -> tuple:
     """``<prefix>-<UTC time>-<host>-<pid>[-n].json`` and ``.md`` in
-    ``folder``: new names for every run, written atomically."""
+    ``folder``, and ``<same name>.<key>`` for each ``key: text`` of
+    ``extra`` (logs): new names for every run, written atomically."""
     folder.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     host = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname())[:40]
     base = f"{prefix}-{stamp}-{host}-{os.getpid()}"
+    extra = extra or {}
     for n in range(1000):
         name = base if n == 0 else f"{base}-{n}"
         json_path, md_path = folder / f"{name}.json", folder / f"{name}.md"
-        if json_path.exists() or md_path.exists():
+        others = {folder / f"{name}.{key}": text for key, text in extra.items()}
+        if any(p.exists() for p in (json_path, md_path, *others)):
             continue
         try:
+            # The JSON claims the name; the rest follow it.
             _write_new(json_path, json.dumps(res, indent=2, default=str) + "\n")
         except FileExistsError:
             continue
         _write_new(md_path, markdown + "\n")
+        for path, text in others.items():
+            _write_new(path, text)
         return json_path, md_path
     raise FileExistsError(f"no free result name for {base} in {folder}")
 
 
-def suite_summary(runs: dict, dry_run: bool) -> tuple:
+def tests_outcome(status: str, log: str) -> dict:
+    """The test suite's outcome from gpu_suite.sh's ``tests.status`` line
+    (``rc=<exit status or skipped> seconds=<s> limit=<s>``) and pytest's log."""
+    fields = dict(part.split("=", 1) for part in status.split() if "=" in part)
+    rc = fields.get("rc", "?")
+    lines = [line.strip("= ") for line in log.splitlines() if line.strip()]
+    # pytest's last line: "3 passed, 1 skipped in 2.0s" (or an error).
+    summary = next((line for line in reversed(lines)
+                    if re.search(r"\b(passed|failed|errors?|skipped|no tests ran)\b", line)),
+                   lines[-1] if lines else "no output")
+    if rc == "skipped":
+        verdict = "not run"
+    elif rc == "0":
+        verdict = "passed"
+    elif rc == "5":
+        verdict = "none collected"
+    elif rc in ("124", "137"):
+        verdict = f"ran out of its {fields.get('limit', '?')} s"
+    else:
+        verdict = f"FAILED (pytest exit {rc})"
+    return {"rc": rc, "verdict": verdict, "summary": summary,
+            "seconds": fields.get("seconds"), "limit_s": fields.get("limit")}
+
+
+def suite_summary(runs: dict, dry_run: bool, tests: dict | None = None) -> tuple:
     """benchmarks/gpu_suite.sh's result: the runs' JSON (``{name: result or
     None}``, None where a run failed or timed out) and a markdown report with
-    the GPU targets' table first, then every run's own report."""
+    the GPU targets' table first, then every run's own report; ``tests``
+    (``{"cuda" or "other": tests_outcome(...)}``) where the test suite ran
+    after them, the tests marked cuda first."""
     eager, compiled = runs.get("eager") or {}, runs.get("compile") or {}
     any_run = eager or runs.get("fit") or compiled
     device = any_run.get("device", "n/a")
@@ -1207,6 +1249,13 @@ def suite_summary(runs: dict, dry_run: bool) -> tuple:
         f"- library: {any_run.get('library', 'n/a')}",
         f"- started: {any_run.get('started_utc', 'n/a')}",
         "- runs: " + ", ".join(f"{k}: {'ok' if v else 'FAILED or timed out'}" for k, v in runs.items()),
+    ]
+    for phase, outcome in (tests or {}).items():
+        which = "marked cuda" if phase == "cuda" else "the others"
+        head.append(f"- tests {which} (pytest, on this machine): {outcome['verdict']}: "
+                    f"{outcome['summary']} ({outcome['seconds']} s of at most "
+                    f"{outcome['limit_s']} s)")
+    head += [
         "",
         table(["check", "value", "target (H100-class)", "verdict"], rows),
     ]
@@ -1215,7 +1264,7 @@ def suite_summary(runs: dict, dry_run: bool) -> tuple:
         if res:
             body = report(res).replace("\n# ", "\n### ").replace("\n## ", "\n#### ")
             text += f"\n\n## Run '{name}'\n\n" + body.replace("# LIFT+ profile", "### LIFT+ profile", 1)
-    summary = {"dry_run": dry_run, "device": device, "table": rows, "runs": runs}
+    summary = {"dry_run": dry_run, "device": device, "table": rows, "runs": runs, "tests": tests}
     return summary, text
 
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import checkout_env
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "benchmarks" / "perf_profile.py"
@@ -14,7 +15,7 @@ PROFILE = ROOT / "benchmarks" / "perf_profile.py"
 
 def _run(tmp_path, *extra):
     out = tmp_path / "profile.json"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    env = checkout_env(HF_HUB_OFFLINE="1")
     cmd = [
         sys.executable, str(PROFILE), "--backbone", "liftlearn-tiny-vit", "--source", "sample",
         "--device", "cpu", "--n-images", "32", "--batch-size", "8", "--workers", "0", "1",
@@ -235,6 +236,22 @@ def test_results_are_new_files_written_whole(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
+def test_results_are_written_where_hard_links_are_not_allowed(tmp_path, monkeypatch):
+    profile = _profile_module()
+
+    def no_links(src, dst):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(profile.os, "link", no_links)
+    json_path, md_path = profile.write_results(tmp_path, "x", {"a": 1}, "# a", extra={"l.log": "x"})
+    assert json.loads(json_path.read_text()) == {"a": 1} and md_path.read_text() == "# a\n"
+    assert (tmp_path / f"{json_path.stem}.l.log").read_text() == "x"
+    with pytest.raises(FileExistsError):
+        profile._write_new(json_path, "overwrite")
+    assert json.loads(json_path.read_text()) == {"a": 1}
+    assert len(list(tmp_path.iterdir())) == 3  # no temporary file left
+
+
 def test_gpu_suite_summary_judges_the_gpu_targets(monkeypatch):
     profile = _profile_module()
     gpu = {"device": "cuda", "machine": "NVIDIA H100", "torch": "x", "library": "y",
@@ -251,8 +268,8 @@ def test_gpu_suite_summary_judges_the_gpu_targets(monkeypatch):
     assert "compile: FAILED or timed out" in text
 
 
-def _suite(*args, timeout=240):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), PYTHON=sys.executable)
+def _suite(*args, timeout=240, env=None):
+    env = checkout_env(HF_HUB_OFFLINE="1", PYTHON=sys.executable, **(env or {}))
     return subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), *args], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -287,6 +304,97 @@ def test_gpu_suite_refuses_a_machine_without_cuda(tmp_path):
     assert _suite("--bogus").returncode == 2
 
 
+def _wheel(folder, name, version, files):
+    """A minimal pure-Python wheel of ``files`` ({path: text})."""
+    import zipfile
+
+    dist = f"{name}-{version}.dist-info"
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    meta = {f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+            f"{dist}/WHEEL": "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    entries = {**files, **meta}
+    record = "".join(f"{k},,\n" for k in entries) + f"{dist}/RECORD,,\n"
+    with zipfile.ZipFile(path, "w") as z:
+        for k, v in {**entries, f"{dist}/RECORD": record}.items():
+            z.writestr(k, v)
+    return path
+
+
+def test_gpu_suite_installs_missing_wheels_runs_the_tests_and_reports_them(tmp_path):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    # One package the machine lacks, one it has newer: only the first is installed.
+    _wheel(wheels, "llprobe", "1.2", {"llprobe/__init__.py": "VERSION = '1.2'\n"})
+    _wheel(wheels, "joblib", "0.0.1", {"joblib/__init__.py": "raise ImportError('old')\n"})
+    tests = tmp_path / "t"
+    tests.mkdir()
+    (tests / "test_ok.py").write_text("import joblib, llprobe\n\n"
+                                      "def test_ok():\n    assert llprobe.VERSION == '1.2'\n")
+    (tests / "test_bad.py").write_text("def test_bad():\n    assert False\n")
+    results = tmp_path / "results"
+    proc = _suite("--dry-run", "--wheels", str(wheels), "--tests", "--results-dir", str(results),
+                  env={"GPU_SUITE_TESTS": f"{tests / 'test_ok.py'} {tests / 'test_bad.py'}"})
+    assert proc.returncode == 1, proc.stderr[-3000:]  # a test failed; the runs did not
+    assert "llprobe 1.2: installing" in proc.stderr and "joblib 0.0.1: " in proc.stderr
+    assert "is here" in proc.stderr.split("joblib 0.0.1: ")[1].splitlines()[0]
+    files = sorted(p.name for p in results.iterdir())
+    stem = files[0][: -len(".json")]
+    assert files == [f"{stem}.json", f"{stem}.md", f"{stem}.tests-cuda.log", f"{stem}.tests-other.log"]
+    summary = json.loads((results / files[0]).read_text())
+    assert summary["runs"]["eager"] is not None
+    assert summary["tests"]["cuda"]["verdict"] == "none collected"  # no test marked cuda here
+    other = summary["tests"]["other"]
+    assert other["verdict"] == "FAILED (pytest exit 1)"
+    assert other["summary"].startswith("1 failed, 1 passed")  # test_ok: the wheel was there
+    md = (results / files[1]).read_text()
+    assert "- runs: eager: ok" in md and "- tests the others (pytest, on this machine): FAILED" in md
+    log = (results / files[3]).read_text()
+    assert "test_bad.py::test_bad FAILED" in log and "test_ok.py::test_ok PASSED" in log
+
+
+def test_tests_outcome_reads_pytest_and_the_time_limit():
+    outcome = _profile_module().tests_outcome
+    assert outcome("rc=0 seconds=70 limit=300", "...\n== 12 passed, 2 skipped in 69.1s ==\n") == {
+        "rc": "0", "verdict": "passed", "summary": "12 passed, 2 skipped in 69.1s",
+        "seconds": "70", "limit_s": "300"}
+    assert outcome("rc=124 seconds=90 limit=90", "....F..")["verdict"] == "ran out of its 90 s"
+    assert outcome("rc=2 seconds=3 limit=90", "ERROR: file not found: tests/x.py")["summary"] \
+        == "ERROR: file not found: tests/x.py"
+    assert outcome("rc=5 seconds=1 limit=240", "== 9 deselected in 0.1s ==")["verdict"] \
+        == "none collected"
+    skipped = outcome("rc=skipped seconds=0 limit=12", "skipped: only 12 s of the 570 s budget left")
+    assert skipped["verdict"] == "not run" and "12 s" in skipped["summary"]
+
+
+def test_gpu_suite_checks_its_wheels_and_imports_before_any_run(tmp_path):
+    proc = _suite("--dry-run", "--wheels", str(tmp_path / "absent"), timeout=60)
+    assert proc.returncode == 2 and "gpu_wheels.sh" in proc.stderr
+    (tmp_path / "empty").mkdir()
+    proc = _suite("--dry-run", "--wheels", str(tmp_path / "empty"), timeout=60)
+    assert proc.returncode == 2 and "no .whl file" in proc.stderr
+    # A machine whose open_clip does not import (as on a GPU machine without
+    # its dependencies): one clear error, exit 4, nothing run or written.
+    fake = tmp_path / "site" / "open_clip"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'ftfy'\")\n")
+    results = tmp_path / "results"
+    proc = _suite("--dry-run", "--results-dir", str(results), timeout=60,
+                  env={"PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path / 'site'}"})
+    assert proc.returncode == 4
+    assert "No module named 'ftfy'" in proc.stderr and "gpu_wheels.sh" in proc.stderr
+    assert "run 'eager'" not in proc.stderr and not results.exists()
+
+
+def test_gpu_wheels_checks_its_arguments():
+    script = ROOT / "benchmarks" / "gpu_wheels.sh"
+    proc = subprocess.run(["bash", str(script), "--python-version", "3"], capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 2 and "X.Y" in proc.stderr
+    helped = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True,
+                            timeout=30)
+    assert helped.returncode == 0 and "gpu_suite.sh --wheels .whl" in helped.stdout
+
+
 ULFINE_BENCH = ROOT / "benchmarks" / "ulfine_vs_lift.py"
 
 
@@ -299,7 +407,7 @@ def _run_ulfine_bench(tmp_path, *extra):
         [sys.executable, str(ULFINE_BENCH), "--smoke", "--dest", str(tmp_path / "data"),
          "--json", str(tmp_path / "res.json"), *extra],
         capture_output=True, text=True, timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)},
+        env=checkout_env(HF_HUB_OFFLINE="1"),
     )
     return out
 
