@@ -46,8 +46,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   # The image's versions where the device tool's notes give them; what it
   # lacks (open_clip_torch, ftfy, wcwidth) is left out on purpose.
   "$VENV/bin/python" -m pip install -q torch==2.11.0 torchvision==0.26.0 'numpy==2.5.*' \
-      pillow scikit-learn scipy joblib regex tqdm huggingface-hub safetensors pyyaml timm \
-      hypothesis pytest pytest-xdist matplotlib packaging setuptools wheel
+      huggingface-hub==1.33.0 safetensors==0.8.0 pillow scikit-learn scipy joblib regex tqdm \
+      pyyaml timm hypothesis pytest pytest-xdist pytest-timeout matplotlib packaging setuptools \
+      wheel
 fi
 # As bare as the image again after an earlier rehearsal installed into it.
 "$VENV/bin/python" -m pip uninstall -q -y liftlearn open_clip_torch ftfy wcwidth >/dev/null 2>&1 \

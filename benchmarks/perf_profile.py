@@ -1187,6 +1187,8 @@ def tests_outcome(status: str, log: str) -> dict:
                    lines[-1] if lines else "no output")
     if rc == "skipped":
         verdict = "not run"
+    elif rc == "none-passed":
+        verdict = "FAILED (none passed: all skipped on a GPU machine?)"
     elif rc == "0":
         verdict = "passed"
     elif rc == "5":
@@ -1248,7 +1250,8 @@ def suite_summary(runs: dict, dry_run: bool, tests: dict | None = None) -> tuple
         f"- machine: {any_run.get('machine', 'n/a')}; torch {any_run.get('torch', 'n/a')}",
         f"- library: {any_run.get('library', 'n/a')}",
         f"- started: {any_run.get('started_utc', 'n/a')}",
-        "- runs: " + ", ".join(f"{k}: {'ok' if v else 'FAILED or timed out'}" for k, v in runs.items()),
+        "- runs: " + ", ".join(f"{k}: {'ok' if v else 'NOT FINISHED (failed, timed out or skipped)'}"
+                               for k, v in runs.items()),
     ]
     for phase, outcome in (tests or {}).items():
         which = "marked cuda" if phase == "cuda" else "the others"

@@ -265,7 +265,7 @@ def test_gpu_suite_summary_judges_the_gpu_targets(monkeypatch):
     summary, text = profile.suite_summary(runs, dry_run=False)
     verdicts = [row[3] for row in summary["table"][:4]]
     assert verdicts == ["PASS", "n/a (not measured)", "FAIL", "PASS"]
-    assert "compile: FAILED or timed out" in text
+    assert "compile: NOT FINISHED (failed, timed out or skipped)" in text
 
 
 def _suite(*args, timeout=240, env=None):
@@ -326,6 +326,8 @@ def test_gpu_suite_installs_missing_wheels_runs_the_tests_and_reports_them(tmp_p
     # One package the machine lacks, one it has newer: only the first is installed.
     _wheel(wheels, "llprobe", "1.2", {"llprobe/__init__.py": "VERSION = '1.2'\n"})
     _wheel(wheels, "joblib", "0.0.1", {"joblib/__init__.py": "raise ImportError('old')\n"})
+    # A fallback newer than the machine's, which is new enough for liftlearn: kept.
+    _wheel(wheels, "scikit_learn", "99.0", {"sklearn/__init__.py": "raise ImportError('fake')\n"})
     tests = tmp_path / "t"
     tests.mkdir()
     (tests / "test_ok.py").write_text("import joblib, llprobe\n\n"
@@ -336,7 +338,8 @@ def test_gpu_suite_installs_missing_wheels_runs_the_tests_and_reports_them(tmp_p
                   env={"GPU_SUITE_TESTS": f"{tests / 'test_ok.py'} {tests / 'test_bad.py'}"})
     assert proc.returncode == 1, proc.stderr[-3000:]  # a test failed; the runs did not
     assert "llprobe 1.2: installing" in proc.stderr and "joblib 0.0.1: " in proc.stderr
-    assert "is here" in proc.stderr.split("joblib 0.0.1: ")[1].splitlines()[0]
+    for wheel in ("joblib 0.0.1: ", "scikit_learn 99.0: "):
+        assert "is here" in proc.stderr.split(wheel)[1].splitlines()[0]
     files = sorted(p.name for p in results.iterdir())
     stem = files[0][: -len(".json")]
     assert files == [f"{stem}.json", f"{stem}.md", f"{stem}.tests-cuda.log", f"{stem}.tests-other.log"]
@@ -352,6 +355,18 @@ def test_gpu_suite_installs_missing_wheels_runs_the_tests_and_reports_them(tmp_p
     assert "test_bad.py::test_bad FAILED" in log and "test_ok.py::test_ok PASSED" in log
 
 
+def test_gpu_suite_skips_what_its_budget_leaves_no_time_for(tmp_path):
+    proc = _suite("--dry-run", "--tests", "--budget", "25", "--results-dir", str(tmp_path),
+                  timeout=60)
+    assert proc.returncode == 1 and "run 'eager' skipped" in proc.stderr
+    names = sorted(p.name.split(".", 1)[1] for p in tmp_path.iterdir())
+    assert names == ["eager.log", "json", "md", "tests-cuda.log", "tests-other.log"]
+    summary = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert summary["runs"] == {"eager": None}
+    assert {t["verdict"] for t in summary["tests"].values()} == {"not run"}
+    assert "budget left" in next(tmp_path.glob("*.eager.log")).read_text()
+
+
 def test_tests_outcome_reads_pytest_and_the_time_limit():
     outcome = _profile_module().tests_outcome
     assert outcome("rc=0 seconds=70 limit=300", "...\n== 12 passed, 2 skipped in 69.1s ==\n") == {
@@ -362,6 +377,8 @@ def test_tests_outcome_reads_pytest_and_the_time_limit():
         == "ERROR: file not found: tests/x.py"
     assert outcome("rc=5 seconds=1 limit=240", "== 9 deselected in 0.1s ==")["verdict"] \
         == "none collected"
+    assert outcome("rc=none-passed seconds=9 limit=240", "== 14 skipped in 8s ==")["verdict"] \
+        .startswith("FAILED (none passed")
     skipped = outcome("rc=skipped seconds=0 limit=12", "skipped: only 12 s of the 570 s budget left")
     assert skipped["verdict"] == "not run" and "12 s" in skipped["summary"]
 
