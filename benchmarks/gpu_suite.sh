@@ -23,13 +23,13 @@
 # benchmarks/results/gpu_suite-<UTC time>-<host>-<pid>.json and .md (new
 # names every run, written atomically; never another run's files) and prints
 # the markdown. A run that fails or exceeds its time limit is reported as
-# such; the others still count. With --tests it then runs the test suite
-# (pytest, the CUDA device visible) in the time left of --budget, and the
-# outcomes join the report (the logs beside it, <name>.tests-cuda.log and
-# <name>.tests-other.log, as is the full log of a failed run, <name>.<run>.log).
-# Exit status: 0 when every run finished (and the tests passed), 1 when one
-# did not (or a test failed or was not run), 2 for bad arguments, 3 when there is no CUDA device, 4 when
-# liftlearn or its dependencies cannot be installed or imported.
+# such; the others still count. With --tests it also runs the test suite
+# (pytest, the CUDA device visible), and the outcomes join the report (the
+# logs beside it, <name>.tests-cuda.log and <name>.tests-other.log, as is the
+# full log of a run that did not finish, <name>.<run>.log). Exit status: 0
+# when every run finished (and the tests passed), 1 when one did not (or a
+# test failed or was not run), 2 for bad arguments, 3 when there is no CUDA
+# device, 4 when liftlearn or its dependencies do not install or import.
 #
 #   bash benchmarks/gpu_suite.sh                 # on a GPU machine
 #   bash benchmarks/gpu_suite.sh --dry-run       # CPU smoke run: tiny backbone, tiny sizes,
@@ -44,13 +44,13 @@
 # Options: --results-dir DIR (default benchmarks/results), --n-images N
 # (default 8192), --python PY (default: $PYTHON, else python3), --wheels DIR
 # (install, offline, each wheel of DIR whose package the machine lacks or has
-# older -- for timm and scikit-learn: older than liftlearn needs -- into a
-# folder put on PYTHONPATH; liftlearn itself runs from this checkout), --tests (the test suite after the runs: first the tests marked
-# cuda after the fit run, the others last; GPU_SUITE_TESTS names what pytest
-# collects, default tests), --budget S (seconds the whole script may take,
-# default 570 for the device tool's 600 s calls: pass the call's limit less 30;
-# every run and test phase is cut to what is left, and one with under 30 s
-# left is skipped and reported).
+# older -- timm and scikit-learn only below what liftlearn needs -- into a
+# folder put on PYTHONPATH; liftlearn itself runs from this checkout),
+# --tests (the tests marked cuda after the fit run, the others last;
+# GPU_SUITE_TESTS names what pytest collects, default tests), --budget S
+# (seconds the whole script may take, default 570 for the device tool's
+# 600 s calls: pass the call's limit less 30; every run and test phase is cut
+# to what is left, and one with under 30 s left is skipped and reported).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

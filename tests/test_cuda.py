@@ -102,7 +102,7 @@ def test_tte_through_workers_and_pinned_memory_matches_the_cpu(data, cpu_fit):
 
 
 def load_into(clf, device):
-    """``clf`` written to a model file in memory and read onto ``device``."""
+    """``clf`` written to a model file in a temporary folder and read onto ``device``."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
