@@ -49,6 +49,21 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
+def _fit_name(stem: str, extra: str, folder: str) -> str:
+    """``stem`` shortened (from its end) so that ``stem + extra`` is a file
+    name the folder's file system takes: a target name near the length limit
+    must not fail for its temporary name's sake."""
+    try:
+        limit = os.pathconf(folder or ".", "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # Windows has no pathconf
+        limit = 255
+    encode = os.fsencode
+    room = limit - len(encode(extra))
+    while stem and len(encode(stem)) > room:
+        stem = stem[:-1]
+    return stem
+
+
 def _create_temp(path: str) -> str:
     """Create an empty temporary file next to ``path`` and return its name.
 
@@ -62,6 +77,7 @@ def _create_temp(path: str) -> str:
     # The suffix stays last: writers that pick a format from it (joblib's
     # compression, liftlearn.save) see the target's.
     stem, suffix = os.path.splitext(base)
+    stem = _fit_name(stem, f".{TEMP_MARK}{'0' * 12}{suffix}", folder)
     for _ in range(100):
         tmp = os.path.join(folder, f".{stem}{TEMP_MARK}{secrets.token_hex(6)}{suffix}")
         try:

@@ -29,7 +29,7 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 
-from ._device import DeviceWarning, map_device
+from ._device import DeviceWarning, map_device, resolve_device
 from ._io import atomic_open
 from ._validation import validate_params
 from .estimators import (
@@ -70,6 +70,8 @@ MAX_HEADER_BYTES = 64 * 2**20
 MAX_CLASSES = 100_000
 MAX_STRING = 4_096
 _MAX_ITEMS = 10_000_000  # entries of a list or an array (skipped images, transduction_)
+# Characters a string array may take beyond those its entries hold (padding).
+_MAX_STRING_CHARS = 2**20
 
 # Parameters that model files never store: restored from fitted state or
 # meaningless outside the process.
@@ -225,6 +227,13 @@ def save(estimator, path) -> None:
         },
         "device": str(estimator.device_),
     }
+    try:
+        # load's own checks, so that a model load would refuse is refused
+        # now, while its training can still be redone or its labels changed.
+        _decode_fitted(json.loads(json.dumps(meta["fitted"])), type(estimator))
+    except _Malformed as exc:
+        raise ValueError(f"cannot save this {name}: load would refuse its {exc.field}: "
+                         f"{exc.reason}") from None
     header = json.dumps(meta)
     if len(header.encode("utf-8", "surrogatepass")) > MAX_HEADER_BYTES - 2**20:
         raise ValueError(
@@ -372,10 +381,21 @@ def _array(values, dtype, field: str, kinds: str, *, max_len: int = _MAX_ITEMS) 
     dt = np.dtype(dtype)
     if dt.kind not in kinds:
         _fail(field, f"dtype {dtype!r} (expected kind {kinds!r})")
+    if dt.kind == "U" and dt.itemsize // 4 > MAX_STRING:
+        _fail(field, f"dtype {dtype!r}: liftlearn keeps strings of at most {MAX_STRING} characters")
     check = {"i": _is_int, "u": _is_int, "f": _is_number, "b": lambda v: isinstance(v, bool),
              "U": _short_str}[dt.kind]
     if not all(check(v) for v in values):
         _fail(field, f"entries that are not of dtype {dtype!r}")
+    if dt.kind == "U":
+        # Every entry takes the declared width (4 bytes a character): a
+        # width far above the longest entry would let a small file claim
+        # gigabytes. Such arrays are kept at their longest entry's width,
+        # which holds the same strings.
+        width = dt.itemsize // 4
+        longest = max((len(v) for v in values), default=0)
+        if len(values) * width > _MAX_STRING_CHARS and width > longest:
+            dt = np.dtype(f"{dt.byteorder if dt.byteorder in '<>' else ''}U{max(longest, 1)}")
     with _field(field):
         return np.asarray(values, dtype=dt)
 
@@ -400,7 +420,7 @@ def _decode_fitted(fitted: dict, cls) -> dict:
         if not isinstance(item, dict) or len(item) not in (1, 2):
             _fail(field, "expected {'value': ...}, {'array': ..., 'dtype': ...} or {'tuples': ...}")
         if set(item) == {"array", "dtype"}:
-            out[name] = _array(item["array"], item["dtype"], field, "iufUO")
+            out[name] = _array(item["array"], item["dtype"], field, "biufUO")
         elif set(item) == {"tuples"}:
             rows = item["tuples"]
             if not isinstance(rows, list) or len(rows) > _MAX_ITEMS or not all(
@@ -411,7 +431,8 @@ def _decode_fitted(fitted: dict, cls) -> dict:
             out[name] = item["value"]
         else:
             _fail(field, f"unknown encoding {sorted(item)}")
-    _check_fitted(out)
+    with _field("fitted"):  # any check a malformed value trips up names the section
+        _check_fitted(out)
     return out
 
 
@@ -423,8 +444,8 @@ def _check_fitted(f: dict) -> None:
             _fail(f"fitted.{name}", "expected an array")
     if "classes_" in f:
         classes = f["classes_"]
-        if classes.dtype.kind not in "iuUO":
-            _fail("fitted.classes_", f"dtype {classes.dtype} (expected int or str labels)")
+        if classes.dtype.kind not in "biuUO":
+            _fail("fitted.classes_", f"dtype {classes.dtype} (expected bool, int or str labels)")
         n = len(classes)
         if not 2 <= n <= MAX_CLASSES:
             _fail("fitted.classes_", f"{n} classes (expected 2 to {MAX_CLASSES})")
@@ -444,7 +465,7 @@ def _check_fitted(f: dict) -> None:
                 _fail(f"fitted.{name}", f"expected {n} finite floats")
     if "transduction_" in f:
         v = f["transduction_"]
-        if v.dtype.kind not in "iuO":
+        if v.dtype.kind not in "biuUO":
             _fail("fitted.transduction_", "expected an array of labels")
     if "n_unlabeled_" in f and not (_is_int(f["n_unlabeled_"]) and f["n_unlabeled_"] >= 0):
         _fail("fitted.n_unlabeled_", "expected a non-negative int")
@@ -457,15 +478,13 @@ def _check_fitted(f: dict) -> None:
             _fail("fitted.history_", "expected a list of {name: number} records")
     if "skipped_images_" in f:
         v = f["skipped_images_"]
-        if v == []:
-            pass
-        elif not (isinstance(v, list) and all(isinstance(r, tuple) for r in v)):
+        if not (isinstance(v, list) and all(isinstance(r, tuple) for r in v)):
             _fail("fitted.skipped_images_", "expected a list of (path, reason) pairs")
     if "tuner_config_" in f:
         config = f["tuner_config_"]
         if not isinstance(config, dict) or set(config) != {"adapter", "adapter_dim", "layers"}:
             _fail("fitted.tuner_config_", "expected {'adapter', 'adapter_dim', 'layers'}")
-        if config["adapter"] not in TUNERS:
+        if not (isinstance(config["adapter"], str) and config["adapter"] in TUNERS):
             _fail("fitted.tuner_config_", f"unknown adapter {str(config['adapter'])[:64]!r}")
         if not (config["adapter_dim"] is None or (_is_int(config["adapter_dim"]) and config["adapter_dim"] >= 1)):
             _fail("fitted.tuner_config_", "adapter_dim must be None or an int >= 1")
@@ -526,6 +545,27 @@ def _check_backbone_section(section):
     if ":" not in name and name not in list_backbones() and not is_timm_name(name):
         _fail("backbone.name", f"{name[:64]!r} is not a backbone this liftlearn can build")
     return BackboneSpec(name, pretrained), fingerprint
+
+
+def _check_backbone_params(params: dict, spec: BackboneSpec) -> None:
+    """The stored ``backbone`` and ``pretrained`` parameters name the
+    backbone the network is built on (else the estimator would report, and
+    a clone of it train, another one)."""
+    if "backbone" in params and params["backbone"] != spec.name:
+        _fail("params.backbone", f"{str(params['backbone'])[:64]!r}, but the model runs on "
+                                 f"backbone {spec.name[:64]!r}")
+    if "pretrained" not in params:
+        return
+    stored = params["pretrained"]
+    stored = os.fspath(stored) if isinstance(stored, os.PathLike) else stored
+    # save keeps the parameter as given and the section's path absolute (as
+    # it was then): a path agrees by its file name.
+    same = (stored == spec.pretrained or (
+        isinstance(stored, str) and spec.pretrained is not None
+        and os.path.basename(stored) == os.path.basename(spec.pretrained)))
+    if not same:
+        _fail("params.pretrained", f"{str(stored)[:64]!r}, but the model runs on pretrained="
+                                   f"{str(spec.pretrained)[:64]!r}")
 
 
 def _network_reason(spec: BackboneSpec):
@@ -602,9 +642,10 @@ def load(path, device=None, *, allow_network: bool = False):
     Parameters
     ----------
     path : str or os.PathLike
-    device : str or None, default=None
-        Where to load it; None: where it was fitted if that device exists
-        here, else the CPU (with a :class:`DeviceWarning`).
+    device : str, torch.device or None, default=None
+        Where to load it (``"cpu"``, ``"cuda:0"``, ``"mps"``, or ``"auto"``:
+        CUDA where available); None: where it was fitted if that device
+        exists here, else the CPU (with a :class:`DeviceWarning`).
     allow_network : bool, default=False
         Let loading download the backbone the file names (a ``hf-hub:``
         backbone, or pretrained weights not yet in the local cache). By
@@ -626,12 +667,29 @@ def load(path, device=None, *, allow_network: bool = False):
     BackboneError
         If the backbone cannot be loaded here, or its weights differ from
         the ones the model was fitted on.
+    ValueError
+        For a ``device`` torch does not know or this machine does not have
+        (before the file is read).
     """
     path = os.fspath(path)
+    if device is not None:
+        _load_device(device)  # a wrong argument is named before the file is read
     try:
         return _load(path, device, allow_network)
     except _Malformed as exc:
         raise ModelFileError(path, exc.field, exc.reason) from None
+
+
+def _load_device(device) -> torch.device:
+    """``load``'s ``device`` argument, as a device a model can run on here."""
+    try:
+        target = resolve_device(device)
+    except ValueError as exc:
+        raise ValueError(f"load: {exc}") from None
+    if target.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"load: device={device!r} is not one liftlearn runs models on "
+                         "('cpu', 'cuda', 'cuda:<n>', 'mps' or 'auto')")
+    return target
 
 
 def _load(path: str, device, allow_network: bool):
@@ -655,6 +713,7 @@ def _load(path: str, device, allow_network: bool):
         fitted_meta = meta["fitted"] if version >= 2 else _fitted_v1(meta)
     fitted = _decode_fitted(fitted_meta, cls)
     spec, fingerprint = _check_backbone_section(meta.get("backbone"))
+    _check_backbone_params(params, spec)
     if not allow_network:
         reason = _network_reason(spec)
         if reason is not None:
@@ -672,7 +731,7 @@ def _load(path: str, device, allow_network: bool):
         else:
             target = map_device(saved_device)
     else:
-        target = torch.device(device)
+        target = _load_device(device)
     with (contextlib.nullcontext() if allow_network else _offline()):
         backbone = get_backbone(spec, target)
         check_fingerprint(backbone, fingerprint)

@@ -296,6 +296,21 @@ def test_clean_checkpoints_removes_only_old_liftlearn_files(tmp_path):
         clean_checkpoints(tmp_path, older_than="1 day")
 
 
+def test_clean_checkpoints_leaves_a_write_in_progress_alone(tmp_path):
+    # Another process's checkpoint write: its temporary file is young.
+    writing = tmp_path / f".liftlearn-checkpoint-0123456789abcdef{TEMP_MARK}abc.pt"
+    writing.write_bytes(b"partial")
+    stale = tmp_path / f".liftlearn-checkpoint-0123456789abcdef{TEMP_MARK}def.pt"
+    stale.write_bytes(b"partial")
+    two_hours_ago = time.time() - 7200
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+    for older_than in (None, 0, 60):
+        assert writing.exists()
+        removed = clean_checkpoints(tmp_path, older_than=older_than)
+        assert str(writing) not in removed
+    assert not stale.exists() and writing.exists()
+
+
 # --------------------------------------------------- 7. atomic files, ENOSPC
 def test_atomic_write_from_two_threads_and_on_a_full_disk(tmp_path, monkeypatch):
     target = tmp_path / "report.txt"
@@ -324,6 +339,16 @@ def test_atomic_write_from_two_threads_and_on_a_full_disk(tmp_path, monkeypatch)
     assert info.value.errno == errno.ENOSPC
     assert "report" in str(info.value) and str(target) in str(info.value)
     assert target.read_text() in ("a" * 1000, "b" * 1000)  # the old file is intact
+    assert not _temp_files(tmp_path)
+
+
+def test_a_name_near_the_length_limit_is_written(tmp_path):
+    # The temporary name is longer than the target's; it is shortened, the
+    # target is not.
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    target = tmp_path / ("m" * (limit - len(".safetensors")) + ".safetensors")
+    atomic_write(target, lambda tmp: Path(tmp).write_bytes(b"data"))
+    assert target.read_bytes() == b"data"
     assert not _temp_files(tmp_path)
 
 
@@ -422,6 +447,12 @@ def _write(path, meta, tensors) -> Path:
     (lambda m, t: t.update({"head.weight": torch.zeros(3, 64)}), "tensors.head.weight"),
     (lambda m, t: t.update({"head.weight": torch.full(t["head.weight"].shape, float("nan"))}), "tensors.head.weight"),
     (lambda m, t: t.update({"extra": torch.zeros(1)}), "tensors"),
+    # A few bytes of JSON that would claim gigabytes of padded strings.
+    (lambda m, t: m["fitted"].update(notes_={"array": ["a"] * 1000, "dtype": "<U99999"}), "fitted.notes_"),
+    (lambda m, t: m["fitted"].update(skipped_images_={"array": [1, 2], "dtype": "<i8"}),
+     "fitted.skipped_images_"),
+    (lambda m, t: m["params"].update(backbone="ViT-B-16"), "params.backbone"),
+    (lambda m, t: m["params"].update(pretrained="openai"), "params.pretrained"),
 ])
 def test_malformed_files_give_one_error_naming_file_and_field(model_file, tmp_path, edit, field, monkeypatch):
     meta, tensors = _header(model_file), _tensors(model_file)
@@ -434,6 +465,56 @@ def test_malformed_files_give_one_error_naming_file_and_field(model_file, tmp_pa
         load(path)
     assert info.value.path == str(path) and info.value.field == field
     assert str(path) in str(info.value)
+
+
+def test_padded_string_arrays_take_the_memory_of_their_entries(model_file, tmp_path):
+    meta, tensors = _header(model_file), _tensors(model_file)
+    # 4,096-character entries (the most a file may hold) for 100,000 "a"s:
+    # 1.6 GB as declared; loaded at the entries' own width.
+    meta["fitted"]["notes_"] = {"array": ["a"] * 100_000, "dtype": "<U4096"}
+    meta["fitted"]["tags_"] = {"array": ["ab", "c"], "dtype": "<U9"}  # small: kept as declared
+    estimator = load(_write(tmp_path / "padded.safetensors", meta, tensors))
+    assert estimator.notes_.dtype == np.dtype("<U1") and len(estimator.notes_) == 100_000
+    assert estimator.tags_.dtype == np.dtype("<U9") and estimator.tags_.tolist() == ["ab", "c"]
+
+
+def test_malformed_features_config_names_the_field(few, tmp_path):
+    X, _, _, _ = few
+    features = CLIPFeatures(backbone="liftlearn-tiny-vit", pretrained=None, device="cpu").fit(X)
+    save(features, tmp_path / "f.safetensors")
+    meta, tensors = _header(tmp_path / "f.safetensors"), _tensors(tmp_path / "f.safetensors")
+    meta["fitted"]["tuner_config_"]["value"]["adapter"] = ["lora"]  # unhashable
+    with pytest.raises(ModelFileError) as info:
+        load(_write(tmp_path / "bad.safetensors", meta, tensors))
+    assert info.value.field == "fitted.tuner_config_"
+
+
+def test_load_names_a_bad_device_before_reading(model_file, tmp_path):
+    with pytest.raises(ValueError, match="device='bogus'"):
+        load(tmp_path / "absent.safetensors", device="bogus")
+    with pytest.raises(ValueError, match="device='meta'"):
+        load(model_file, device="meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            load(model_file, device="cuda")
+    assert load(model_file, device="auto").device_.type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_labels_save_accepts_are_labels_load_accepts(few, tmp_path):
+    X, y, _, _ = few
+    y = np.asarray(y)
+    fit = dict(TINY, epochs=1)
+    booleans = LiftPlusClassifier(**fit, class_names={False: "no", True: "yes"}).fit(X, y == y[0])
+    save(booleans, tmp_path / "b.safetensors")
+    loaded = load(tmp_path / "b.safetensors")
+    assert loaded.classes_.dtype == bool and loaded.classes_.tolist() == [False, True]
+    np.testing.assert_array_equal(loaded.predict(X[:3]), booleans.predict(X[:3]))
+    # Labels longer than load keeps are refused when saving, not when loading.
+    long = np.where(y == y[0], "a" * 5000, "b")
+    too_long = LiftPlusClassifier(**fit, class_names={"a" * 5000: "a", "b": "b"}).fit(X, long)
+    with pytest.raises(ValueError, match="load would refuse its fitted.classes_"):
+        save(too_long, tmp_path / "l.safetensors")
+    assert not (tmp_path / "l.safetensors").exists()
 
 
 def test_files_that_are_not_models_or_lie_about_their_header(tmp_path):
@@ -459,7 +540,7 @@ def test_load_reaches_no_network_unless_allowed(model_file, tmp_path, monkeypatc
     import liftlearn.persistence as persistence
 
     meta, tensors = _header(model_file), _tensors(model_file)
-    meta["backbone"]["name"] = "hf-hub:someone/some-clip"
+    meta["backbone"]["name"] = meta["params"]["backbone"] = "hf-hub:someone/some-clip"
     path = _write(tmp_path / "hub.safetensors", meta, tensors)
     calls = []
 
@@ -488,6 +569,7 @@ def test_load_reaches_no_network_unless_allowed(model_file, tmp_path, monkeypatc
 
     monkeypatch.setattr(persistence, "get_backbone", record)
     meta["backbone"].update(name="ViT-B-16-quickgelu", pretrained="openai")
+    meta["params"].update(backbone="ViT-B-16-quickgelu", pretrained="openai")
     path = _write(tmp_path / "tag.safetensors", meta, tensors)
     with pytest.raises(BackboneError):
         load(path)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from liftlearn import LiftPlusClassifier, ULFineClassifier
 from liftlearn.engine import Checkpoint
@@ -80,3 +81,49 @@ def test_unreadable_checkpoint_starts_afresh(small, tiny_params, tmp_path):
     with pytest.warns(UserWarning, match="unreadable checkpoint"):
         clf = LiftPlusClassifier(**{**tiny_params, "epochs": 1}, class_names=names, checkpoint_dir=str(ckpt)).fit(X, y)
     assert len(clf.history_) == 1
+
+
+def test_a_refit_with_validation_data_is_a_run_of_its_own(small, tiny_params, tmp_path):
+    # The history holds validation scores: a finished run without them must
+    # not stand in for a fit that asks for them (nor one on other images).
+    X, y, names, Xt, yt = small
+    params = {**tiny_params, "epochs": 1, "class_names": names, "checkpoint_dir": str(tmp_path)}
+    assert "val_accuracy" not in LiftPlusClassifier(**params).fit(X, y).history_[0]
+    first = LiftPlusClassifier(**params).fit(X, y, validation_data=(Xt, yt))
+    assert "val_accuracy" in first.history_[0]
+    other = LiftPlusClassifier(**params).fit(X, y, validation_data=(Xt[:10], yt[:10]))
+    assert len(list(tmp_path.glob("liftlearn-checkpoint-*.pt"))) == 3
+    plain = LiftPlusClassifier(**{**params, "checkpoint_dir": None}).fit(
+        X, y, validation_data=(Xt[:10], yt[:10]))
+    assert other.history_[0]["val_accuracy"] == plain.history_[0]["val_accuracy"]
+
+
+def test_replaced_weights_in_a_local_dir_backbone_start_a_new_run(small, tmp_path):
+    import json
+
+    import open_clip
+
+    from liftlearn.nn.backbones import _open_clip
+
+    _open_clip()
+    folder = tmp_path / "backbone"
+    folder.mkdir()
+    config = {"model_cfg": open_clip.get_model_config("liftlearn-tiny-vit"), "preprocess_cfg": {}}
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+
+    def weights(seed):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = open_clip.create_model("liftlearn-tiny-vit")
+        torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
+
+    X, y, names, Xt, _ = small
+    params = dict(backbone=f"local-dir:{folder}", pretrained=None, epochs=1, batch_size=32,
+                  device="cpu", random_state=0, class_names=names)
+    weights(1)
+    LiftPlusClassifier(**params, checkpoint_dir=str(tmp_path / "ckpt")).fit(X, y)
+    weights(2)
+    refit = LiftPlusClassifier(**params, checkpoint_dir=str(tmp_path / "ckpt")).fit(X, y)
+    assert len(list((tmp_path / "ckpt").glob("liftlearn-checkpoint-*.pt"))) == 2
+    fresh = LiftPlusClassifier(**params).fit(X, y)
+    np.testing.assert_array_equal(refit.predict_proba(Xt), fresh.predict_proba(Xt))

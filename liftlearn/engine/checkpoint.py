@@ -172,6 +172,11 @@ class Checkpoint:
             ) from exc
 
 
+#: How long clean_checkpoints leaves a temporary file alone (a checkpoint
+#: write takes seconds; one untouched for this long was interrupted).
+_TEMP_GRACE_S = 3600.0
+
+
 def _as_seconds(older_than) -> Optional[float]:
     if older_than is None:
         return None
@@ -199,8 +204,9 @@ def clean_checkpoints(directory, older_than=None) -> List[str]:
         Remove only files last written more than this many seconds ago
         (runs that stopped long ago); None removes all of them, which would
         make a fit still running in that folder start afresh if interrupted.
-        Temporary files of interrupted writes go too (with ``older_than``,
-        only old ones: a write in progress is left alone).
+        Temporary files of interrupted writes go too, but only once
+        untouched for an hour (and for ``older_than``, if longer): a write
+        in progress is left alone whatever ``older_than`` says.
 
     Returns
     -------
@@ -212,15 +218,18 @@ def clean_checkpoints(directory, older_than=None) -> List[str]:
     if not os.path.isdir(directory):
         raise ValueError(f"checkpoint folder {directory!r} does not exist")
     pattern = glob.escape(directory)
-    candidates = set(glob.glob(os.path.join(pattern, _PREFIX + "*.pt")))
-    candidates |= set(glob.glob(os.path.join(pattern, "." + _PREFIX + "*" + TEMP_MARK + "*.pt")))
+    checkpoints = set(glob.glob(os.path.join(pattern, _PREFIX + "*.pt")))
+    temporary = set(glob.glob(os.path.join(pattern, "." + _PREFIX + "*" + TEMP_MARK + "*.pt")))
     now = time.time()
     removed = []
-    for path in sorted(candidates):
+    for path in sorted(checkpoints | temporary):
+        # A temporary file may belong to a write in progress in another
+        # process: removing it would fail that fit's next save.
+        keep_for = max(seconds or 0.0, _TEMP_GRACE_S) if path in temporary else seconds
         try:
             if not os.path.isfile(path) or os.path.islink(path):
                 continue
-            if seconds is not None and now - os.stat(path).st_mtime <= seconds:
+            if keep_for is not None and now - os.stat(path).st_mtime <= keep_for:
                 continue
             os.remove(path)
         except FileNotFoundError:

@@ -20,7 +20,7 @@ from ..engine import Checkpoint, TrainConfig, fit_task
 from ..engine._loading import clamp_workers
 from ..image_sources import PathSource, _file_signature, _utf8, carried_class_names, image_labels
 from ..exceptions import LiftLearnWarning
-from ..nn.backbones import get_backbone
+from ..nn.backbones import _source_signature, get_backbone
 from ..engine import predict_images
 from ..nn.heads import CosineClassifier, make_classifier, random_class_vectors, semantic_init
 from ..nn.networks import FeatureNetwork, LiftNetwork
@@ -213,7 +213,10 @@ class FineTunedClassifier(CLIPClassifier):
         paths, labels, skipped, kept = self._training_images(X, y, class_names, carried)
         self._check_labels(labels)
         paths, labels, kept, validation = self._validation(paths, labels, kept, validation_data)
-        checkpoint = self._checkpoint(paths, labels)
+        # Held-out images (validation_fraction) are already out of the
+        # hashed training images; validation_data is keyed on its own.
+        checkpoint = self._checkpoint(paths, labels, spec,
+                                      validation if validation_data is not None else None)
         seed = self._seed()
         if checkpoint is not None and checkpoint.read() is not None:
             seed = int(checkpoint.read()["seed"])
@@ -328,11 +331,14 @@ class FineTunedClassifier(CLIPClassifier):
         if self.checkpoint_dir is not None:
             check_writable_dir(self.checkpoint_dir, f"{type(self).__name__}: checkpoint_dir")
 
-    def _checkpoint(self, paths, labels):
+    def _checkpoint(self, paths, labels, spec=None, validation=None):
         """This run's checkpoint, keyed as build tools key their targets: the
         estimator, its parameters, every image's path, size and modification
         time (so changed contents under the same names start a new run), the
-        pretrained weights file's likewise, the labels and the class names."""
+        backbone's weight files likewise (the pretrained file, the files of
+        a ``local-dir:`` folder), the labels and the class names, and the
+        ``validation_data`` images and labels (whose scores the history
+        holds)."""
         if self.checkpoint_dir is None:
             return None
         # The held-out images already change the hashed training images;
@@ -347,10 +353,19 @@ class FineTunedClassifier(CLIPClassifier):
         h.update(_utf8(repr(sorted((k, repr(v)) for k, v in params.items()))))
         if isinstance(self.pretrained, (str, os.PathLike)) and os.path.isfile(self.pretrained):
             h.update(repr(_file_signature(self.pretrained)).encode())
+        # Added only where they apply, so that the keys of runs without them
+        # stay those earlier releases wrote (and their checkpoints resume).
+        if spec is not None and spec.name.startswith("local-dir:"):
+            h.update(b"\0local-dir\0" + repr(_source_signature(spec)).encode())
         # Files: each path, size and mtime; images in memory: their pixels.
         paths.update_key(h)
         h.update(labels.y_encoded.tobytes())
         h.update(_utf8("\0".join(labels.names)))
+        if validation is not None:
+            val_images, y_val = validation
+            h.update(b"\0validation\0")
+            val_images.update_key(h)
+            h.update(np.asarray(y_val, dtype=np.int64).tobytes())
         if not isinstance(paths, PathSource):
             return Checkpoint(self.checkpoint_dir, h.hexdigest())
         newest = max((mtime for _, mtime in paths.signatures()), default=0)
