@@ -335,6 +335,54 @@ def test_cifar10_lt_pickles_and_errors(tmp_path):
         load_cifar10_lt(tmp_path / "elsewhere", "train")
 
 
+class _RunsCode:
+    """Unpickling this calls a function by name (here a harmless one that
+    leaves a mark, standing in for os.system)."""
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.mark),))
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_cifar_pickles_are_read_as_data_only(tmp_path, protocol):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    names = get_class_names("cifar10")
+    rng = np.random.default_rng(1)
+    # Pickles as Python 3 writes them at either protocol, with numpy arrays
+    # and scalars: read as before.
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [n.encode() for n in names], b"num_vis": np.int64(3072)}, f,
+                    protocol=protocol)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({b"data": rng.integers(0, 256, (20, 3072), dtype=np.uint8),
+                     b"labels": np.arange(20) % 10}, f, protocol=protocol)
+    paths, y, _ = load_cifar10_lt(tmp_path, "test", cache_dir=tmp_path / "c")
+    assert len(paths) == 20 and y.tolist() == (np.arange(20) % 10).tolist()
+    # A file that names any other function is refused before it is called.
+    bad = _RunsCode()
+    bad.mark = str(tmp_path / "ran")
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [bad] * 10}, f, protocol=protocol)
+    with pytest.raises(DatasetFileError, match=r"batches.meta: not a CIFAR python pickle .*not data"):
+        load_cifar10_lt(tmp_path, "test", cache_dir=tmp_path / "c")
+    assert not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "a/b", "..", "", "dup"])
+def test_cifar_class_names_must_be_distinct_folder_names(tmp_path, name):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    names = [name] + (["dup"] if name == "dup" else []) + [f"c{i}" for i in range(10)]
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [n.encode() for n in names[:10]]}, f)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({b"data": np.zeros((10, 3072), np.uint8), b"labels": list(range(10))}, f)
+    with pytest.raises(DatasetFileError, match="batches.meta: (class name|repeated)"):
+        load_cifar10_lt(tmp_path, "test", cache_dir=tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+
+
 def test_cifar_lt_from_image_folders(tmp_path):
     for c, name in enumerate(get_class_names("cifar10")):
         for i in range(6):

@@ -49,12 +49,52 @@ def _default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "liftlearn"
 
 
+def _latin1_encode(text, encoding="utf-8"):
+    # How Python 3 pickles bytes at protocol 2; no other codec is looked up.
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode with {encoding!r}")
+    return text.encode("latin-1")
+
+
+def _numpy_globals() -> dict:
+    """What pickles of numpy arrays, dtypes and scalars name, by the names
+    this numpy writes and the names older ones wrote (``numpy.core``)."""
+    found = {
+        "ndarray": np.ndarray,
+        "dtype": np.dtype,
+        "_reconstruct": np.zeros(1).__reduce__()[0],
+        "_frombuffer": np.zeros(1).__reduce_ex__(5)[0],
+        "scalar": np.int64(0).__reduce__()[0],
+    }
+    allowed = {("_codecs", "encode"): _latin1_encode}
+    for name, obj in found.items():
+        for module in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray",
+                       "numpy.core.numeric", "numpy._core.numeric"):
+            allowed[(module, name)] = obj
+    return allowed
+
+
+class _DataUnpickler(pickle.Unpickler):
+    """Unpickles data only: numpy arrays and scalars, and the builtin
+    containers, numbers, str and bytes (which need no global). Any other
+    name in the file is refused before anything is called, so a crafted
+    file cannot run code."""
+
+    _allowed = _numpy_globals()
+
+    def find_class(self, module, name):
+        obj = self._allowed.get((module, name))
+        if obj is None:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which is not data")
+        return obj
+
+
 def _unpickle(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"CIFAR file not found: {path}")
     try:
         with open(path, "rb") as f:
-            data = pickle.load(f, encoding="bytes")
+            data = _DataUnpickler(f, encoding="bytes").load()
     except Exception as exc:  # noqa: BLE001 - any unpickling failure
         raise DatasetFileError(f"{path.name}: not a CIFAR python pickle ({exc}) ({path})") from None
     if not isinstance(data, dict):
@@ -71,11 +111,28 @@ def _read_cifar_pickles(folder: Path, n_classes: int, split: str):
         raise DatasetFileError(
             f"{meta_path.name}: no {spec['names'].decode()} entry ({meta_path})"
         )
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta[spec["names"]]]
+    raw_names = meta[spec["names"]]
+    if not isinstance(raw_names, (list, tuple)) or not all(isinstance(n, (bytes, str)) for n in raw_names):
+        raise DatasetFileError(f"{meta_path.name}: {spec['names'].decode()} is not a list of names "
+                               f"({meta_path})")
+    try:
+        names = [n.decode() if isinstance(n, bytes) else n for n in raw_names]
+    except UnicodeDecodeError:
+        raise DatasetFileError(f"{meta_path.name}: a class name is not UTF-8 ({meta_path})") from None
     if len(names) != n_classes:
         raise DatasetFileError(
             f"{meta_path.name}: {len(names)} class names, expected {n_classes} ({meta_path})"
         )
+    # Each name becomes a folder of the PNG cache: it must be one plain,
+    # distinct folder name there.
+    for n in names:
+        if (not n or n in (".", "..") or "/" in n or "\\" in n or "\0" in n
+                or (os.altsep and os.altsep in n)):
+            raise DatasetFileError(f"{meta_path.name}: class name {n!r} cannot name a folder "
+                                   f"({meta_path})")
+    if len(set(names)) != len(names):
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        raise DatasetFileError(f"{meta_path.name}: repeated class names {repeated[:5]} ({meta_path})")
     images, labels = [], []
     for name in spec[split]:
         path = folder / name
