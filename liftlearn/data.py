@@ -326,6 +326,12 @@ def _header_problem(fspath: str) -> str | None:
             width, height = img.size
             if width < 1 or height < 1:
                 raise ValueError(f"image size is {width}x{height}")
+            if img.format == "JPEG" and not _ends_jpeg(img.fp):
+                # verify() does not read a JPEG's data, so a download cut
+                # short would pass; a file that does not end in the
+                # end-of-image marker is decoded to decide (one with data
+                # appended after the image, as motion photos have, loads).
+                return _decode_problem(fspath)
             img.verify()
     except Exception:  # noqa: BLE001
         # verify() is stricter than decoding in places (a PNG cut after its
@@ -334,6 +340,16 @@ def _header_problem(fspath: str) -> str | None:
         # This costs time only for the rare suspicious file.
         return _decode_problem(fspath)
     return None
+
+
+def _ends_jpeg(fp) -> bool:
+    """Whether an open JPEG file ends in the end-of-image marker (FF D9)."""
+    position = fp.tell()
+    try:
+        fp.seek(-2, os.SEEK_END)
+        return fp.read(2) == b"\xff\xd9"
+    finally:
+        fp.seek(position)
 
 
 def _decode_problem(fspath: str) -> str | None:
@@ -366,11 +382,14 @@ def find_bad_images(
         decoding pixels: the path exists and is a regular file, the format
         is recognised, the header parses, the size is non-zero and not a
         decompression bomb, and ``Image.verify()`` passes (for PNG this
-        walks every chunk and its checksum, so truncated PNGs are caught).
-        A file failing ``verify()`` is then fully decoded, so this mode
-        never flags a file that :func:`load_image` accepts.  It does **not**
-        decode pixel data otherwise, so a JPEG, WebP, TIFF, BMP or GIF whose
-        body is truncated or corrupt after an intact header passes.
+        walks every chunk and its checksum, so truncated PNGs are caught);
+        a JPEG must end in its end-of-image marker (a download cut short
+        does not).  A file failing either is then fully decoded, so this
+        mode never flags a file that :func:`load_image` accepts.  It does
+        **not** decode pixel data otherwise, so a JPEG corrupt inside, or a
+        WebP, TIFF, BMP or GIF whose body is truncated or corrupt after an
+        intact header, passes (and stops a fit that reaches it with a
+        :class:`BadImageError` naming it).
         ``"decode"`` runs :func:`load_image` on every file and therefore
         flags exactly the files it would reject, at the cost of a full
         decode (a few times slower).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import time
@@ -13,7 +14,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from liftlearn.data import ImageDataset, TrainDataset, check_paths, load_image
+from liftlearn.data import ImageDataset, TrainDataset, check_paths, find_bad_images, load_image
 from liftlearn.exceptions import BadImageError
 from liftlearn.transforms import eval_transform, train_transform
 
@@ -215,6 +216,23 @@ def test_truncated_jpeg(tmp_path, jpeg):
     path = tmp_path / "cut.jpg"
     path.write_bytes(data[: len(data) // 2])
     assert _bad(path).reason.startswith("truncated or corrupt")
+
+
+def test_header_check_catches_a_jpeg_cut_short_and_keeps_appended_data(tmp_path):
+    # A download cut short: whole header, part of the pixel data.
+    data = io.BytesIO()
+    Image.fromarray(noise(200, 150)).save(data, format="JPEG", quality=90)
+    data = data.getvalue()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: int(len(data) * 0.7)])
+    # Data after the end-of-image marker (motion photos append a video).
+    appended = tmp_path / "motion.jpg"
+    appended.write_bytes(data + b"\x00\x00\x00\x18ftypmp42" + bytes(100))
+    whole = tmp_path / "whole.jpg"
+    whole.write_bytes(data)
+    found = find_bad_images([str(whole), str(cut), str(appended)], mode="header")
+    assert [(i, reason.split(":")[0]) for i, reason in found] == [(1, "truncated or corrupt")]
+    assert find_bad_images([str(whole), str(cut), str(appended)], mode="decode") == found
 
 
 def test_bad_image_error_is_value_error_and_pickles(tmp_path):
@@ -432,7 +450,7 @@ def test_datasets_ship_uint8_that_the_device_normalises(image_files):
 
 # --- find_bad_images ----------------------------------------------------------
 
-from liftlearn.data import find_bad_images  # noqa: E402
+
 
 
 @pytest.fixture
@@ -443,7 +461,7 @@ def mixed_folder(tmp_path, jpeg):
     text.write_text("not an image at all\n")
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
-    cut_jpeg = tmp_path / "cut.jpg"  # header intact, body cut: decode only
+    cut_jpeg = tmp_path / "cut.jpg"  # header intact, body cut: no end-of-image marker
     cut_jpeg.write_bytes(data[: len(data) // 2])
     png = tmp_path / "ok.png"
     Image.fromarray(noise(30, 20)).save(png)
@@ -460,11 +478,11 @@ def mixed_folder(tmp_path, jpeg):
         3: "no such file",
         4: "is a directory",
         5: "not an image PIL can read",
+        6: "truncated or corrupt",
         8: "truncated or corrupt",
         9: "",
     }
-    decode = {**header, 6: "truncated or corrupt"}
-    return paths, {"header": header, "decode": decode}
+    return paths, {"header": header, "decode": header}
 
 
 @pytest.mark.parametrize("mode", ["header", "decode"])
