@@ -271,7 +271,18 @@ class ItemSource(ImageSource):
         return f"{self.label}[{i}]"
 
     def load(self, i):
-        return _item_image(self.items[int(i)], self.name(i))
+        name = self.name(i)
+        try:
+            # A decoding container (a datasets Image column, a torchvision
+            # dataset's loader) reads the file here: its failure is the
+            # image's, as the conversion's is.
+            item = self.items[int(i)]
+        except Exception as exc:  # noqa: BLE001
+            reason = _failure_reason(exc, name)
+            if reason is None:
+                raise
+            raise BadImageError(name, reason) from None
+        return _item_image(item, name)
 
     def _key_bytes(self, i):
         return _item_key(self.items[int(i)])
@@ -304,10 +315,21 @@ class DatasetSource(ItemSource):
         targets = getattr(ds, "targets", None)  # torchvision's ImageFolder, CIFAR10, ...
         if targets is not None and len(targets) == len(ds):
             return list(np.asarray(targets).tolist())
-        first = ds[0]
+        first = self._item(0)
         if not isinstance(first, (tuple, list)) or len(first) < 2:
             return None
-        return [ds[i][1] for i in range(len(ds))]
+        return [self._item(i)[1] for i in range(len(ds))]
+
+    def _item(self, i):
+        """``dataset[i]``, whose image may fail to decode: then the error
+        names the item (its label cannot be read without it)."""
+        try:
+            return self.dataset[i]
+        except Exception as exc:  # noqa: BLE001
+            reason = _failure_reason(exc, self.name(i))
+            if reason is None:
+                raise
+            raise BadImageError(self.name(i), f"{reason} (reading its label)") from None
 
     def class_names(self):
         # torchvision's datasets name their integer targets in ``classes``.

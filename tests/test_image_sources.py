@@ -161,6 +161,39 @@ def test_a_dataset_with_a_tensor_transform_is_refused_at_once():
         as_image_source(Tensors())
 
 
+class DecodingDataset(torch.utils.data.Dataset):
+    """(image, label) decoded from bytes on access, as torchvision's folder
+    datasets and datasets' Image columns do; item ``bad`` is not an image."""
+
+    def __init__(self, arrays, labels, bad):
+        self.files = [b"not an image" if i == bad else _png(a) for i, a in enumerate(arrays)]
+        self.labels, self.targets = labels, [int(v) for v in labels]
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        return Image.open(io.BytesIO(self.files[i])), self.targets[i]
+
+
+@pytest.mark.parametrize("kind", ["torch", "hf"])
+def test_an_item_that_fails_to_decode_is_a_bad_image(few, kind):
+    _, y, arrays = few
+    if kind == "torch":
+        X, fit_y = DecodingDataset(arrays, y, bad=4), None
+    else:
+        datasets = pytest.importorskip("datasets")
+        rows = [{"bytes": b"not an image" if i == 4 else _png(a), "path": None}
+                for i, a in enumerate(arrays)]
+        features = datasets.Features({"image": datasets.Image(decode=True)})
+        X, fit_y = datasets.Dataset.from_dict({"image": rows}, features=features)["image"], y
+    with pytest.raises(BadImageError, match=r"X\[4\].*not an image PIL can read"):
+        LiftPlusClassifier(**PARAMS).fit(X, fit_y)
+    with pytest.warns(UserWarning, match="skipping 1 unusable"):
+        clf = LiftPlusClassifier(**PARAMS, on_bad_image="skip").fit(X, fit_y)
+    assert clf.skipped_images_ == [("X[4]", "not an image PIL can read")]
+
+
 def test_torch_dataset_labels_come_from_targets_or_items(few):
     _, y, arrays = few
     ds = PairDataset(arrays, y)
