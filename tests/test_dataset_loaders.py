@@ -237,6 +237,12 @@ def test_image_folder(tmp_path):
         load_image_folder(tmp_path, class_names=["cat"])
 
 
+def test_image_folder_refuses_repeated_class_names(tmp_path):
+    _png(tmp_path / "cat" / "0.png")
+    with pytest.raises(DatasetFileError, match=r"class_names repeats \['cat'\]"):
+        load_image_folder(tmp_path, class_names=["cat", "cat", "dog"])
+
+
 def test_image_folder_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="image folder not found"):
         load_image_folder(tmp_path / "none")
@@ -480,6 +486,10 @@ def test_load_source_image_folder_split_or_root(tmp_path):
     for cls in ("x", "y"):
         _png(tmp_path / "flat" / cls / "0.png")
     assert load_source("imagefolder", "val", root=tmp_path / "flat")[2] == ["x", "y"]
+    # A root with split folders but not this one lacks the split: its split
+    # folders are not classes.
+    with pytest.raises(FileNotFoundError, match=r"split folder\(s\) train, test but no 'val'"):
+        load_source("imagefolder", "val", root=tmp_path / "split")
 
 
 def test_load_source_list_files(tmp_path):

@@ -99,3 +99,13 @@ def test_rejects_minus_one_and_single_class():
         make_long_tailed_ssl_split([0, 1, -1, 1], 1, 0, 1, 1)
     with pytest.raises(ValueError, match="2 classes"):
         make_long_tailed_ssl_split([3, 3, 3], 1, 0, 1, 1)
+
+
+def test_no_random_state_leaves_numpys_global_generator_alone():
+    y = np.repeat(np.arange(3), 20)
+    np.random.seed(7)
+    expected = np.random.random_sample(3)
+    np.random.seed(7)
+    a, _ = make_long_tailed_ssl_split(y, 4, 6, 2, 1)
+    assert np.array_equal(np.random.random_sample(3), expected)
+    assert len(a) == len(np.unique(a))

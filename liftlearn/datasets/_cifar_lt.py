@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
@@ -131,7 +132,7 @@ def _read_cifar_pickles(folder: Path, n_classes: int, split: str):
             raise DatasetFileError(f"{meta_path.name}: class name {n!r} cannot name a folder "
                                    f"({meta_path})")
     if len(set(names)) != len(names):
-        repeated = sorted({n for n in names if names.count(n) > 1})
+        repeated = sorted(n for n, k in Counter(names).items() if k > 1)
         raise DatasetFileError(f"{meta_path.name}: repeated class names {repeated[:5]} ({meta_path})")
     images, labels = [], []
     for name in spec[split]:

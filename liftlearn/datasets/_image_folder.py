@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
@@ -59,6 +60,9 @@ def load_image_folder(
         raise FileNotFoundError(f"image folder not found: {root}")
     folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     names = list(folders) if class_names is None else [str(n) for n in class_names]
+    repeated = sorted(n for n, k in Counter(names).items() if k > 1)
+    if repeated:
+        raise DatasetFileError(f"class_names repeats {repeated[:5]}: each class needs its own name")
     unknown = sorted(set(folders) - set(names))
     if unknown:
         raise DatasetFileError(

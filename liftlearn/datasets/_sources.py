@@ -106,11 +106,23 @@ def _sample(split: str) -> Dataset:
     return load_cifar10_lt_sample(split)
 
 
+_SPLIT_FOLDERS = ("train", "val", "test")
+
+
 def _image_folder(split: str, root) -> Dataset:
-    # root/<split>/<class>/<image> when root/<split> exists, else root/<class>/<image>.
+    # root/<split>/<class>/<image> when root/<split> exists, else
+    # root/<class>/<image>; but a root with split folders and not this one
+    # lacks the split (its split folders are no classes).
     base = Path(root)
-    folder = base / split if (base / split).is_dir() else base
-    return load_image_folder(folder)
+    if (base / split).is_dir():
+        return load_image_folder(base / split)
+    present = [s for s in _SPLIT_FOLDERS if (base / s).is_dir()]
+    if present:
+        raise FileNotFoundError(
+            f"image folder {base / split} not found: {base} has the split folder(s) "
+            f"{', '.join(present)} but no {split!r}"
+        )
+    return load_image_folder(base)
 
 
 def _imagenet_lt(split: str, root, list_dir=None) -> Dataset:
@@ -166,7 +178,8 @@ def load_source(name: str, split: str = "train", **options: Any) -> Dataset:
         ``"train"``, ``"val"`` or ``"test"``. CIFAR-LT and the sample read
         ``"val"`` as ``"test"``, iNaturalist 2018 reads ``"test"`` as
         ``"val"``; ``imagefolder`` reads ``root/<split>`` when it exists,
-        else ``root`` itself.
+        else ``root`` itself if it has no ``train``, ``val`` or ``test``
+        folder (else FileNotFoundError: the split is missing).
     **options
         Among ``root`` (required by all sources but the sample),
         ``list_dir`` (ImageNet-LT, Places-LT: the split files' folder;

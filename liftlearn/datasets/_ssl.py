@@ -55,7 +55,8 @@ def make_long_tailed_ssl_split(
     reverse_unlabeled : bool, default=False
         Reverse the unlabeled profile (tail classes most frequent).
     random_state : int, RandomState instance or None, default=None
-        Which samples of each class are drawn.
+        Which samples of each class are drawn; None draws fresh entropy
+        (numpy's global generator is neither used nor advanced).
 
     Returns
     -------
@@ -100,6 +101,9 @@ def make_long_tailed_ssl_split(
         raise ValueError(f"reverse_unlabeled={reverse_unlabeled!r} must be True or False")
     if reverse_unlabeled:
         n_unl = n_unl[::-1]
+    if random_state is None:
+        # check_random_state(None) is numpy's global generator.
+        random_state = int(np.random.default_rng().integers(2**32, dtype=np.uint64))
     rng = check_random_state(random_state)
 
     labeled, unlabeled = [], []
