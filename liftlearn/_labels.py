@@ -12,7 +12,7 @@ import numpy as np
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
-__all__ = ["LabelInfo", "class_names_problem", "resolve_labels"]
+__all__ = ["LabelInfo", "class_names_problem", "resolve_labels", "unlabeled_mask"]
 
 
 @dataclass
@@ -75,6 +75,13 @@ def class_names_problem(class_names):
     return None
 
 
+def unlabeled_mask(y) -> np.ndarray:
+    """Where ``y`` holds scikit-learn's mark of an unlabeled sample: the
+    number -1 (a float -1.0 too, as a float ``y`` is read), not the string."""
+    return np.array([isinstance(v, Real) and not isinstance(v, bool) and v == -1
+                     for v in np.asarray(y, dtype=object).ravel().tolist()], dtype=bool)
+
+
 def _as_label_array(y) -> np.ndarray:
     from_sequence = isinstance(y, (list, tuple))
     y = column_or_1d(np.asarray(y, dtype=None if not from_sequence else object), warn=True)
@@ -84,6 +91,11 @@ def _as_label_array(y) -> np.ndarray:
         if all(isinstance(v, Integral) and not isinstance(v, bool) for v in y):
             _check_int64(y)
             y = y.astype(np.int64)
+        elif all(isinstance(v, Real) and not isinstance(v, bool) for v in y):
+            # Numbers with a float among them (a list like [-1.0, 0.0, 2.0]):
+            # as the same values in a float array, so that whole floats
+            # become integer classes and -1.0 marks an unlabeled image.
+            y = y.astype(np.float64)
         elif from_sequence and all(isinstance(v, str) for v in y):
             # What numpy (and so LabelEncoder) makes of a list of str. An
             # object array of str stays object: LabelEncoder().fit(y).classes_
@@ -176,7 +188,7 @@ def resolve_labels(y, class_names=None, *, allow_unlabeled: bool = False) -> Lab
     y = _as_label_array(y)
     unlabeled = np.zeros(len(y), dtype=bool)
     if allow_unlabeled:
-        unlabeled = np.array([isinstance(v, Integral) and not isinstance(v, bool) and v == -1 for v in y.tolist()])
+        unlabeled = unlabeled_mask(y)
     labeled = y[~unlabeled]
     _check_target_type(labeled)
 

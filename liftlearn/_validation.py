@@ -123,6 +123,10 @@ class Interval(Constraint):
         return what + (" " + " and ".join(parts) if parts else "")
 
 
+def _option_type(value) -> type:
+    return str if isinstance(value, str) else type(value)
+
+
 class Options(Constraint):
     """One of a fixed set of values (compared with ``==`` and by type)."""
 
@@ -131,8 +135,10 @@ class Options(Constraint):
 
     def is_satisfied_by(self, value):
         # Unhashable values (a list given where a str is expected) are simply
-        # not among the options.
-        return any(type(value) is type(o) and value == o for o in self.options)
+        # not among the options. Types must agree (True is not the option 1)
+        # except that any str is a str: numpy's str_ comes out of arrays of
+        # options, as GridSearchCV grids often are.
+        return any(_option_type(value) is _option_type(o) and value == o for o in self.options)
 
     def __str__(self):
         return "one of " + ", ".join(repr(o) for o in self.options)

@@ -713,7 +713,8 @@ def _load(path: str, device, allow_network: bool):
         fitted_meta = meta["fitted"] if version >= 2 else _fitted_v1(meta)
     fitted = _decode_fitted(fitted_meta, cls)
     spec, fingerprint = _check_backbone_section(meta.get("backbone"))
-    _check_backbone_params(params, spec)
+    if cls is not CLIPFeatures:  # its backbone comes from adapter_from, when given
+        _check_backbone_params(params, spec)
     if not allow_network:
         reason = _network_reason(spec)
         if reason is not None:

@@ -167,6 +167,18 @@ def test_numpy_scalars_are_accepted_wherever_numbers_are(cls):
 
 
 @pytest.mark.parametrize("cls", ESTIMATORS, ids=IDS)
+def test_numpy_strings_and_bool_verbose_are_accepted_as_sklearn_does(cls):
+    # np.str_ is what an array of options gives GridSearchCV's grid.
+    defaults = {k: v.default for k, v in inspect.signature(cls.__init__).parameters.items()
+                if k != "self"}
+    strings = {k: np.str_(v) for k, v in defaults.items() if type(v) is str}
+    assert strings
+    cls(**strings, verbose=True)._validate_params()
+    with pytest.raises(InvalidParameterError, match="parameter precision="):
+        cls(precision=np.str_("fp64"))._validate_params()
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS, ids=IDS)
 @pytest.mark.parametrize(
     "name, value",
     [("batch_size", 0), ("batch_size", 2.0), ("verbose", -1), ("tte", "yes"),
@@ -356,8 +368,9 @@ def test_skipped_images_get_nan_rows_and_one_warning(cls, fitted, data, tmp_path
         y_pred = est.predict(X_bad)
         assert y_pred.tolist() == [*est.predict(Xt[:1]), -1, *est.predict(Xt[1:2]), -1,
                                    *est.predict(Xt[2:3])]
-        # A skipped image counts as an error, whatever its label.
-        y = [y_pred[0], -1, y_pred[2], y_pred[2], y_pred[4]]
+        # A skipped image counts as an error, whatever its label (-1 would
+        # mark an unlabeled image for ULFine, whose score leaves those out).
+        y = [y_pred[0], est.classes_[0], y_pred[2], y_pred[2], y_pred[4]]
         assert est.score(X_bad, y) == pytest.approx(3 / 5)
         assert np.isnan(est.decision_function(X_bad)[1]).all()
 

@@ -405,6 +405,20 @@ def test_ulfine_skips_a_bad_image_with_string_labels(few, tmp_path):
     assert clf.skipped_images_[0][0] == str(bad)
 
 
+@pytest.mark.parametrize("cls", [LiftPlusClassifier, ULFineClassifier])
+def test_a_class_whose_only_image_is_skipped_keeps_its_column(few, tmp_path, cls):
+    X, y, names, Xt = few
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    y = np.append(np.asarray(y), 99)  # class 99's only image is unusable
+    with pytest.warns(LiftLearnWarning, match="skipping 1"):
+        clf = cls(**TINY, tte=False, on_bad_image="skip").fit(X + [str(bad)], y)
+    assert clf.classes_.tolist() == sorted(set(y.tolist()))
+    assert clf.class_counts_.tolist()[-1] == 0
+    proba = clf.predict_proba(Xt)
+    assert proba.shape == (len(Xt), len(clf.classes_)) and np.isfinite(proba).all()
+
+
 # ------------------------------------------------ 9. hostile model files
 def _header(path) -> dict:
     from safetensors import safe_open

@@ -1,6 +1,7 @@
 """ULFineClassifier: PAF/DLF math on hand-made tensors, views, masking, and fits."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -488,6 +489,11 @@ def test_string_labels_with_object_minus_one(tiny_params, ssl_data):
     "bad_y, match",
     [
         (lambda y: np.where(y >= 0, np.resize(["a", "b"], len(y)), "-1"), "object"),
+        # The same strings as a list, an object array and a pandas Series.
+        (lambda y: np.where(y >= 0, np.resize(["a", "b"], len(y)), "-1").tolist(), "string '-1'"),
+        (lambda y: np.where(y >= 0, np.resize(["a", "b"], len(y)), "-1").astype(object), "string '-1'"),
+        (lambda y: __import__("pandas").Series(np.where(y >= 0, np.resize(["a", "b"], len(y)), "-1")),
+         "string '-1'"),
         (lambda y: np.full(len(y), -1), "no labeled image"),
     ],
 )
@@ -555,3 +561,32 @@ def test_compile_option_trains_the_same_model(small, tiny_params):
     compiled = ULFineClassifier(**params, compile=True).fit(X, y)
     np.testing.assert_allclose(compiled.history_[0]["loss"], plain.history_[0]["loss"], rtol=1e-4)
     np.testing.assert_allclose(compiled.predict_proba(Xt), plain.predict_proba(Xt), atol=1e-4)
+
+
+def test_float_labels_mark_unlabeled_images_in_a_list_as_in_an_array(ssl_data):
+    from liftlearn._labels import resolve_labels
+
+    _, _, y_ssl, _, _, _ = ssl_data
+    as_array = resolve_labels(y_ssl.astype(float), allow_unlabeled=True)
+    as_list = resolve_labels(y_ssl.astype(float).tolist(), allow_unlabeled=True)
+    assert as_list.classes.tolist() == as_array.classes.tolist() and -1 not in as_list.classes.tolist()
+    np.testing.assert_array_equal(as_list.y_encoded, as_array.y_encoded)
+    # A supervised estimator refuses -1.0 in a list as it does in an array.
+    with pytest.raises(ValueError, match="y contains -1"):
+        resolve_labels(y_ssl.astype(float).tolist(), allow_unlabeled=False)
+
+
+def test_score_leaves_unlabeled_images_out(tiny_params, ssl_data):
+    X, y, y_ssl, names, Xt, yt = ssl_data
+    clf = ULFineClassifier(**_params(tiny_params, epochs=1), class_names=names).fit(X, y_ssl)
+    labeled = y_ssl != -1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "label the model was not fitted with" for -1
+        score = clf.score(X, y_ssl)
+    assert score == clf.score([x for x, k in zip(X, labeled) if k], y_ssl[labeled])
+    assert score == np.mean(clf.predict(X)[labeled] == y_ssl[labeled])
+    weights = np.arange(1, len(X) + 1, dtype=float)
+    assert clf.score(X, y_ssl, sample_weight=weights) == pytest.approx(
+        np.average(clf.predict(X)[labeled] == y_ssl[labeled], weights=weights[labeled]))
+    with pytest.raises(ValueError, match="every label in y is -1"):
+        clf.score(X, np.full(len(X), -1))

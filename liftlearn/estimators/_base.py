@@ -107,7 +107,7 @@ class CLIPEstimator(BaseEstimator, ABC):
         "device": [Predicate(_is_device, "'auto', a device name such as 'cpu' or 'cuda:0', or a torch.device")],
         "precision": [Options(PRECISIONS)],
         "num_workers": [Interval(Integral, 0), None],
-        "verbose": [Interval(Integral, 0)],
+        "verbose": [Interval(Integral, 0), Boolean()],
         "check_images": [Options(("header", "decode")), None],
         "on_bad_image": [Options(("raise", "skip"))],
     }

@@ -320,9 +320,10 @@ class FineTunedClassifier(CLIPClassifier):
                 LiftLearnWarning, stacklevel=5,
             )
             keep[[i for i, _ in bad]] = False
-            y_kept = [v for v, k in zip(y, keep) if k] if isinstance(y, (list, tuple)) else np.asarray(y)[keep]
             paths = paths[keep]
-            labels = self._labels(paths, y_kept, names_arg, allow_unlabeled=allow_unlabeled)
+            # The classes stay those of y (as ZeroShotClassifier's do): a
+            # class whose only image is unusable keeps its column and name.
+            labels = split_labels(labels, keep)
         return paths, labels, skipped, keep
 
     def _check_checkpoint_dir(self) -> None:

@@ -90,7 +90,7 @@ class CoOpClassifier(FineTunedClassifier):
         As in :class:`LiftPlusClassifier`.
     random_state : int, RandomState instance or None, default=None
         Seeds the context initialisation, the shuffling and the crops.
-    verbose : int, default=0
+    verbose : int or bool, default=0
 
     Attributes
     ----------

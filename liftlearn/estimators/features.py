@@ -66,7 +66,7 @@ class CLIPFeatures(TransformerMixin, CLIPEstimator):
         ``"raise"``: a :class:`~liftlearn.BadImageError` names the first bad
         image. ``"skip"``: a bad image gets a row of NaN (rows are never
         dropped: row i is image i), with one warning saying how many.
-    verbose : int, default=0
+    verbose : int or bool, default=0
 
     Attributes
     ----------

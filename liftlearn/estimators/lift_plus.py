@@ -196,7 +196,7 @@ default="auto"
         out with a warning), and model files never store them.
     random_state : int, RandomState instance or None, default=None
         Seeds the adapter initialisation, the shuffling and the crops.
-    verbose : int, default=0
+    verbose : int or bool, default=0
         Progress bars and a line per epoch when > 0.
 
     Attributes

@@ -36,9 +36,13 @@ from __future__ import annotations
 from numbers import Integral, Real
 
 import numpy as np
+from sklearn.utils import check_consistent_length, column_or_1d
+from sklearn.utils.validation import check_is_fitted
 
+from .._labels import unlabeled_mask
 from .._validation import Boolean, Interval, Options
 from ..data import SSLDataset
+from ..image_sources import as_image_source, image_labels
 from ..engine import ULFineTask
 from ..nn.backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED
 from ..nn.heads import DEFAULT_TEMPLATE, CosineClassifier
@@ -360,18 +364,59 @@ trainable_fraction_, n_trainable_params_, device_
         epochs, total = int(self.epochs), int(self.max_steps)
         return [total // epochs + (1 if e < total % epochs else 0) for e in range(epochs)]
 
+    def score(self, X, y=None, sample_weight=None):
+        """Accuracy on the labeled images of ``X``.
+
+        As :meth:`LiftPlusClassifier.score`, except that images with
+        ``y == -1`` are left out: an unlabeled image carries no truth to
+        score against (scikit-learn's semi-supervised estimators count them
+        as errors, so a fold's score would fall with its share of unlabeled
+        images). ``cross_val_score`` and ``GridSearchCV`` on
+        semi-supervised data thus score the labeled images of each fold.
+
+        Parameters
+        ----------
+        X : image paths, PIL images, uint8 array(s), torch Dataset or datasets column
+        y : array-like of shape (n_samples,) or None
+            True labels, -1 for unlabeled images; None takes the labels a
+            torch Dataset or ``datasets.Dataset`` ``X`` carries.
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        score : float
+
+        Raises
+        ------
+        ValueError
+            If every image of ``X`` is unlabeled.
+        """
+        check_is_fitted(self)
+        images = as_image_source(X, must_exist=False)
+        y = image_labels(images, y)
+        if y is None:
+            raise ValueError("score needs y (X carries no labels)")
+        y = column_or_1d(np.asarray(y, dtype=object), warn=True)
+        check_consistent_length(np.empty(len(images)), y, sample_weight)
+        labeled = ~unlabeled_mask(y)
+        if not labeled.any():
+            raise ValueError("score needs labeled images: every label in y is -1 (unlabeled)")
+        if labeled.all():
+            return super().score(images, y, sample_weight)
+        weights = None if sample_weight is None else np.asarray(sample_weight)[labeled]
+        return super().score(images[labeled], y[labeled], weights)
+
     def _check_y(self, y) -> None:
         # np.array(["cat", -1]) silently turns -1 into the string "-1"; like
-        # sklearn.semi_supervised, ask for object dtype instead of treating
-        # "-1" as a class.
-        arr = np.asarray(y) if not isinstance(y, (list, tuple)) else None
-        if arr is not None and arr.dtype.kind in "US" and (arr.astype(str) == "-1").any():
-            raise ValueError(
-                "y has string dtype and contains '-1'; mark unlabeled images with the "
-                "integer -1 in an object array, e.g. np.array(['cat', -1], dtype=object)"
-            )
+        # sklearn.semi_supervised, ask for the integer instead of treating
+        # "-1" as a class (in whatever container the strings come).
         values = np.asarray(y, dtype=object).ravel().tolist()
-        if values and all(isinstance(v, Integral) and not isinstance(v, bool) and v == -1 for v in values):
+        if any(isinstance(v, (str, bytes)) and v in ("-1", b"-1") for v in values):
+            raise ValueError(
+                "y contains the string '-1'; mark unlabeled images with the integer -1 "
+                "in an object array or list, e.g. np.array(['cat', -1], dtype=object)"
+            )
+        if values and unlabeled_mask(values).all():
             raise ValueError("y has no labeled image (all are -1); at least one is needed")
 
     def _check_labels(self, labels) -> None:

@@ -56,7 +56,7 @@ class ZeroShotClassifier(CLIPClassifier):
         gives a bad image a row of NaN in ``decision_function`` and
         ``predict_proba`` and -1 in ``predict`` (see :meth:`predict`), with
         one warning saying how many; rows are never dropped.
-    verbose : int, default=0
+    verbose : int or bool, default=0
 
     Attributes
     ----------
