@@ -15,6 +15,13 @@ kept minimal); pass a list of them as the estimator's ``callbacks``:
   shorter schedule;
 - ``on_fit_end(estimator)``: after the last epoch, the estimator fitted.
 
+And, optionally, ``check(history_keys)``: called when ``fit`` starts, before
+any image is read or the backbone loads, with the entries this fit's
+history will have; raise there for a configuration that cannot work (a
+``monitor`` with a typo, an unwritable file), so that no training time is
+spent first. An object with a string ``monitor`` attribute is checked
+against those entries anyway.
+
 During the fit ``estimator.module_`` is the network being trained (and
 ``classes_`` are set), so a callback can save or inspect it. A callback that
 raises fails the fit, which leaves the estimator unfitted. A callback may
@@ -43,6 +50,11 @@ HOOKS = ("on_fit_begin", "on_epoch_end", "on_fit_end")
 
 class Callback:
     """Base class with every hook a no-op (subclassing it is optional)."""
+
+    def check(self, history_keys) -> None:
+        """Called when ``fit`` starts, before any work; raise ValueError for
+        a configuration that cannot work (``history_keys``: the entries of
+        this fit's history records)."""
 
     def on_fit_begin(self, estimator) -> None:
         """Called before the first epoch."""
@@ -112,6 +124,9 @@ class EarlyStopping(Callback):
                 or not self.min_delta >= 0:
             raise ValueError(f"EarlyStopping: min_delta={self.min_delta!r} must be a number >= 0")
 
+    def check(self, history_keys) -> None:
+        self._check()  # the monitor is checked against history_keys by fit
+
     def _maximize(self) -> bool:
         return self.mode == "max" or (self.mode == "auto" and "loss" not in self.monitor)
 
@@ -168,11 +183,14 @@ class CSVLogger(Callback):
     Parameters
     ----------
     path : str or os.PathLike
-        The CSV file; checked writable when the fit begins.
+        The CSV file; checked writable when ``fit`` starts.
     """
 
     def __init__(self, path):
         self.path = path
+
+    def check(self, history_keys) -> None:
+        check_writable(self.path, "CSVLogger path")
 
     def on_fit_begin(self, estimator) -> None:
         check_writable(self.path, "CSVLogger path")

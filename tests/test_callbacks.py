@@ -2,6 +2,7 @@
 
 import logging
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -178,10 +179,15 @@ def test_csv_logger_and_checkpoints_keep_callback_state(data, tmp_path):
     pandas.testing.assert_frame_equal(pandas.DataFrame(longer.history_[:2]),
                                       pandas.DataFrame(first.history_))
     assert other[0].calls == ["begin", 3, "end"]
-    # Validation data is part of what a stop belongs to, too.
-    with pytest.warns(UserWarning, match="other callbacks or validation data"):
-        LiftPlusClassifier(**params, callbacks=[CSVLogger(log), Recorder(stop_at=2)]).fit(
+    # Other validation data make a run of their own (its history holds
+    # their scores): nothing is resumed, nothing warned about.
+    recorder = Recorder(stop_at=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LiftPlusClassifier(**params, callbacks=[CSVLogger(log), recorder]).fit(
             X, y, validation_data=(Xv[:3], yv[:3]))
+    assert recorder.calls == ["begin", 1, 2, "end"]
+    assert len(list((tmp_path / "ckpt").glob("liftlearn-checkpoint-*.pt"))) == 2
 
 
 def test_validation_fraction_is_stratified_and_fixed():
@@ -234,3 +240,34 @@ def test_bad_callbacks_and_validation_arguments_are_named(data):
         LiftPlusClassifier(**PARAMS, validation_fraction=0.2).fit(X, y, validation_data=(Xv, yv))
     with pytest.raises(ValueError, match="not classes of the training data: 9"):
         LiftPlusClassifier(**PARAMS).fit(X, y, validation_data=(Xv, np.full(len(yv), 9)))
+
+
+@pytest.mark.parametrize("callback, match", [
+    (EarlyStopping(monitor="los"), "EarlyStopping monitors 'los', which the history of "
+                                   "LiftPlusClassifier does not have; its entries: epoch, loss"),
+    (EarlyStopping(monitor="labeled_accuracy"), "does not have"),  # ULFine's, not LiftPlus's
+    (EarlyStopping(monitor="loss", patience=0), "patience=0"),
+    (CSVLogger("/proc/self/liftlearn-log.csv"), "CSVLogger path"),
+])
+def test_callbacks_that_cannot_work_are_refused_before_any_work(data, monkeypatch, callback, match):
+    import liftlearn.estimators._fine_tuned as fine_tuned
+
+    X, y, _, _ = data
+    # Neither an image check nor the backbone may come first.
+    monkeypatch.setattr(fine_tuned, "get_backbone", lambda *a, **k: pytest.fail("backbone loaded"))
+    monkeypatch.setattr(LiftPlusClassifier, "_images",
+                        lambda *a, **k: pytest.fail("images read first"))
+    with pytest.raises(ValueError, match=match):
+        LiftPlusClassifier(**PARAMS, callbacks=[callback]).fit(X, y)
+
+
+@pytest.mark.parametrize("cls, extra", [(LiftPlusClassifier, {}), (ULFineClassifier, {"threshold": 0.2})])
+def test_history_keys_are_the_entries_fits_record(data, cls, extra):
+    from liftlearn.engine import history_keys
+
+    X, y, Xv, yv = data
+    y = np.where(np.arange(len(y)) % 3 == 0, -1, y) if cls is ULFineClassifier else y
+    # Every declared entry can be monitored (the fit runs), and is recorded.
+    monitors = [EarlyStopping(monitor=key, patience=5) for key in history_keys(cls._task_type)]
+    clf = cls(**PARAMS, **extra, epochs=1, callbacks=monitors).fit(X, y, validation_data=(Xv, yv))
+    assert list(clf.history_[0]) == [*history_keys(cls._task_type), *VAL_KEYS]

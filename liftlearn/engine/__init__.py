@@ -16,7 +16,7 @@ The engine imports torch and :mod:`liftlearn.nn`, never scikit-learn.
 
 from ._loading import DeviceImages, PackedImages
 from .checkpoint import Checkpoint
-from .loop import TrainConfig, fit_task
+from .loop import TrainConfig, fit_task, history_keys
 from .predict import predict_images, predict_logits
 from .tasks import LiftPlusTask, TrainingTask, ULFineTask
 
@@ -29,6 +29,7 @@ __all__ = [
     "TrainingTask",
     "ULFineTask",
     "fit_task",
+    "history_keys",
     "predict_images",
     "predict_logits",
 ]

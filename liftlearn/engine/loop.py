@@ -39,6 +39,7 @@ from .checkpoint import Checkpoint
 
 __all__ = [
     "TrainConfig",
+    "history_keys",
     "backward",
     "check_finite_loss",
     "check_trained_network",
@@ -156,6 +157,12 @@ def check_trained_network(params_ok: bool, logits_ok: bool, epoch: int, lr: floa
     )
 
 
+def history_keys(task_type: type) -> tuple:
+    """The entries of every history record a fit of ``task_type`` writes
+    (a monitor adds its own, e.g. the validation scores)."""
+    return ("epoch", "loss", *task_type.RECORD_KEYS, "lr", "seconds")
+
+
 def fit_task(
     task,
     config: TrainConfig,
@@ -256,6 +263,7 @@ def fit_task(
         mean_loss = loss_sum / max(n, 1)
         check_finite_loss(mean_loss, epoch, config.lr)
         check_trained_network(bool(params_ok), bool(logits_ok), epoch, config.lr)
+        # The entries history_keys names.
         record = {"epoch": epoch + 1, "loss": mean_loss}
         record.update(task.epoch_end(n))
         record.update({"lr": lr, "seconds": time.perf_counter() - start})

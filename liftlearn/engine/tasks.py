@@ -72,8 +72,12 @@ class TrainingTask:
     def after_optimizer_step(self) -> None:
         """Called after each optimizer step."""
 
+    #: The history entries :meth:`epoch_end` adds (what callbacks may
+    #: monitor is checked against them before a fit starts).
+    RECORD_KEYS: Tuple[str, ...] = ()
+
     def epoch_end(self, n_items: int) -> dict:
-        """Extra history entries of the epoch (host values)."""
+        """Extra history entries of the epoch (host values): ``RECORD_KEYS``."""
         return {}
 
     def describe(self, record: dict, epochs: int) -> str:
@@ -306,6 +310,9 @@ class ULFineTask(TrainingTask):
                 text = um.orthogonality_step(text, opts["orthogonality_weight"])
             network.text_prototypes.copy_(text)
         self._clear_step()
+
+    RECORD_KEYS = ("loss_labeled", "loss_unlabeled", "n_pseudo_labels", "pseudo_label_rate",
+                   "labeled_accuracy")
 
     def epoch_end(self, n_items):
         record = {k: float(v) / max(n_items, 1) for k, v in self.sums.items()}

@@ -16,7 +16,7 @@ from sklearn.utils import check_random_state
 from .._io import check_writable_dir
 from .._random import seeded_global_rng
 from .._validation import Boolean, Constraint, Interval, IntSequence, Options, PathLike, Predicate
-from ..engine import Checkpoint, TrainConfig, fit_task
+from ..engine import Checkpoint, TrainConfig, fit_task, history_keys
 from ..engine._loading import clamp_workers
 from ..image_sources import PathSource, _file_signature, _utf8, carried_class_names, image_labels
 from ..exceptions import LiftLearnWarning
@@ -28,8 +28,8 @@ from ..nn.tuners import TUNERS, build_tuner
 from ..transforms import MDA_SCHEDULES
 from ._base import CLIPClassifier, fit_context
 from ._watch import (
-    FitWatcher, encode_validation, holdout_mask, is_callback_list, picklable_callbacks, split_labels,
-    validation_source,
+    FitWatcher, check_callbacks, encode_validation, holdout_mask, is_callback_list, picklable_callbacks,
+    split_labels, validation_source,
 )
 
 __all__ = ["FineTunedClassifier", "data_init_rows"]
@@ -205,6 +205,11 @@ class FineTunedClassifier(CLIPClassifier):
         # Before the image check: a checkpoint_dir that cannot be written
         # must not cost a training run first.
         self._check_checkpoint_dir()
+        # And callbacks that cannot work (a monitor with a typo, an
+        # unwritable log), before the images are checked or the backbone loads.
+        check_callbacks(self.callbacks, history_keys(self._task_type),
+                        validation_data is not None or self.validation_fraction is not None,
+                        type(self).__name__)
         config = self._train_config()
         X = self._images(X)
         carried = carried_class_names(X, y)
@@ -279,9 +284,13 @@ class FineTunedClassifier(CLIPClassifier):
     def _check_labels(self, labels) -> None:
         """Checks of the resolved labels."""
 
+    #: The engine task class _make_task builds (its history entries are
+    #: known before the fit).
+    _task_type: type
+
     @abstractmethod
     def _make_task(self, network, backbone, paths, labels, seed: int, device):
-        """The engine task that trains ``network``."""
+        """The engine task that trains ``network`` (a ``_task_type``)."""
 
     def _task_results(self, task, labels, kept) -> dict:
         """Extra fitted attributes from the finished task."""

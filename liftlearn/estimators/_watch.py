@@ -20,7 +20,7 @@ from ..exceptions import LiftLearnWarning
 from ..image_sources import as_image_source
 from ..metrics import UndefinedClassWarning, balanced_accuracy, shot_accuracy
 
-__all__ = ["FitWatcher", "holdout_mask", "is_callback_list", "picklable_callbacks"]
+__all__ = ["FitWatcher", "check_callbacks", "holdout_mask", "is_callback_list", "picklable_callbacks"]
 
 #: The seed of ``validation_fraction``'s split: the same split every fit.
 HOLDOUT_SEED = 0
@@ -110,6 +110,26 @@ def validation_source(estimator, validation_data):
     return images, y_val
 
 
+def check_callbacks(callbacks, keys: tuple, validated: bool, estimator_name: str) -> None:
+    """What can be known of ``callbacks`` before a fit: each one's own
+    ``check(keys)``, and every string ``monitor`` among the history entries
+    ``keys`` (with ``VAL_KEYS`` when the fit is ``validated``)."""
+    if validated:
+        keys = (*keys, *VAL_KEYS)
+    for cb in callbacks or ():
+        check = getattr(cb, "check", None)
+        if callable(check):
+            check(keys)
+        monitor = getattr(cb, "monitor", None)
+        if not isinstance(monitor, str) or monitor in keys:
+            continue
+        if monitor in VAL_KEYS:
+            raise ValueError(f"{type(cb).__name__} monitors {monitor!r}, which needs "
+                             "validation_data in fit or validation_fraction")
+        raise ValueError(f"{type(cb).__name__} monitors {monitor!r}, which the history of "
+                         f"{estimator_name} does not have; its entries: {', '.join(keys)}")
+
+
 class FitWatcher:
     """The engine's monitor for one fit: validation scores and callbacks.
 
@@ -148,15 +168,6 @@ class FitWatcher:
         return results
 
     def fit_begin(self) -> None:
-        if self.validation is None:
-            # Said before any epoch is spent, not after the first one.
-            for cb in self.callbacks:
-                monitor = getattr(cb, "monitor", None)
-                if isinstance(monitor, str) and monitor in VAL_KEYS:
-                    raise ValueError(
-                        f"{type(cb).__name__} monitors {monitor!r}, which needs validation_data "
-                        "in fit or validation_fraction"
-                    )
         self._call("on_fit_begin")
 
     def fit_end(self) -> None:

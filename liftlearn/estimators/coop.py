@@ -179,6 +179,8 @@ class CoOpClassifier(FineTunedClassifier):
         self.random_state = random_state
         self.verbose = verbose
 
+    _task_type = LiftPlusTask
+
     _parameter_constraints: dict = {
         **{k: v for k, v in FineTunedClassifier._parameter_constraints.items()
            if k not in ("scale", "prompt_template")},

@@ -314,6 +314,8 @@ default="auto"
         self.random_state = random_state
         self.verbose = verbose
 
+    _task_type = LiftPlusTask
+
     _parameter_constraints: dict = {
         **FineTunedClassifier._parameter_constraints,
         "classifier": [Options(tuple(CLASSIFIERS))],

@@ -304,6 +304,8 @@ trainable_fraction_, n_trainable_params_, device_
         self.fusion_weight = fusion_weight
         self.max_steps = max_steps
 
+    _task_type = ULFineTask
+
     _parameter_constraints: dict = {
         **FineTunedClassifier._parameter_constraints,
         "pseudo_label": [Boolean()],
