@@ -33,6 +33,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -390,6 +391,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
 
 
+def _seed(text: str) -> int:
+    """argparse type: a seed, an integer >= 0 (numpy refuses negative ones)."""
+    from ._validation import check_int
+
+    try:
+        return check_int(int(text), "value", 0)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+
+
 def _pretrained(text: str) -> str | None:
     return None if text.lower() in ("none", "random", "") else text
 
@@ -552,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
         if param == "adapter":
             action.lazy_help = lambda: ("module trained inside the encoder: "
                                         + ", ".join(_adapter_names()))
-    m.add_argument("--seed", type=int, default=0, help="random_state, also of --max-train")
+    m.add_argument("--seed", type=_seed, default=0, help="random_state, also of --max-train")
     m.add_argument("--param", type=_parse_param, action="append", default=[],
                    metavar="KEY=VALUE",
                    help="any other parameter of the estimator, e.g. tau=1.5 or "
@@ -575,7 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(ev, "test")
     ev.add_argument("--max-test", type=_positive_int, metavar="N",
                     help="evaluate on a seeded random subset of N images")
-    ev.add_argument("--seed", type=int, default=0, help="seed of --max-test")
+    ev.add_argument("--seed", type=_seed, default=0, help="seed of --max-test")
     ev.add_argument("--plot", help="save the per-class accuracy plot here (PNG, needs matplotlib)")
     ev.add_argument("--json", help="also write the report as JSON here")
     ev.add_argument("-q", "--quiet", action="store_true", help="only the report and errors")
@@ -594,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(pr, "test", required=False)
     pr.add_argument("--max-test", type=_positive_int, metavar="N",
                     help="predict a seeded random subset of N images of --data")
-    pr.add_argument("--seed", type=int, default=0, help="seed of --max-test")
+    pr.add_argument("--seed", type=_seed, default=0, help="seed of --max-test")
     pr.add_argument("--out", required=True, help="CSV file to write ('-' for stdout)")
     pr.add_argument("--all-proba", action="store_true",
                     help="add a probability column per class")
@@ -715,6 +726,9 @@ def _fit_params(args, estimator: str) -> dict:
             raise UserError(
                 f"--param {key}: unknown {name} parameter; choose from {', '.join(params)}"
             )
+        if key == "class_names":
+            raise UserError("--param class_names: the class names come from --data (its "
+                            "folder names or names file), matched to its labels")
         out[key] = value
     return out
 
@@ -727,11 +741,14 @@ def cmd_fit(args) -> int:
     # whether the backbone's weights can be had.
     _check_source(args.data, args.root)
     _model_format(args.out)
-    _check_output(args.out, "--out")
     params = _fit_params(args, args.estimator)
+    pretrained = params.get("pretrained")
+    _check_output(args.out, "--out", inputs=[("--pretrained", pretrained)]
+                  if isinstance(pretrained, str) and os.path.isfile(pretrained) else ())
     clf = _estimator_class(args.estimator)(**params)
     clf._validate_params()
     clf._check_param_relations()
+    clf._resolve_device()  # e.g. --device cuda without a GPU, before the data loads
     check_backbone(BackboneSpec.create(clf.backbone, clf.pretrained))
 
     _log.info("loading %s (%s) ...", args.data, args.split)
@@ -757,20 +774,41 @@ def cmd_fit(args) -> int:
     return 0
 
 
+def _plot_format(path: str) -> str:
+    """The image format of ``--plot`` from its suffix, checked before any
+    work (matplotlib present, the format one it writes)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        raise UserError("--plot needs matplotlib: pip install 'liftlearn[plot]'") from None
+    fmt = Path(path).suffix[1:].lower() or "png"
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if fmt not in formats:
+        raise UserError(f"--plot {_shown(path)}: matplotlib does not write {fmt!r} files; "
+                        f"use one of {', '.join(sorted(formats))}")
+    return fmt
+
+
 def cmd_evaluate(args) -> int:
+    fmt = _plot_format(args.plot) if args.plot else None
+    written = [("--model", args.model)]
     for option in ("--json", "--plot"):
         target = getattr(args, option[2:])
         if target:
-            _check_output(target, option, inputs=[("--model", args.model)])
+            _check_output(target, option, inputs=written)
+            written.append((option, target))
     clf = load_model(args.model)
     _set_verbose(clf, args.quiet)
     X, y, names = _data(args)
     y = _to_model_labels(clf, y, names, args.data)
     X, y = _subset(X, y, args.max_test, args.seed)
     _log.info("evaluating on %d images ...", len(X))
-    from .metrics import long_tail_report
-
     import numpy as np
+
+    from .metrics import UndefinedClassWarning
 
     proba = clf.predict_proba(X)
     skipped = _skipped_rows(proba)
@@ -784,6 +822,17 @@ def cmd_evaluate(args) -> int:
         y, proba = np.asarray(y)[keep], proba[keep]
     y_pred = clf.classes_[proba.argmax(axis=1)]
     kwargs = dict(labels=clf.classes_, target_names=clf.class_names_)
+    with warnings.catch_warnings():
+        # The report, the JSON and the plot would each say the same: once,
+        # and not at all with --quiet.
+        warnings.simplefilter("ignore" if args.quiet else "once", UndefinedClassWarning)
+        _write_reports(args, clf, y, y_pred, proba, skipped, kwargs, fmt)
+    return 0
+
+
+def _write_reports(args, clf, y, y_pred, proba, skipped, kwargs, fmt) -> None:
+    from .metrics import long_tail_report
+
     print(long_tail_report(y, y_pred, clf.class_counts_, y_proba=proba, **kwargs))
     if args.json:
         from ._io import atomic_open
@@ -796,21 +845,13 @@ def cmd_evaluate(args) -> int:
             json.dump(_nan_to_none(report), f, indent=2)
         print(f"report written to {_shown(args.json)}")
     if args.plot:
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-        except ImportError:
-            raise UserError("--plot needs matplotlib: pip install 'liftlearn[plot]'") from None
         from ._io import atomic_path
         from .metrics import plot_per_class_accuracy
 
-        ax = plot_per_class_accuracy(y, y_pred, clf.class_counts_, labels=clf.classes_)
-        fmt = Path(args.plot).suffix[1:].lower() or "png"
+        ax = plot_per_class_accuracy(y, y_pred, clf.class_counts_, **kwargs)
         with atomic_path(args.plot, what="plot") as tmp:
             ax.figure.savefig(tmp, format=fmt, dpi=120, bbox_inches="tight")
         print(f"plot written to {_shown(args.plot)}")
-    return 0
 
 
 def _skipped_rows(proba):
@@ -828,13 +869,27 @@ def _nan_to_none(obj):
     return obj
 
 
+#: predict's options that only mean something with --data.
+_DATA_ONLY = ("root", "list_dir", "split", "imbalance", "n_max", "cache_dir", "max_test", "seed")
+
+
 def cmd_predict(args) -> int:
     import csv
 
-    if bool(args.paths) == bool(args.data):
-        raise UserError("predict needs image PATHs or --data, not both")
+    if args.paths and args.data:
+        raise UserError("predict takes image PATHs or --data, not both")
+    if not args.paths and not args.data:
+        raise UserError("predict needs image PATHs or --data")
+    if args.paths:
+        defaults = build_parser().parse_args(["predict", "--model", "m", "--out", "-"])
+        given = [f"--{dest.replace('_', '-')}" for dest in _DATA_ONLY
+                 if getattr(args, dest) != getattr(defaults, dest)]
+        if given:
+            raise UserError(f"{', '.join(given)} {'selects' if len(given) == 1 else 'select'} "
+                            "images of --data; with image PATHs every one of them is predicted")
     if args.out != "-":
-        _check_output(args.out, "--out", inputs=[("--model", args.model)])
+        _check_output(args.out, "--out", inputs=[("--model", args.model)]
+                      + [("an image PATH", path) for path in args.paths])
     clf = load_model(args.model)
     _set_verbose(clf, args.quiet)
     if args.data:

@@ -15,6 +15,7 @@ import pytest
 
 from conftest import REPO, checkout_env
 
+from liftlearn import cli
 from liftlearn.cli import DATA_SOURCES, UserError, _parse_param, build_parser, load_data, main
 from liftlearn.datasets import SOURCES
 
@@ -155,6 +156,8 @@ def test_malformed_list_file_names_line(tmp_path, model_file, capsys):
         (["fit", "--data", "cifar10-lt-sample", "--out", "m", "--epochs", "0"],
          "expected a positive integer"),
         (["evaluate", "--data", "cifar10-lt-sample"], "--model"),
+        (["evaluate", "--model", "m", "--data", "cifar10-lt-sample", "--seed", "-1"],
+         "argument --seed: expected an integer >= 0"),
         ([], "COMMAND"),
     ],
 )
@@ -178,6 +181,8 @@ def test_argparse_errors(argv, message, capsys):
          "--param foo: unknown LiftPlusClassifier parameter"),
         (["fit", "--data", "cifar10-lt-sample", "--out", "m.joblib", "--estimator",
           "zero-shot", "--param", "tau=1.5"], "--param tau: unknown ZeroShotClassifier parameter"),
+        (["fit", "--data", "cifar10-lt-sample", "--out", "m.joblib", "--param",
+          "class_names=['x', 'y']"], "--param class_names: the class names come from --data"),
     ],
 )
 def test_user_errors_in_process(argv, message, capsys, tmp_path, monkeypatch):
@@ -189,7 +194,57 @@ def test_user_errors_in_process(argv, message, capsys, tmp_path, monkeypatch):
 
 def test_predict_needs_paths_or_data(model_file, capsys):
     assert main(["predict", "--model", str(model_file), "--out", "-"]) == 2
-    assert "PATHs or --data" in capsys.readouterr().err
+    assert "predict needs image PATHs or --data" in capsys.readouterr().err
+    from liftlearn.datasets import load_cifar10_lt_sample
+
+    path = load_cifar10_lt_sample("test")[0][0]
+    assert main(["predict", "--model", str(model_file), path, "--data", "cifar10-lt-sample",
+                 "--out", "-"]) == 2
+    assert "PATHs or --data, not both" in capsys.readouterr().err
+    # Options that select images of --data would be ignored with PATHs.
+    assert main(["predict", "--model", str(model_file), path, "--max-test", "1", "--split",
+                 "val", "--out", "-"]) == 2
+    assert "--split, --max-test select images of --data" in capsys.readouterr().err
+
+
+def test_outputs_never_overwrite_inputs_or_each_other(model_file, tiny_checkpoint, tmp_path, capsys,
+                                                      monkeypatch):
+    import shutil
+
+    image = tmp_path / "photo.png"
+    from liftlearn.datasets import load_cifar10_lt_sample
+
+    shutil.copy(load_cifar10_lt_sample("test")[0][0], image)
+    before = image.read_bytes()
+    assert main(["predict", "--model", str(model_file), str(image), "--out", str(image), "-q"]) == 2
+    assert "is the file given to an image PATH" in capsys.readouterr().err
+    assert image.read_bytes() == before
+    report = str(tmp_path / "same.png")
+    assert main(["evaluate", "--model", str(model_file), "--data", "cifar10-lt-sample",
+                 "--json", report, "--plot", report, "-q"]) == 2
+    assert "--plot" in capsys.readouterr().err and not os.path.exists(report)
+    weights = tmp_path / "w.joblib"  # a suffix both a checkpoint and a model file may have
+    shutil.copy(tiny_checkpoint, weights)
+    assert main(["fit", "--data", "cifar10-lt-sample", "--backbone", "liftlearn-tiny-vit",
+                 "--pretrained", str(weights), "--out", str(weights), "-q"]) == 2
+    assert "is the file given to --pretrained" in capsys.readouterr().err
+
+
+def test_evaluate_checks_the_plot_before_any_work(model_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "load_model", lambda *a, **k: pytest.fail("model loaded first"))
+    assert main(["evaluate", "--model", str(model_file), "--data", "cifar10-lt-sample",
+                 "--plot", str(tmp_path / "p.txt"), "--json", str(tmp_path / "r.json"), "-q"]) == 2
+    assert "matplotlib does not write 'txt' files" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_fit_refuses_an_unavailable_device_before_the_data(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "_data", lambda *a, **k: pytest.fail("data loaded first"))
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert main(["fit", "--data", "cifar10-lt-sample", "--backbone", "liftlearn-tiny-vit",
+                 "--pretrained", "none", "--device", "cuda", "--out", str(tmp_path / "m.joblib"),
+                 "-q"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -613,3 +668,23 @@ def test_unlabeled_folder_is_refused_for_lift_plus(tmp_path, capsys):
     assert main(["fit", "--data", "imagefolder", "--root", str(tmp_path), *TINY,
                  "--out", str(tmp_path / "m.joblib")]) == 2
     assert "only --estimator ulfine learns from" in capsys.readouterr().err
+
+
+def test_the_plot_names_classes_as_the_report_does(model_file, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("matplotlib")
+    import liftlearn.metrics as metrics
+
+    real, seen = metrics.plot_per_class_accuracy, {}
+
+    def recording(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(metrics, "plot_per_class_accuracy", recording)
+    assert main(["evaluate", "--model", str(model_file), "--data", "cifar10-lt-sample",
+                 "--max-test", "20", "--plot", str(tmp_path / "p.png"), "-q"]) == 0
+    model = cli.load_model(model_file)
+    assert list(seen["target_names"]) == list(model.class_names_)
+    assert (tmp_path / "p.png").stat().st_size > 0
+    # -q: the report alone, no warning about classes without test images.
+    assert "Warning" not in capsys.readouterr().err
