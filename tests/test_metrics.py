@@ -514,6 +514,17 @@ def test_report_text_lists_classes_groups_and_sizes():
     assert {"harmonic mean", "geometric mean", "macro F1"} <= set(rows)
 
 
+def test_report_counts_the_classes_behind_each_figure():
+    # Class 2 has no test image: the per-class means leave it out, and the
+    # classes column says so; its group keeps its size.
+    with pytest.warns(UndefinedClassWarning):
+        text = long_tail_report([0, 0, 1], [0, 1, 1], [200, 50, 5], labels=[0, 1, 2])
+    rows = summary_rows(text)
+    assert rows["accuracy"] == ["2", "3", "0.667"]
+    assert rows["balanced accuracy"] == ["2", "3", "0.750"]
+    assert rows["few-shot (<20)"] == ["1", "0", "-"]
+
+
 def test_report_options():
     y, counts = [0, 1, 2], [500, 50, 5]
     text = long_tail_report(y, y, counts, digits=1, many_threshold=40, few_threshold=6)

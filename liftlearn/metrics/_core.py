@@ -610,11 +610,12 @@ def long_tail_report(
     groups = _groups(tally.counts, many_threshold, few_threshold)
     group_of = np.select(list(groups.values()), list(groups), default="")
     shot = _shot(tally, many_threshold, few_threshold)
-    # (text title, dict key, value, mask of the classes behind the value)
-    everyone = np.ones(k, dtype=bool)
+    # (text title, dict key, value, mask of the classes behind the value):
+    # the per-class figures leave classes without test samples out.
+    tested = tally.support > 0
     rows = [
-        ("accuracy", "accuracy", tally.correct.sum() / tally.support.sum(), everyone),
-        ("balanced accuracy", "balanced_accuracy", _balanced(tally), everyone),
+        ("accuracy", "accuracy", tally.correct.sum() / tally.support.sum(), tested),
+        ("balanced accuracy", "balanced_accuracy", _balanced(tally), tested),
     ]
     bounds = {
         "many": f">{many_threshold}",
@@ -624,10 +625,10 @@ def long_tail_report(
     rows += [(f"{g}-shot ({bounds[g]})", g, shot[g], groups[g]) for g in GROUPS]
     clipped = f" (clipped at {correction:g})" if correction else ""
     rows += [
-        ("harmonic mean" + clipped, "harmonic_mean_accuracy", _hmean(tally, correction), everyone),
-        ("geometric mean" + clipped, "geometric_mean_accuracy", _gmean(tally, correction), everyone),
-        ("worst class", "worst_class_accuracy", _worst(tally), everyone),
-        ("macro F1", "macro_f1", _f1(tally), everyone),
+        ("harmonic mean" + clipped, "harmonic_mean_accuracy", _hmean(tally, correction), tested),
+        ("geometric mean" + clipped, "geometric_mean_accuracy", _gmean(tally, correction), tested),
+        ("worst class", "worst_class_accuracy", _worst(tally), tested),
+        ("macro F1", "macro_f1", _f1(tally), tested),
     ]
     if y_proba is not None:
         ece = expected_calibration_error(y_true, y_proba, labels=tally.labels)
@@ -664,7 +665,7 @@ def long_tail_report(
     ]
     summary_rows = [
         [title, "" if mask is None else str(mask.sum()),
-         str(tally.support[everyone if mask is None else mask].sum()), fmt(value)]
+         str(tally.support[tested if mask is None else mask].sum()), fmt(value)]
         for title, _, value, mask in rows
     ]
     width = max(len(row[0]) for row in [["class"], *class_rows, *summary_rows])
