@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 from pathlib import Path
@@ -349,27 +350,47 @@ class _RunsCode:
         return (Path.touch, (Path(self.mark),))
 
 
-@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+class _Python2Pickler(pickle._Pickler):
+    """Pickles as the CIFAR files were written (Python 2, numpy 1): bytes as
+    Python 2 str opcodes, numpy under its old module name."""
+
+    def save_bytes(self, obj):
+        self.write(pickle.BINSTRING + len(obj).to_bytes(4, "little") + obj)
+        self.memoize(obj)
+
+    dispatch = dict(pickle._Pickler.dispatch)
+    dispatch[bytes] = save_bytes
+
+
+def _dump(obj, f, protocol):
+    if protocol != "python2":
+        pickle.dump(obj, f, protocol=protocol)
+        return
+    buf = io.BytesIO()
+    _Python2Pickler(buf, protocol=2).dump(obj)
+    f.write(buf.getvalue().replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+
+
+@pytest.mark.parametrize("protocol", ["python2", 2, pickle.HIGHEST_PROTOCOL])
 def test_cifar_pickles_are_read_as_data_only(tmp_path, protocol):
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
     names = get_class_names("cifar10")
     rng = np.random.default_rng(1)
-    # Pickles as Python 3 writes them at either protocol, with numpy arrays
-    # and scalars: read as before.
+    # Pickles as the original files are and as Python 3 writes them, with
+    # numpy arrays and scalars: read as before.
     with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": [n.encode() for n in names], b"num_vis": np.int64(3072)}, f,
-                    protocol=protocol)
+        _dump({b"label_names": [n.encode() for n in names], b"num_vis": np.int64(3072)}, f, protocol)
     with open(folder / "test_batch", "wb") as f:
-        pickle.dump({b"data": rng.integers(0, 256, (20, 3072), dtype=np.uint8),
-                     b"labels": np.arange(20) % 10}, f, protocol=protocol)
+        _dump({b"data": rng.integers(0, 256, (20, 3072), dtype=np.uint8),
+               b"labels": np.arange(20) % 10, b"batch_label": b"testing batch 1 of 1"}, f, protocol)
     paths, y, _ = load_cifar10_lt(tmp_path, "test", cache_dir=tmp_path / "c")
     assert len(paths) == 20 and y.tolist() == (np.arange(20) % 10).tolist()
     # A file that names any other function is refused before it is called.
     bad = _RunsCode()
     bad.mark = str(tmp_path / "ran")
     with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": [bad] * 10}, f, protocol=protocol)
+        _dump({b"label_names": [bad] * 10}, f, protocol)
     with pytest.raises(DatasetFileError, match=r"batches.meta: not a CIFAR python pickle .*not data"):
         load_cifar10_lt(tmp_path, "test", cache_dir=tmp_path / "c")
     assert not (tmp_path / "ran").exists()
