@@ -15,12 +15,12 @@ kept minimal); pass a list of them as the estimator's ``callbacks``:
   shorter schedule;
 - ``on_fit_end(estimator)``: after the last epoch, the estimator fitted.
 
-And, optionally, ``check(history_keys)``: called when ``fit`` starts, before
-any image is read or the backbone loads, with the entries this fit's
-history will have; raise there for a configuration that cannot work (a
-``monitor`` with a typo, an unwritable file), so that no training time is
-spent first. An object with a string ``monitor`` attribute is checked
-against those entries anyway.
+A subclass of :class:`Callback` may also define ``check(history_keys)``:
+``fit`` calls it when it starts, before any image is read or the backbone
+loads, with the entries this fit's history will have; raise there for a
+configuration that cannot work (:class:`EarlyStopping`: a ``monitor`` the
+history will not have; :class:`CSVLogger`: a path that cannot be written),
+so that no training time is spent first.
 
 During the fit ``estimator.module_`` is the network being trained (and
 ``classes_`` are set), so a callback can save or inspect it. A callback that
@@ -125,7 +125,14 @@ class EarlyStopping(Callback):
             raise ValueError(f"EarlyStopping: min_delta={self.min_delta!r} must be a number >= 0")
 
     def check(self, history_keys) -> None:
-        self._check()  # the monitor is checked against history_keys by fit
+        self._check()
+        if self.monitor in history_keys:
+            return
+        if self.monitor.startswith("val_"):
+            raise ValueError(f"EarlyStopping monitors {self.monitor!r}, which needs "
+                             "validation_data in fit or validation_fraction")
+        raise ValueError(f"EarlyStopping monitors {self.monitor!r}, which this fit's history "
+                         f"does not have; its entries: {', '.join(history_keys)}")
 
     def _maximize(self) -> bool:
         return self.mode == "max" or (self.mode == "auto" and "loss" not in self.monitor)

@@ -315,21 +315,30 @@ class DatasetSource(ItemSource):
         targets = getattr(ds, "targets", None)  # torchvision's ImageFolder, CIFAR10, ...
         if targets is not None and len(targets) == len(ds):
             return list(np.asarray(targets).tolist())
-        first = self._item(0)
-        if not isinstance(first, (tuple, list)) or len(first) < 2:
-            return None
-        return [self._item(i)[1] for i in range(len(ds))]
-
-    def _item(self, i):
-        """``dataset[i]``, whose image may fail to decode: then the error
-        names the item (its label cannot be read without it)."""
-        try:
-            return self.dataset[i]
-        except Exception as exc:  # noqa: BLE001
-            reason = _failure_reason(exc, self.name(i))
-            if reason is None:
-                raise
-            raise BadImageError(self.name(i), f"{reason} (reading its label)") from None
+        labels, unread = [], []
+        for i in range(len(ds)):
+            try:
+                item = ds[i]
+            except Exception as exc:  # noqa: BLE001 - an image that fails to decode
+                reason = _failure_reason(exc, self.name(i))
+                if reason is None:
+                    raise
+                unread.append((i, reason))
+                labels.append(None)
+                continue
+            if not isinstance(item, (tuple, list)) or len(item) < 2:
+                return None
+            labels.append(item[1])
+        if not unread:
+            return labels
+        known = [label for label in labels if label is not None]
+        if not known:
+            i, reason = unread[0]
+            raise BadImageError(self.name(i), f"{reason} (and so its label)")
+        # An item whose image fails to decode has no readable label. The
+        # image check names it (or, with on_bad_image="skip", leaves it out)
+        # before any label is used, so another item's label stands in.
+        return [known[0] if label is None else label for label in labels]
 
     def class_names(self):
         # torchvision's datasets name their integer targets in ``classes``.

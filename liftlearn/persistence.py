@@ -231,9 +231,15 @@ def save(estimator, path) -> None:
         # load's own checks, so that a model load would refuse is refused
         # now, while its training can still be redone or its labels changed.
         _decode_fitted(json.loads(json.dumps(meta["fitted"])), type(estimator))
+        if type(estimator) is not CLIPFeatures:
+            # Parameters changed since the fit (set_params) no longer
+            # describe the backbone the model runs on.
+            _check_backbone_params({"backbone": estimator.backbone, "pretrained": estimator.pretrained},
+                                   module.backbone.spec)
     except _Malformed as exc:
+        hint = "; set it back or refit" if str(exc.field).startswith("params.") else ""
         raise ValueError(f"cannot save this {name}: load would refuse its {exc.field}: "
-                         f"{exc.reason}") from None
+                         f"{exc.reason}{hint}") from None
     header = json.dumps(meta)
     if len(header.encode("utf-8", "surrogatepass")) > MAX_HEADER_BYTES - 2**20:
         raise ValueError(

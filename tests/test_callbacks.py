@@ -243,8 +243,8 @@ def test_bad_callbacks_and_validation_arguments_are_named(data):
 
 
 @pytest.mark.parametrize("callback, match", [
-    (EarlyStopping(monitor="los"), "EarlyStopping monitors 'los', which the history of "
-                                   "LiftPlusClassifier does not have; its entries: epoch, loss"),
+    (EarlyStopping(monitor="los"), "EarlyStopping monitors 'los', which this fit's history "
+                                   "does not have; its entries: epoch, loss, lr, seconds"),
     (EarlyStopping(monitor="labeled_accuracy"), "does not have"),  # ULFine's, not LiftPlus's
     (EarlyStopping(monitor="loss", patience=0), "patience=0"),
     (CSVLogger("/proc/self/liftlearn-log.csv"), "CSVLogger path"),
@@ -271,3 +271,20 @@ def test_history_keys_are_the_entries_fits_record(data, cls, extra):
     monitors = [EarlyStopping(monitor=key, patience=5) for key in history_keys(cls._task_type)]
     clf = cls(**PARAMS, **extra, epochs=1, callbacks=monitors).fit(X, y, validation_data=(Xv, yv))
     assert list(clf.history_[0]) == [*history_keys(cls._task_type), *VAL_KEYS]
+
+
+def test_other_objects_keep_their_own_monitor_and_check(data):
+    # Callbacks by their hooks alone: attributes named monitor or check are
+    # theirs, not liftlearn's (as in every release).
+    class Printer:
+        monitor = "gpu_memory"
+
+        def check(self):
+            return "its own"
+
+        def on_epoch_end(self, estimator, record):
+            return False
+
+    X, y, _, _ = data
+    clf = LiftPlusClassifier(**PARAMS, epochs=1, callbacks=[Printer()]).fit(X, y)
+    assert len(clf.history_) == 1

@@ -380,7 +380,8 @@ def test_cifar_pickles_are_read_as_data_only(tmp_path, protocol):
     # Pickles as the original files are and as Python 3 writes them, with
     # numpy arrays and scalars: read as before.
     with open(folder / "batches.meta", "wb") as f:
-        _dump({b"label_names": [n.encode() for n in names], b"num_vis": np.int64(3072)}, f, protocol)
+        _dump({b"label_names": [n.encode() for n in names], b"num_vis": np.int64(3072),
+               b"empty": b"", b"tags": {b"a"}, b"none": np.zeros(0, np.uint8)}, f, protocol)
     with open(folder / "test_batch", "wb") as f:
         _dump({b"data": rng.integers(0, 256, (20, 3072), dtype=np.uint8),
                b"labels": np.arange(20) % 10, b"batch_label": b"testing batch 1 of 1"}, f, protocol)

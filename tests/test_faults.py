@@ -514,6 +514,15 @@ def test_load_names_a_bad_device_before_reading(model_file, tmp_path):
     assert load(model_file, device="auto").device_.type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def test_save_refuses_parameters_changed_since_the_fit(fitted, tmp_path):
+    import copy
+
+    changed = copy.deepcopy(fitted).set_params(backbone="ViT-B-16")
+    with pytest.raises(ValueError, match="load would refuse its params.backbone.*set it back or refit"):
+        save(changed, tmp_path / "m.safetensors")
+    assert not (tmp_path / "m.safetensors").exists()
+
+
 def test_labels_save_accepts_are_labels_load_accepts(few, tmp_path):
     X, y, _, _ = few
     y = np.asarray(y)

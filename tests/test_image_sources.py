@@ -167,20 +167,22 @@ class DecodingDataset(torch.utils.data.Dataset):
 
     def __init__(self, arrays, labels, bad):
         self.files = [b"not an image" if i == bad else _png(a) for i, a in enumerate(arrays)]
-        self.labels, self.targets = labels, [int(v) for v in labels]
+        self.labels = self.targets = [int(v) for v in labels]
 
     def __len__(self):
         return len(self.files)
 
     def __getitem__(self, i):
-        return Image.open(io.BytesIO(self.files[i])), self.targets[i]
+        return Image.open(io.BytesIO(self.files[i])), self.labels[i]
 
 
-@pytest.mark.parametrize("kind", ["torch", "hf"])
+@pytest.mark.parametrize("kind", ["torch", "torch_no_targets", "hf"])
 def test_an_item_that_fails_to_decode_is_a_bad_image(few, kind):
     _, y, arrays = few
-    if kind == "torch":
+    if kind.startswith("torch"):
         X, fit_y = DecodingDataset(arrays, y, bad=4), None
+        if kind == "torch_no_targets":  # the labels are read item by item
+            X.targets = None
     else:
         datasets = pytest.importorskip("datasets")
         rows = [{"bytes": b"not an image" if i == 4 else _png(a), "path": None}

@@ -68,6 +68,10 @@ def _numpy_globals() -> dict:
         "scalar": np.int64(0).__reduce__()[0],
     }
     allowed = {("_codecs", "encode"): _latin1_encode}
+    # Containers that protocols 0 to 3 build by calling their type.
+    for builtin in (bytes, bytearray, set, frozenset):
+        for module in ("builtins", "__builtin__"):
+            allowed[(module, builtin.__name__)] = builtin
     for name, obj in found.items():
         for module in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray",
                        "numpy.core.numeric", "numpy._core.numeric"):
@@ -76,8 +80,8 @@ def _numpy_globals() -> dict:
 
 
 class _DataUnpickler(pickle.Unpickler):
-    """Unpickles data only: numpy arrays and scalars, and the builtin
-    containers, numbers, str and bytes (which need no global). Any other
+    """Unpickles data only: numpy arrays and scalars, and builtin
+    containers, numbers, str and bytes. Any other
     name in the file is refused before anything is called, so a crafted
     file cannot run code."""
 

@@ -208,8 +208,7 @@ class FineTunedClassifier(CLIPClassifier):
         # And callbacks that cannot work (a monitor with a typo, an
         # unwritable log), before the images are checked or the backbone loads.
         check_callbacks(self.callbacks, history_keys(self._task_type),
-                        validation_data is not None or self.validation_fraction is not None,
-                        type(self).__name__)
+                        validation_data is not None or self.validation_fraction is not None)
         config = self._train_config()
         X = self._images(X)
         carried = carried_class_names(X, y)

@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from ..callbacks import HOOKS
+from ..callbacks import HOOKS, Callback
 from ..engine import predict_images
 from ..exceptions import LiftLearnWarning
 from ..image_sources import as_image_source
@@ -110,24 +110,25 @@ def validation_source(estimator, validation_data):
     return images, y_val
 
 
-def check_callbacks(callbacks, keys: tuple, validated: bool, estimator_name: str) -> None:
-    """What can be known of ``callbacks`` before a fit: each one's own
-    ``check(keys)``, and every string ``monitor`` among the history entries
-    ``keys`` (with ``VAL_KEYS`` when the fit is ``validated``)."""
+def check_callbacks(callbacks, keys: tuple, validated: bool) -> None:
+    """What can be known of ``callbacks`` before a fit: each
+    :class:`~liftlearn.callbacks.Callback`'s ``check`` with the history
+    entries ``keys`` (and ``VAL_KEYS`` when the fit is ``validated``).
+
+    Other objects are callbacks by their hooks alone, so their attributes
+    are their own business, but for one rule of every release: a string
+    ``monitor`` naming a validation score needs validation.
+    """
     if validated:
         keys = (*keys, *VAL_KEYS)
     for cb in callbacks or ():
-        check = getattr(cb, "check", None)
-        if callable(check):
-            check(keys)
-        monitor = getattr(cb, "monitor", None)
-        if not isinstance(monitor, str) or monitor in keys:
+        if isinstance(cb, Callback):
+            cb.check(keys)
             continue
-        if monitor in VAL_KEYS:
+        monitor = getattr(cb, "monitor", None)
+        if not validated and isinstance(monitor, str) and monitor in VAL_KEYS:
             raise ValueError(f"{type(cb).__name__} monitors {monitor!r}, which needs "
                              "validation_data in fit or validation_fraction")
-        raise ValueError(f"{type(cb).__name__} monitors {monitor!r}, which the history of "
-                         f"{estimator_name} does not have; its entries: {', '.join(keys)}")
 
 
 class FitWatcher:
