@@ -801,3 +801,67 @@ def test_docstring_examples_run():
         assert result.failed == 0, module.__name__
         attempted += result.attempted
     assert attempted > 10
+
+
+class SkippingClassifier(LookupClassifier):
+    """As liftlearn's classifiers with on_bad_image="skip": rows with
+    ``X[i, 1] > 0.9`` are images it could not read (-1, a NaN row)."""
+
+    def predict(self, X):
+        return np.where(X[:, 1] > 0.9, -1, super().predict(X))
+
+    def predict_proba(self, X):
+        proba = super().predict_proba(X)
+        proba[X[:, 1] > 0.9] = np.nan
+        return proba
+
+
+def test_scorers_count_skipped_images_as_errors():
+    X, y = long_tail_data()
+    clf = SkippingClassifier(answers=y).fit(X, y)
+    skipped = X[:, 1] > 0.9
+    assert skipped.any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # sklearn: -1 is no class of y_true
+        expected = balanced_accuracy_score(y, np.where(skipped, -1, y))
+    assert balanced_accuracy_scorer(clf, X, y) == pytest.approx(expected)
+    scores = long_tail_scoring(calibration=True)(clf, X, y)
+    assert scores["accuracy"] == pytest.approx(1 - skipped.mean())
+    assert scores["balanced_accuracy"] == pytest.approx(expected)
+    # Confidence of the predicted images only: 0.9, all right.
+    assert scores["neg_expected_calibration_error"] == pytest.approx(-0.1)
+    assert long_tail_scoring()["accuracy"](clf, X, y) == scores["accuracy"]
+    search = GridSearchCV(SkippingClassifier(answers=y), {"skill": [0.5, 1.0]}, cv=3,
+                          scoring=long_tail_scoring(calibration=True), refit="balanced_accuracy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedClassWarning)
+        search.fit(X, y)
+    assert search.best_params_ == {"skill": 1.0}
+
+
+def test_scorers_leave_unlabeled_samples_out():
+    X, y = long_tail_data()
+    clf = LookupClassifier(answers=y, skill=0.5).fit(X, y)
+    y_ssl = np.where(np.arange(len(y)) % 3 == 0, -1, y)
+    labeled = y_ssl != -1
+    for scorer in [*ALL_SCORERS, long_tail_scoring()["accuracy"]]:
+        assert scorer(clf, X, y_ssl) == scorer(clf, X[labeled], y[labeled]), scorer
+    assert long_tail_scoring()(clf, X, y_ssl) == long_tail_scoring()(clf, X[labeled], y[labeled])
+    with pytest.raises(ValueError, match="every label in y is -1"):
+        balanced_accuracy_scorer(clf, X, np.full(len(y), -1))
+
+
+def test_scorers_reach_into_searches_and_calibrated_frozen_models():
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+
+    X, y = long_tail_data()
+    search = GridSearchCV(LookupClassifier(answers=y), {"skill": [0.2, 1.0]}, cv=3,
+                          scoring=balanced_accuracy_scorer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedClassWarning)
+        search.fit(X, y)
+    assert few_shot_scorer(search, X, y) == 1.0
+    clf = LookupClassifier(answers=y).fit(X, y)
+    calibrated = CalibratedClassifierCV(FrozenEstimator(clf)).fit(X, y)
+    assert few_shot_scorer(calibrated, X, y) == few_shot_scorer(clf, X, y)

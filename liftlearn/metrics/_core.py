@@ -96,12 +96,14 @@ class _Tally(NamedTuple):
     accuracy: np.ndarray  # per class, NaN where absent
 
 
-def _tally(y_true, y_pred, labels=None, class_counts=None) -> _Tally:
+def _tally(y_true, y_pred, labels=None, class_counts=None, unpredicted=None) -> _Tally:
     """Count per class and apply the absent-class rule; every metric starts here.
 
     The rule has two halves: this function decides which classes are present
     and warns once about the rest; :func:`_class_mean` averages over the
-    present ones only.
+    present ones only. ``unpredicted`` (a boolean mask) marks samples the
+    model gave no prediction (images it skipped): errors of their true
+    class, predictions of none, whatever ``y_pred`` holds there.
     """
     y_true, y_pred = _as_1d(y_true, "y_true"), _as_1d(y_pred, "y_pred")
     if len(y_true) != len(y_pred):
@@ -117,11 +119,17 @@ def _tally(y_true, y_pred, labels=None, class_counts=None) -> _Tally:
         labels = np.unique(np.concatenate([y_true, y_pred]))
     else:
         labels = _check_labels(labels)
-    true, pred = _encode(y_true, labels, "y_true"), _encode(y_pred, labels, "y_pred")
+    true = _encode(y_true, labels, "y_true")
+    if unpredicted is None:
+        pred = _encode(y_pred, labels, "y_pred")
+    else:
+        pred = np.full(len(y_pred), -1, dtype=np.intp)
+        made = ~np.asarray(unpredicted, dtype=bool)
+        pred[made] = _encode(y_pred[made], labels, "y_pred")
     k = len(labels)
     support = np.bincount(true, minlength=k)
     correct = np.bincount(true[true == pred], minlength=k)
-    predicted = np.bincount(pred, minlength=k)
+    predicted = np.bincount(pred[pred >= 0], minlength=k)
     absent = labels[support == 0].tolist()
     if absent:
         shown = ", ".join(map(repr, absent[:5])) + (", ..." if len(absent) > 5 else "")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Callable
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 from sklearn.metrics import get_scorer as _sklearn_get_scorer
 
+from .._labels import unlabeled_mask
 from ._core import (
     GROUPS, _as_1d, _balanced, _check_correction, _ece, _f1, _gmean, _groups, _hmean,
     _shot, _tally, _worst,
@@ -16,50 +17,112 @@ from ._core import (
 # -- scorers -----------------------------------------------------------------
 
 
-def _fitted(estimator, name: str):
-    # A Pipeline exposes classes_ but not class_counts_; its last step has both.
-    for obj in (estimator, getattr(estimator, "steps", [(None, None)])[-1][1]):
-        if obj is not None and hasattr(obj, name):
-            return getattr(obj, name)
+# Where a meta-estimator keeps the fitted estimator it wraps: Pipeline's last
+# step, a search's best_estimator_, CalibratedClassifierCV's first calibrated
+# classifier, FrozenEstimator's estimator.
+def _wrapped(estimator) -> list:
+    inner = [getattr(estimator, "best_estimator_", None)]
+    steps = getattr(estimator, "steps", None)
+    if isinstance(steps, list) and steps:
+        inner.append(steps[-1][1])
+    calibrated = getattr(estimator, "calibrated_classifiers_", None)
+    if calibrated:
+        inner.append(getattr(calibrated[0], "estimator", None))
+    inner.append(getattr(estimator, "estimator", None))
+    return [obj for obj in inner if obj is not None]
+
+
+def _fitted(estimator, name: str, _depth: int = 0):
+    """The fitted attribute ``name`` of ``estimator`` or of the liftlearn
+    estimator it wraps (a Pipeline exposes classes_, not class_counts_)."""
+    if hasattr(estimator, name):
+        return getattr(estimator, name)
+    if _depth < 8:
+        for inner in _wrapped(estimator):
+            try:
+                return _fitted(inner, name, _depth + 1)
+            except AttributeError:
+                continue
+    if _depth:
+        raise AttributeError(name)
     raise AttributeError(
-        f"{type(estimator).__name__} has no fitted attribute {name!r}; liftlearn "
-        "estimators set classes_ and class_counts_ in fit"
+        f"{type(estimator).__name__} has no fitted attribute {name!r}, nor does an estimator "
+        "it wraps; liftlearn estimators set classes_ and class_counts_ in fit"
     )
 
 
-def _fold_tally(estimator, y, y_pred, needs_counts: bool):
+class _Fold(NamedTuple):
+    y: np.ndarray
+    y_pred: np.ndarray
+    unpredicted: np.ndarray  # images the model skipped (on_bad_image="skip")
+    proba: Optional[np.ndarray]
+
+
+def _fold(estimator, X, y, *, proba: bool) -> _Fold:
+    """One fold's labels and predictions, as every scorer reads them.
+
+    Samples marked unlabeled (``y == -1``, where -1 is no class of the
+    model) carry no truth and are left out, as ``ULFineClassifier.score``
+    does. Images the model skipped (a NaN probability row, or a prediction
+    that is no class: -1 or None) count as errors of their true class.
+    """
+    y = _as_1d(y, "y")
+    classes = np.asarray(_fitted(estimator, "classes_"))
+    if proba:
+        p = np.asarray(estimator.predict_proba(X), dtype=float)
+        unpredicted = np.isnan(p).any(axis=1)
+        # The class of highest probability: what liftlearn's predict returns.
+        y_pred = classes[np.nan_to_num(p, nan=-np.inf).argmax(axis=1)]
+    else:
+        p = None
+        y_pred = _as_1d(estimator.predict(X), "y_pred")
+        # liftlearn marks a skipped image's prediction -1 (None if -1 is a class).
+        known = set(classes.tolist())
+        unpredicted = (unlabeled_mask(y_pred) | np.array([v is None for v in y_pred.tolist()])) \
+            & np.array([v not in known for v in y_pred.tolist()], dtype=bool)
+    keep = np.ones(len(y), dtype=bool)
+    if -1 not in classes.tolist():
+        keep = ~unlabeled_mask(y)
+        if not keep.any():
+            raise ValueError("no labeled sample to score: every label in y is -1 (unlabeled)")
+    return _Fold(y[keep], y_pred[keep], unpredicted[keep], None if p is None else p[keep])
+
+
+def _fold_tally(estimator, fold: _Fold, needs_counts: bool):
     """The tally of one fold's predictions against the estimator's classes."""
     labels = np.asarray(_fitted(estimator, "classes_"))
     counts = _fitted(estimator, "class_counts_") if needs_counts else None
     known = set(labels.tolist())
-    unseen = [value for value in np.unique(y).tolist() if value not in known]
+    unseen = [value for value in np.unique(fold.y).tolist() if value not in known]
     if unseen:
         # A CV fold can test classes its training part lacked: seen zero
         # times, which is exactly their training count.
         labels = np.asarray(labels.tolist() + unseen)
         if counts is not None:
             counts = np.concatenate([counts, np.zeros(len(unseen), dtype=np.int64)])
-    return _tally(y, y_pred, labels, counts)
+    return _tally(fold.y, fold.y_pred, labels, counts, unpredicted=fold.unpredicted)
 
 
 def _score_predictions(estimator, X, y, *, summary, needs_counts=False, **kwargs):
-    y = _as_1d(y, "y")
-    return summary(_fold_tally(estimator, y, estimator.predict(X), needs_counts), **kwargs)
+    fold = _fold(estimator, X, y, proba=False)
+    return summary(_fold_tally(estimator, fold, needs_counts), **kwargs)
 
 
 def _score_ece(estimator, X, y, *, n_bins=15, norm="l1") -> float:
-    proba = np.asarray(estimator.predict_proba(X), dtype=float)
-    return _neg_ece(proba, _proba_predictions(estimator, proba), _as_1d(y, "y"), n_bins, norm)
+    return _neg_ece(_fold(estimator, X, y, proba=True), n_bins, norm)
 
 
-def _proba_predictions(estimator, proba: np.ndarray) -> np.ndarray:
-    """The class of highest probability (what liftlearn's predict returns)."""
-    return np.asarray(_fitted(estimator, "classes_"))[proba.argmax(axis=1)]
-
-
-def _neg_ece(proba, y_pred, y, n_bins=15, norm="l1") -> float:
+def _neg_ece(fold: _Fold, n_bins=15, norm="l1") -> float:
+    # Over the images the model predicted (a skipped one has no confidence).
     # Lower is better, so negate as scikit-learn's neg_* scorers do.
-    return -_ece(proba.max(axis=1), y_pred == y, n_bins, norm)
+    made = ~fold.unpredicted
+    if not made.any():
+        return float("nan")
+    return -_ece(fold.proba[made].max(axis=1), fold.y_pred[made] == fold.y[made], n_bins, norm)
+
+
+def _accuracy(tally) -> float:
+    return float(tally.correct.sum() / tally.support.sum())
 
 
 def _shot_of(tally, group, many_threshold, few_threshold) -> float:
@@ -117,6 +180,9 @@ def make_shot_scorer(
 many_shot_scorer = make_shot_scorer("many")
 medium_shot_scorer = make_shot_scorer("medium")
 few_shot_scorer = make_shot_scorer("few")
+# scikit-learn's "accuracy" scorer, but for the rules of _fold (unlabeled
+# samples left out, skipped images errors).
+accuracy_scorer = _Scorer("accuracy", _score_predictions, summary=_accuracy)
 balanced_accuracy_scorer = _Scorer(
     "balanced_accuracy", _score_predictions, summary=_balanced
 )
@@ -171,7 +237,7 @@ class LongTailScoring(Mapping):
         self.calibration = bool(calibration)
         self.correction = correction
         scorers = {
-            "accuracy": _sklearn_get_scorer("accuracy"),
+            "accuracy": accuracy_scorer,
             "balanced_accuracy": balanced_accuracy_scorer,
         }
         for group in GROUPS:
@@ -194,8 +260,9 @@ class LongTailScoring(Mapping):
         Parameters
         ----------
         estimator : fitted classifier
-            With ``classes_`` and ``class_counts_`` (liftlearn's classifiers,
-            or a Pipeline ending in one).
+            With ``classes_`` and ``class_counts_``: liftlearn's classifiers,
+            or a Pipeline, search, ``FrozenEstimator`` or
+            ``CalibratedClassifierCV`` wrapping one.
         X : array-like
             What ``estimator.predict`` takes.
         y : array-like of shape (n_samples,)
@@ -206,16 +273,11 @@ class LongTailScoring(Mapping):
         scores : dict of str to float
             The keys of this mapping, in its order; greater is better.
         """
-        y = _as_1d(y, "y")
-        if self.calibration:
-            proba = np.asarray(estimator.predict_proba(X), dtype=float)
-            y_pred = _proba_predictions(estimator, proba)
-        else:
-            y_pred = estimator.predict(X)
-        tally = _fold_tally(estimator, y, y_pred, needs_counts=True)
+        fold = _fold(estimator, X, y, proba=self.calibration)
+        tally = _fold_tally(estimator, fold, needs_counts=True)
         shot = _shot(tally, self.many_threshold, self.few_threshold)
         scores = {
-            "accuracy": float(tally.correct.sum() / tally.support.sum()),
+            "accuracy": _accuracy(tally),
             "balanced_accuracy": _balanced(tally),
             **{f"{group}_shot_accuracy": shot[group] for group in GROUPS},
             "harmonic_mean_accuracy": _hmean(tally, self.correction),
@@ -224,7 +286,7 @@ class LongTailScoring(Mapping):
             "macro_f1": _f1(tally),
         }
         if self.calibration:
-            scores[neg_ece_scorer.name] = _neg_ece(proba, y_pred, y)
+            scores[neg_ece_scorer.name] = _neg_ece(fold)
         return scores
 
     def __getitem__(self, name: str) -> Callable:
