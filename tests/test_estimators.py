@@ -101,6 +101,34 @@ def test_gradient_accumulation_gives_the_same_fit(small, tiny_params):
     np.testing.assert_allclose([h["loss"] for h in full.history_], [h["loss"] for h in accum.history_], rtol=1e-4)
 
 
+@pytest.mark.parametrize("params, match", [
+    ({"loss": "cb", "device_batch_size": 8}, "loss='cb' is computed from statistics of the whole batch"),
+    ({"loss": "lade", "device_batch_size": 8}, "loss='lade'"),
+    ({"classifier": "linear", "scale": 30.0}, "scale=30.0 scales the cosine classifier"),
+])
+def test_parameters_that_would_be_ignored_or_change_the_fit_are_refused(small, tiny_params, params, match):
+    X, y, names, _, _ = small
+    clf = LiftPlusClassifier(**tiny_params, class_names=names, **params)
+    with pytest.raises(ValueError, match=match):
+        clf.fit(X, y)
+    # The same with device_batch_size = batch_size, or scale with LDAM, is fine.
+    LiftPlusClassifier(**{**tiny_params, "batch_size": 8}, device_batch_size=8, loss="cb")._check_param_relations()
+    LiftPlusClassifier(classifier="linear", scale=30.0, loss="ldam")._check_param_relations()
+
+
+def test_prediction_keeps_to_device_batch_size(small, tiny_params, monkeypatch):
+    import liftlearn.estimators._base as base
+
+    X, y, names, Xt, _ = small
+    clf = LiftPlusClassifier(**{**tiny_params, "epochs": 1}, class_names=names, device_batch_size=8).fit(X, y)
+    seen = []
+    real = base.predict_images
+    monkeypatch.setattr(base, "predict_images",
+                        lambda *a, **k: seen.append(k["batch_size"]) or real(*a, **k))
+    clf.predict(Xt[:3])
+    assert seen == [8]
+
+
 def test_string_labels_and_classes_without_images(small, tiny_params):
     X, y, names, Xt, _ = small
     ys = np.array(names, dtype=object)[y]

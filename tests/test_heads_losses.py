@@ -477,3 +477,18 @@ def test_a_second_fit_with_the_same_names_encodes_no_text(small, count_text_enco
     assert count_text_encodes == [10]
     clone(clf).fit(X, y)
     assert count_text_encodes == [10]
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_batch_statistics_says_which_losses_accumulation_cannot_split(loss):
+    # Gradient accumulation sums micro-batch losses weighted by their share
+    # of the batch: exact for a mean over items, not for the flagged losses.
+    counts = np.array([50, 20, 5, 1])
+    criterion = make_loss(loss, counts)
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(8, 4, generator=g)
+    target = torch.tensor([0, 0, 0, 1, 1, 2, 3, 0])
+    whole = criterion(logits, target)
+    split = sum(criterion(logits[i:i + 4], target[i:i + 4]) * 0.5 for i in (0, 4))
+    flagged = getattr(LOSSES[loss][0], "batch_statistics", False)
+    assert torch.isclose(whole, split, rtol=1e-5, atol=1e-6).item() is not flagged

@@ -138,6 +138,10 @@ class CLIPEstimator(BaseEstimator, ABC):
     def _backbone_spec(self) -> BackboneSpec:
         return BackboneSpec.create(self.backbone, self.pretrained)
 
+    def _forward_batch_size(self) -> int:
+        """Images per forward pass of prediction (what fits device memory)."""
+        return int(self.batch_size)
+
     def _resolve_device(self) -> torch.device:
         return resolve_device(self.device)
 
@@ -230,7 +234,7 @@ class CLIPEstimator(BaseEstimator, ABC):
             with verbosity(self.verbose):  # verbose sets the liftlearn logger's level
                 outputs = predict_images(
                     module, module.backbone, paths[keep], tte=bool(self.tte),
-                    tte_expand=int(self.tte_expand), batch_size=int(self.batch_size),
+                    tte_expand=int(self.tte_expand), batch_size=self._forward_batch_size(),
                     device=module.device, num_workers=self.num_workers, verbose=int(self.verbose),
                 )
         if not bad:

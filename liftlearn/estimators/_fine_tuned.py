@@ -334,6 +334,11 @@ class FineTunedClassifier(CLIPClassifier):
             labels = split_labels(labels, keep)
         return paths, labels, skipped, keep
 
+    def _forward_batch_size(self) -> int:
+        # device_batch_size is what fits the device: prediction, validation
+        # and the data-based initialisation keep to it too.
+        return int(self.batch_size if self.device_batch_size is None else self.device_batch_size)
+
     def _check_checkpoint_dir(self) -> None:
         """Refuse a ``checkpoint_dir`` that is a file or cannot be written
         (creating it if needed), naming the parameter."""
@@ -469,7 +474,7 @@ class FineTunedClassifier(CLIPClassifier):
         features = predict_images(
             FeatureNetwork(backbone, network.tuner, normalize=False), backbone,
             paths[chosen], tte=False, tte_expand=0,
-            batch_size=64, device=device,
+            batch_size=min(64, self._forward_batch_size()), device=device,
             num_workers=None if self.num_workers is None else int(self.num_workers),
         )
         rows, missing = data_init_rows(init, features, y[chosen], n_classes)

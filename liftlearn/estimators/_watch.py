@@ -182,7 +182,7 @@ class FitWatcher:
         try:
             logits = predict_images(
                 self.network, self.backbone, images, tte=False, tte_expand=0,
-                batch_size=int(est.batch_size), device=self.device, num_workers=self.num_workers,
+                batch_size=est._forward_batch_size(), device=self.device, num_workers=self.num_workers,
             )
         finally:
             self.network.train(was_training)  # prediction switched it to eval

@@ -88,7 +88,9 @@ class LiftPlusClassifier(FineTunedClassifier):
     device_batch_size : int or None, default=None
         Images per forward pass; must divide ``batch_size``. Smaller values
         save device memory through gradient accumulation without changing
-        the result. None means ``batch_size``.
+        the result (``loss`` "cb", "grw" and "lade", computed from the whole
+        batch, refuse them); prediction, validation and the data-based
+        classifier initialisation keep to it too. None means ``batch_size``.
     lr : float, default=0.02
     momentum : float, default=0.9
     weight_decay : float, default=5e-4
@@ -349,6 +351,18 @@ default="auto"
             raise ValueError(
                 f"{name}: tau={self.tau!r} applies to loss='la' only; leave it 1.0 "
                 f"with loss={self.loss!r}"
+            )
+        if self.classifier != "cosine" and self.loss != "ldam" and self.scale != 25.0:
+            raise ValueError(
+                f"{name}: scale={self.scale!r} scales the cosine classifier's logits (and "
+                f"LDAM's margins); leave it 25.0 with classifier={self.classifier!r}"
+            )
+        accumulating = self.device_batch_size is not None and self.device_batch_size < self.batch_size
+        if accumulating and getattr(LOSSES[self.loss][0], "batch_statistics", False):
+            raise ValueError(
+                f"{name}: loss={self.loss!r} is computed from statistics of the whole batch, "
+                f"so splitting it into device batches of {self.device_batch_size} would change "
+                "the fit; leave device_batch_size None (or choose another loss)"
             )
 
     def _tuner_options(self) -> dict:

@@ -169,6 +169,10 @@ class _WeightedCE(nn.Module):
     """Cross-entropy with per-class weights (a weighted mean over the batch,
     as ``F.cross_entropy(weight=...)`` computes it)."""
 
+    #: Normalised by the batch's own total weight: the mean of micro-batch
+    #: losses is not the batch's loss, so gradient accumulation changes it.
+    batch_statistics = True
+
     def __init__(self, weights: np.ndarray):
         super().__init__()
         self.register_buffer("class_weights", torch.as_tensor(weights, dtype=torch.float32))
@@ -242,6 +246,10 @@ class LADELoss(nn.Module):
     remine_lambda : float, default=0.1
     estim_loss_weight : float, default=0.1
     """
+
+    #: Per-class statistics of the batch: not a mean over its items, so
+    #: gradient accumulation changes it.
+    batch_statistics = True
 
     def __init__(self, class_counts, remine_lambda: float = 0.1, estim_loss_weight: float = 0.1):
         super().__init__()
