@@ -748,6 +748,7 @@ def cmd_fit(args) -> int:
     clf = _estimator_class(args.estimator)(**params)
     clf._validate_params()
     clf._check_param_relations()
+    clf._check_fit_relations()
     clf._resolve_device()  # e.g. --device cuda without a GPU, before the data loads
     check_backbone(BackboneSpec.create(clf.backbone, clf.pretrained))
 

@@ -112,8 +112,8 @@ def test_parameters_that_would_be_ignored_or_change_the_fit_are_refused(small, t
     with pytest.raises(ValueError, match=match):
         clf.fit(X, y)
     # The same with device_batch_size = batch_size, or scale with LDAM, is fine.
-    LiftPlusClassifier(**{**tiny_params, "batch_size": 8}, device_batch_size=8, loss="cb")._check_param_relations()
-    LiftPlusClassifier(classifier="linear", scale=30.0, loss="ldam")._check_param_relations()
+    LiftPlusClassifier(**{**tiny_params, "batch_size": 8}, device_batch_size=8, loss="cb")._check_fit_relations()
+    LiftPlusClassifier(classifier="linear", scale=30.0, loss="ldam")._check_fit_relations()
 
 
 def test_prediction_keeps_to_device_batch_size(small, tiny_params, monkeypatch):

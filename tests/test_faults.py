@@ -481,6 +481,15 @@ def test_malformed_files_give_one_error_naming_file_and_field(model_file, tmp_pa
     assert str(path) in str(info.value)
 
 
+def test_files_with_settings_fit_now_refuses_still_load(model_file, tmp_path):
+    # Rules of training-only parameters added after a file was saved do not
+    # stop it from loading and predicting.
+    meta, tensors = _header(model_file), _tensors(model_file)
+    meta["params"].update(loss="cb", device_batch_size=8)
+    loaded = load(_write(tmp_path / "older.safetensors", meta, tensors))
+    assert loaded.loss == "cb" and loaded.device_batch_size == 8
+
+
 def test_padded_string_arrays_take_the_memory_of_their_entries(model_file, tmp_path):
     meta, tensors = _header(model_file), _tensors(model_file)
     # 4,096-character entries (the most a file may hold) for 100,000 "a"s:

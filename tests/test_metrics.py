@@ -865,3 +865,36 @@ def test_scorers_reach_into_searches_and_calibrated_frozen_models():
     clf = LookupClassifier(answers=y).fit(X, y)
     calibrated = CalibratedClassifierCV(FrozenEstimator(clf)).fit(X, y)
     assert few_shot_scorer(calibrated, X, y) == few_shot_scorer(clf, X, y)
+
+
+def test_scorers_read_fitted_copies_not_templates_or_fold_models():
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.semi_supervised import SelfTrainingClassifier
+
+    X, y = long_tail_data()
+    # The template was fitted on a part; the meta-estimator fits its own copy.
+    template = LookupClassifier(answers=y).fit(X[::2], y[::2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "y contains no unlabeled samples"
+        wrapped = SelfTrainingClassifier(template).fit(X, y)
+    assert few_shot_scorer(wrapped, X, y) == 1.0
+    assert _fitted_counts(wrapped).tolist() == np.bincount(y).tolist()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        folds = CalibratedClassifierCV(LookupClassifier(answers=y), cv=3).fit(X, y)
+    with pytest.raises(AttributeError, match="each fitted on one fold"):
+        few_shot_scorer(folds, X, y)
+
+
+def _fitted_counts(estimator):
+    from liftlearn.metrics._scorer import _fitted
+
+    return np.asarray(_fitted(estimator, "class_counts_"))
+
+
+def test_unlabeled_marks_in_a_list_of_strings_are_left_out():
+    X, y = long_tail_data(names=["ant", "bee", "cat", "dog", "eel", "fox"])
+    clf = LookupClassifier(answers=y, skill=0.5).fit(X, y)
+    y_ssl = [-1 if i % 3 == 0 else v for i, v in enumerate(y.tolist())]
+    labeled = np.arange(len(y)) % 3 != 0
+    assert balanced_accuracy_scorer(clf, X, y_ssl) == balanced_accuracy_scorer(clf, X[labeled], y[labeled])

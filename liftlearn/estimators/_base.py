@@ -78,6 +78,7 @@ def fit_context(fit):
         try:
             self._validate_params()
             self._check_param_relations()
+            self._check_fit_relations()
             with verbosity(self.verbose):  # verbose sets the liftlearn logger's level
                 return fit(self, *args, **kwargs)
         except BaseException:
@@ -127,6 +128,11 @@ class CLIPEstimator(BaseEstimator, ABC):
         parameter, returns None.
         """
         validate_params(self._parameter_constraints, self.get_params(deep=False), type(self).__name__)
+
+    def _check_fit_relations(self) -> None:
+        """Rules of parameters that only training reads, checked by ``fit``
+        but not when a model file is loaded: a file saved before a rule
+        existed still loads and predicts."""
 
     def _check_param_relations(self) -> None:
         """Rules that tie two parameters together (after the table check)."""

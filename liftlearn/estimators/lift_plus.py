@@ -352,6 +352,10 @@ default="auto"
                 f"{name}: tau={self.tau!r} applies to loss='la' only; leave it 1.0 "
                 f"with loss={self.loss!r}"
             )
+
+    def _check_fit_relations(self) -> None:
+        super()._check_fit_relations()
+        name = type(self).__name__
         if self.classifier != "cosine" and self.loss != "ldam" and self.scale != 25.0:
             raise ValueError(
                 f"{name}: scale={self.scale!r} scales the cosine classifier's logits (and "

@@ -17,18 +17,24 @@ from ._core import (
 # -- scorers -----------------------------------------------------------------
 
 
-# Where a meta-estimator keeps the fitted estimator it wraps: Pipeline's last
-# step, a search's best_estimator_, CalibratedClassifierCV's first calibrated
-# classifier, FrozenEstimator's estimator.
+# Where a meta-estimator keeps the fitted estimator it wraps: the fitted
+# copy of its template (estimator_, scikit-learn's convention), a search's
+# best_estimator_, a Pipeline's last step, CalibratedClassifierCV's one
+# calibrated classifier (ensemble=False or a FrozenEstimator), a
+# FrozenEstimator's estimator. Never a meta-estimator's estimator parameter
+# otherwise: an unfitted template, or one fitted on other data.
 def _wrapped(estimator) -> list:
-    inner = [getattr(estimator, "best_estimator_", None)]
+    from sklearn.frozen import FrozenEstimator
+
+    inner = [getattr(estimator, "estimator_", None), getattr(estimator, "best_estimator_", None)]
     steps = getattr(estimator, "steps", None)
     if isinstance(steps, list) and steps:
         inner.append(steps[-1][1])
     calibrated = getattr(estimator, "calibrated_classifiers_", None)
-    if calibrated:
+    if calibrated is not None and len(calibrated) == 1:
         inner.append(getattr(calibrated[0], "estimator", None))
-    inner.append(getattr(estimator, "estimator", None))
+    if isinstance(estimator, FrozenEstimator):
+        inner.append(estimator.estimator)
     return [obj for obj in inner if obj is not None]
 
 
@@ -45,9 +51,13 @@ def _fitted(estimator, name: str, _depth: int = 0):
                 continue
     if _depth:
         raise AttributeError(name)
+    calibrated = getattr(estimator, "calibrated_classifiers_", None)
+    hint = (f"; its {len(calibrated)} calibrated classifiers were each fitted on one fold: "
+            "calibrate a FrozenEstimator of the fitted model, or use ensemble=False"
+            if calibrated is not None and len(calibrated) > 1 else "")
     raise AttributeError(
         f"{type(estimator).__name__} has no fitted attribute {name!r}, nor does an estimator "
-        "it wraps; liftlearn estimators set classes_ and class_counts_ in fit"
+        f"it wraps; liftlearn estimators set classes_ and class_counts_ in fit{hint}"
     )
 
 
@@ -66,6 +76,8 @@ def _fold(estimator, X, y, *, proba: bool) -> _Fold:
     does. Images the model skipped (a NaN probability row, or a prediction
     that is no class: -1 or None) count as errors of their true class.
     """
+    # Before _as_1d: a list mixing strings with -1 would become strings.
+    unlabeled = unlabeled_mask(np.asarray(y, dtype=object).ravel())
     y = _as_1d(y, "y")
     classes = np.asarray(_fitted(estimator, "classes_"))
     if proba:
@@ -82,7 +94,7 @@ def _fold(estimator, X, y, *, proba: bool) -> _Fold:
             & np.array([v not in known for v in y_pred.tolist()], dtype=bool)
     keep = np.ones(len(y), dtype=bool)
     if -1 not in classes.tolist():
-        keep = ~unlabeled_mask(y)
+        keep = ~unlabeled
         if not keep.any():
             raise ValueError("no labeled sample to score: every label in y is -1 (unlabeled)")
     return _Fold(y[keep], y_pred[keep], unpredicted[keep], None if p is None else p[keep])
