@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 import pickle
@@ -266,6 +267,48 @@ def test_image_folder_errors(tmp_path):
     (tmp_path / "empty_class").mkdir()
     with pytest.raises(DatasetFileError, match="no images"):
         load_image_folder(tmp_path)
+
+
+def test_list_files_name_lines_that_are_not_utf8_and_drop_a_byte_order_mark(tmp_path):
+    f = tmp_path / "train.txt"
+    f.write_bytes(codecs.BOM_UTF8 + b"a/x.jpg 1\nb/caf\xe9.jpg 0\n")
+    with pytest.raises(DatasetFileError, match="train.txt line 2: not UTF-8"):
+        read_list_file(f, tmp_path)
+    f.write_bytes(codecs.BOM_UTF8 + b"a/x.jpg 1\n")
+    assert read_list_file(f, tmp_path)[0] == [str((tmp_path / "a" / "x.jpg").resolve())]
+
+
+def test_a_list_file_of_another_split_is_refused(tmp_path):
+    (tmp_path / "img").mkdir()
+    test_list = _write(tmp_path / "lists" / "test.txt", "val/a.jpg 3\n")
+    with pytest.raises(ValueError, match="is the 'test' list, but split='train'"):
+        load_places_lt(tmp_path / "img", "train", list_dir=test_list)
+    assert load_places_lt(tmp_path / "img", "test", list_dir=test_list)[1].tolist() == [3]
+    _write(tmp_path / "lists" / "categories.json", '[{"id": 0, "name": "a"}, {"id": 1, "name": "b"}]')
+    val_list = _write(tmp_path / "lists" / "val.txt", "x/1.jpg 1\n")
+    with pytest.raises(ValueError, match="is the 'val' list, but split='train'"):
+        load_inat2018(tmp_path / "img", "train", annotations=val_list)
+    # A folder is searched, as root is.
+    assert load_inat2018(tmp_path / "img", "val", annotations=tmp_path / "lists")[1].tolist() == [1]
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda d: d["images"][0].update(file_name=3), "image #0 needs an 'id'"),
+    (lambda d: d["images"][0].update(id=[1]), "image #0 needs an 'id'"),
+    (lambda d: d["images"].append({"id": 1, "file_name": "z.jpg"}), "image id 1 appears twice"),
+    (lambda d: d.update(annotations=5), "'annotations' is not a list"),
+    (lambda d: d["annotations"][0].update(category_id=True), "category_id True"),
+    (lambda d: d["annotations"][0].update(image_id=[1]), "unknown image"),
+])
+def test_malformed_inat_json_names_the_entry(tmp_path, edit, match):
+    data = {"images": [{"id": 1, "file_name": "a/1.jpg"}],
+            "annotations": [{"image_id": 1, "category_id": 0}],
+            "categories": [{"id": 0, "name": "x"}, {"id": 1, "name": "y"}]}
+    assert load_inat2018(tmp_path, "val", annotations=_write(tmp_path / "val2018.json",
+                                                             json.dumps(data)))[1].tolist() == [0]
+    edit(data)
+    with pytest.raises(DatasetFileError, match=match):
+        load_inat2018(tmp_path, "val", annotations=_write(tmp_path / "val2018.json", json.dumps(data)))
 
 
 # ------------------------------------------------------------ CIFAR pickles

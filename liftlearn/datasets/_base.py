@@ -11,6 +11,7 @@ paths before it trains).  Problems in the files raise :class:`DatasetFileError`
 
 from __future__ import annotations
 
+import codecs
 import os
 from pathlib import Path
 from typing import Sequence, Union
@@ -132,33 +133,45 @@ def read_list_file(
     base = base.resolve()
     paths: list[str] = []
     labels: list[int] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            fields = line.split()
-            if len(fields) != 2:
-                raise DatasetFileError(
-                    f"{path.name} line {lineno}: expected '<path> <label>', "
-                    f"got {line[:80]!r} ({path})"
-                )
-            rel, label = fields
+    with open(path, "rb") as f:  # decoded line by line, to name the line that is not UTF-8
+        for lineno, raw in enumerate(f, start=1):
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]  # some editors' mark, not part of a path
             try:
-                value = int(label)
-            except ValueError:
-                value = -1
-            if value < 0 or (n_classes is not None and value >= n_classes):
-                bound = f" in 0..{n_classes - 1}" if n_classes is not None else ""
-                raise DatasetFileError(
-                    f"{path.name} line {lineno}: label {label!r} is not an "
-                    f"integer{bound} >= 0 ({path})"
-                )
-            paths.append(str(base / rel))
-            labels.append(value)
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DatasetFileError(f"{path.name} line {lineno}: not UTF-8 text ({path})") from None
+            _read_list_line(line, lineno, path, base, n_classes, paths, labels)
     if not paths:
         raise DatasetFileError(f"{path.name}: no '<path> <label>' lines ({path})")
     return paths, np.asarray(labels, dtype=np.int64)
+
+
+def _read_list_line(line: str, lineno: int, path: Path, base: Path, n_classes, paths: list,
+                    labels: list) -> None:
+    """One line of a list file into ``paths`` and ``labels`` (blank: none)."""
+    line = line.strip()
+    if not line:
+        return
+    fields = line.split()
+    if len(fields) != 2:
+        raise DatasetFileError(
+            f"{path.name} line {lineno}: expected '<path> <label>', "
+            f"got {line[:80]!r} ({path})"
+        )
+    rel, label = fields
+    try:
+        value = int(label)
+    except ValueError:
+        value = -1
+    if value < 0 or (n_classes is not None and value >= n_classes):
+        bound = f" in 0..{n_classes - 1}" if n_classes is not None else ""
+        raise DatasetFileError(
+            f"{path.name} line {lineno}: label {label!r} is not an "
+            f"integer{bound} >= 0 ({path})"
+        )
+    paths.append(str(base / rel))
+    labels.append(value)
 
 
 def _find_list_file(where: Path, names: Sequence[str], what: str) -> Path:
@@ -170,6 +183,15 @@ def _find_list_file(where: Path, names: Sequence[str], what: str) -> Path:
     raise FileNotFoundError(
         f"{what}: none of {', '.join(names)} found in {where}"
     )
+
+
+def _check_list_split(path: Path, split: str, names_of, splits: Sequence[str], what: str) -> None:
+    """Refuse a list file given by name that is another split's
+    (``names_of(split)``: the file names a split's list goes by): training
+    on the test list is not an error anything later would notice."""
+    for other in splits:
+        if other != split and path.name in names_of(other):
+            raise ValueError(f"{what}: {path} is the {other!r} list, but split={split!r}")
 
 
 def _check_split(split: str, allowed: Sequence[str]) -> None:
@@ -190,7 +212,12 @@ def _load_listed(
     if not root.is_dir():
         raise FileNotFoundError(f"{what} image root not found: {root}")
     where = Path(list_dir) if list_dir is not None else root
-    candidates = [f"{prefix}_{split}.txt", f"{split}.txt"]
-    list_file = _find_list_file(where, candidates, f"{what} {split} list")
+
+    def names_of(s: str) -> list:
+        return [f"{prefix}_{s}.txt", f"{s}.txt"]
+
+    if where.is_file():
+        _check_list_split(where, split, names_of, ("train", "val", "test"), what)
+    list_file = _find_list_file(where, names_of(split), f"{what} {split} list")
     paths, y = read_list_file(list_file, root, n_classes=len(names))
     return paths, y, names

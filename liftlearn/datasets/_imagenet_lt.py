@@ -24,7 +24,8 @@ def load_imagenet_lt(
         Folder holding the split files, or the split file itself; default
         ``root``. Both the OLTR names (``ImageNet_LT_train.txt``) and the
         short names (``train.txt``, as in the LIFT+ repository) are found,
-        the OLTR name first.
+        the OLTR name first; a file given by a name of another split is
+        refused.
 
     Returns
     -------

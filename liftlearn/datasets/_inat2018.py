@@ -7,19 +7,28 @@ from pathlib import Path
 
 import numpy as np
 
-from ._base import Dataset, DatasetFileError, StrPath, _check_split, read_list_file
+from ._base import Dataset, DatasetFileError, StrPath, _check_list_split, _check_split, read_list_file
 
 __all__ = ["load_inat2018"]
 
 
 def _read_json(path: Path) -> object:
     try:
-        with open(path, encoding="utf-8") as f:
+        # utf-8-sig: a byte-order mark some editors write is not JSON.
+        with open(path, encoding="utf-8-sig") as f:
             return json.load(f)
     except json.JSONDecodeError as exc:
         raise DatasetFileError(
             f"{path.name} line {exc.lineno}: invalid JSON ({exc.msg}) ({path})"
         ) from None
+    except UnicodeDecodeError as exc:
+        raise DatasetFileError(
+            f"{path.name}: not UTF-8 text (byte {exc.start}) ({path})"
+        ) from None
+
+
+def _is_id(value) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool)) or isinstance(value, str)
 
 
 def _category_names(categories: object, path: Path) -> list[str]:
@@ -70,8 +79,9 @@ def load_inat2018(
     split : {"train", "val"}, default="train"
         The papers report on ``"val"`` (24,426 images, 3 per class).
     annotations : str or os.PathLike, optional
-        The JSON annotation file or list file to read instead of searching
-        ``root``.
+        The JSON annotation file or list file to read, or a folder to search
+        for them, instead of ``root`` (a file named for the other split is
+        refused).
     categories : str or os.PathLike, optional
         ``categories.json`` for a list file; default: next to the list file,
         then in ``root``.
@@ -93,16 +103,23 @@ def load_inat2018(
     """
     _check_split(split, ("train", "val"))
     root = Path(root)
+
+    def names_of(s: str) -> tuple:
+        return (f"{s}2018.json", f"iNaturalist18_{s}.txt", f"{s}.txt")
+
     source = Path(annotations) if annotations is not None else None
-    if source is None:
-        for name in (f"{split}2018.json", f"iNaturalist18_{split}.txt", f"{split}.txt"):
-            if (root / name).is_file():
-                source = root / name
+    if source is not None and source.is_file():
+        _check_list_split(source, split, names_of, ("train", "val"), "iNaturalist 2018")
+    if source is None or source.is_dir():
+        where = root if source is None else source  # a folder is searched as root is
+        for name in names_of(split):
+            if (where / name).is_file():
+                source = where / name
                 break
         else:
             raise FileNotFoundError(
-                f"iNaturalist 2018 {split} annotations: none of {split}2018.json, "
-                f"iNaturalist18_{split}.txt, {split}.txt found in {root}"
+                f"iNaturalist 2018 {split} annotations: none of {', '.join(names_of(split))} "
+                f"found in {where}"
             )
     if not source.is_file():
         raise FileNotFoundError(f"iNaturalist 2018 annotations not found: {source}")
@@ -117,29 +134,38 @@ def load_inat2018(
                 f"'annotations' and 'categories' ({source})"
             )
         names = _category_names(data["categories"], source)
-        try:
-            files = {img["id"]: img["file_name"] for img in data["images"]}
-        except (KeyError, TypeError):
-            raise DatasetFileError(
-                f"{source.name}: every image needs 'id' and 'file_name' ({source})"
-            ) from None
+        for key in ("images", "annotations"):
+            if not isinstance(data[key], list):
+                raise DatasetFileError(f"{source.name}: '{key}' is not a list ({source})")
+        files: dict = {}
+        for i, img in enumerate(data["images"]):
+            if not (isinstance(img, dict) and _is_id(img.get("id"))
+                    and isinstance(img.get("file_name"), str) and img["file_name"]):
+                raise DatasetFileError(
+                    f"{source.name}: image #{i} needs an 'id' (int or str) and a "
+                    f"'file_name' (str) ({source})"
+                )
+            if img["id"] in files:
+                raise DatasetFileError(
+                    f"{source.name}: image id {img['id']!r} appears twice ({source})"
+                )
+            files[img["id"]] = img["file_name"]
         base = root.resolve()
         paths: list[str] = []
         labels: list[int] = []
         for i, ann in enumerate(data["annotations"]):
-            try:
-                image_id, label = ann["image_id"], ann["category_id"]
-            except (KeyError, TypeError):
+            if not (isinstance(ann, dict) and "image_id" in ann and "category_id" in ann):
                 raise DatasetFileError(
                     f"{source.name}: annotation #{i} needs 'image_id' and "
                     f"'category_id' ({source})"
-                ) from None
-            if image_id not in files:
+                )
+            image_id, label = ann["image_id"], ann["category_id"]
+            if not _is_id(image_id) or image_id not in files:
                 raise DatasetFileError(
                     f"{source.name}: annotation #{i} refers to unknown image "
-                    f"{image_id!r} ({source})"
+                    f"{str(image_id)[:64]!r} ({source})"
                 )
-            if not isinstance(label, int) or not 0 <= label < len(names):
+            if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < len(names):
                 raise DatasetFileError(
                     f"{source.name}: annotation #{i} has category_id {label!r}, "
                     f"not in 0..{len(names) - 1} ({source})"

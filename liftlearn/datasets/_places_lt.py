@@ -21,7 +21,8 @@ def load_places_lt(
         ``"test"`` is 100 Places365 validation images per class.
     list_dir : str or os.PathLike, optional
         Folder with ``Places_LT_<split>.txt`` or ``<split>.txt``, or the
-        file itself; default ``root``.
+        file itself (one named for another split is refused); default
+        ``root``.
 
     Returns
     -------
