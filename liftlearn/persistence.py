@@ -557,8 +557,16 @@ def _check_backbone_params(params: dict, spec: BackboneSpec) -> None:
     """The stored ``backbone`` and ``pretrained`` parameters name the
     backbone the network is built on (else the estimator would report, and
     a clone of it train, another one)."""
-    if "backbone" in params and params["backbone"] != spec.name:
-        _fail("params.backbone", f"{str(params['backbone'])[:64]!r}, but the model runs on "
+    stored_name = params.get("backbone", spec.name)
+    local = "local-dir:"
+    # A local-dir folder is kept absolute in the spec, as given in the
+    # parameter: it agrees by its folder's name, as a pretrained path does.
+    same_name = stored_name == spec.name or (
+        isinstance(stored_name, str) and stored_name.startswith(local) and spec.name.startswith(local)
+        and os.path.basename(os.path.normpath(stored_name[len(local):]))
+        == os.path.basename(os.path.normpath(spec.name[len(local):])))
+    if not same_name:
+        _fail("params.backbone", f"{str(stored_name)[:64]!r}, but the model runs on "
                                  f"backbone {spec.name[:64]!r}")
     if "pretrained" not in params:
         return

@@ -166,6 +166,54 @@ def test_local_dir_with_an_unsupported_config_is_refused(tmp_path, no_building):
     assert no_building == []
 
 
+def _local_dir(folder, weights: bool):
+    import json
+
+    import open_clip
+
+    from liftlearn.nn.backbones import _open_clip
+
+    _open_clip()
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = {"model_cfg": open_clip.get_model_config("liftlearn-tiny-vit"), "preprocess_cfg": {}}
+    (folder / "open_clip_config.json").write_text(json.dumps(cfg))
+    if weights:
+        (folder / "open_clip_pytorch_model.bin").write_bytes(b"not read by the checks")
+    return folder
+
+
+@pytest.mark.parametrize("case, match", [
+    ("no_weights", "has no weights file open_clip loads"),
+    ("pretrained_file", "does not apply to backbone 'local-dir:"),
+    ("missing", "does not exist"),
+    ("colon", "unknown backbone 'ViT-B-16:openai'"),
+])
+def test_local_dir_and_schema_mistakes_are_named_before_building(tmp_path, no_building, case, match):
+    from liftlearn.nn.backbones import BackboneSpec, check_backbone
+
+    name, pretrained = f"local-dir:{tmp_path / 'bb'}", None
+    if case == "no_weights":
+        _local_dir(tmp_path / "bb", weights=False)
+    elif case == "pretrained_file":
+        _local_dir(tmp_path / "bb", weights=True)
+        pretrained = str(_local_dir(tmp_path / "other", weights=True) / "open_clip_pytorch_model.bin")
+    elif case == "colon":
+        name = "ViT-B-16:openai"  # meant: backbone="ViT-B-16", pretrained="openai"
+    with pytest.raises(BackboneError, match=match):
+        check_backbone(BackboneSpec.create(name, pretrained))
+    assert no_building == []
+
+
+def test_local_dir_paths_are_made_absolute(tmp_path, monkeypatch):
+    from liftlearn.nn.backbones import BackboneSpec, check_backbone
+
+    _local_dir(tmp_path / "bb", weights=True)
+    monkeypatch.chdir(tmp_path)
+    spec = BackboneSpec.create("local-dir:bb", "openai")  # a tag is ignored there, as by open_clip
+    assert spec.name == f"local-dir:{tmp_path / 'bb'}"
+    check_backbone(spec)
+
+
 # ------------------------------------------ weights offline: fail fast, once
 
 

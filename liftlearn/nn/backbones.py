@@ -164,6 +164,9 @@ class BackboneSpec:
             # does not depend on the working directory.
             if os.path.exists(pretrained) or os.sep in pretrained:
                 pretrained = os.path.abspath(os.path.expanduser(pretrained))
+        if name.startswith("local-dir:") and name != "local-dir:":
+            # Likewise the folder (and "~", which open_clip would not expand).
+            name = "local-dir:" + os.path.abspath(os.path.expanduser(name[len("local-dir:"):]))
         return cls(name, pretrained)
 
 
@@ -352,6 +355,30 @@ def _local_dir_config(name: str) -> Optional[dict]:
         return None
 
 
+#: The weight files open_clip loads from a ``local-dir:`` folder.
+_LOCAL_DIR_WEIGHTS = ("*.safetensors", "*.bin", "*.pth")
+
+
+def _check_local_dir(spec: "BackboneSpec") -> None:
+    """A supported ``local-dir:`` folder open_clip will load as asked: it
+    has a weights file (else open_clip builds random weights with one log
+    line), and no ``pretrained`` file is given beside it (open_clip ignores
+    ``pretrained`` there)."""
+    folder = Path(spec.name[len("local-dir:"):]).expanduser()
+    if not any(next(folder.glob(pattern), None) for pattern in _LOCAL_DIR_WEIGHTS):
+        raise BackboneError(
+            f"backbone {spec.name!r}: the folder has no weights file open_clip loads "
+            "(*.safetensors, *.bin or *.pth, e.g. open_clip_pytorch_model.bin)"
+        )
+    pretrained = spec.pretrained
+    if pretrained is not None and (os.sep in pretrained or os.path.isfile(pretrained)):
+        raise BackboneError(
+            f"pretrained={pretrained!r} does not apply to backbone {spec.name!r}: open_clip "
+            "loads the folder's own weights; put the file in the folder, or leave pretrained "
+            "a tag or None"
+        )
+
+
 def check_backbone(spec: "BackboneSpec") -> Optional[str]:
     """Check, without building or downloading, that ``spec`` can be loaded.
 
@@ -384,9 +411,17 @@ def check_backbone(spec: "BackboneSpec") -> Optional[str]:
     oc = _open_clip()
     name = spec.name
     if name.startswith("local-dir:"):
+        folder = Path(name[len("local-dir:"):]).expanduser()
+        if not folder.is_dir():
+            raise BackboneError(f"backbone {name!r}: the folder {str(folder)!r} does not exist")
         cfg = _local_dir_config(name)
-    elif ":" in name:
-        return None  # hf-hub: open_clip fetches the config with the weights
+        if cfg is None:
+            raise BackboneError(
+                f"backbone {name!r}: {str(folder / 'open_clip_config.json')!r} is missing or "
+                "holds no 'model_cfg'"
+            )
+    elif name.startswith("hf-hub:"):
+        return None  # open_clip fetches the config with the weights
     else:
         cfg = oc.get_model_config(name)
         if cfg is None:
@@ -402,8 +437,11 @@ def check_backbone(spec: "BackboneSpec") -> Optional[str]:
             "open_clip's own VisionTransformer (CLS token) and ModifiedResNet image "
             "towers; liftlearn.nn.backbones.list_backbones() lists them"
         )
+    if name.startswith("local-dir:"):
+        _check_local_dir(spec)
+        return None
     pretrained = spec.pretrained
-    if pretrained is None or ":" in name:
+    if pretrained is None:
         return None
     if os.sep in pretrained or os.path.isfile(pretrained):
         if not os.path.isfile(pretrained):
