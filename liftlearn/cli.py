@@ -734,7 +734,7 @@ def _fit_params(args, estimator: str) -> dict:
 
 
 def cmd_fit(args) -> int:
-    from .nn.backbones import BackboneSpec, check_backbone
+    from .nn.backbones import check_backbone
 
     # Everything that can be checked is checked before any data is read or
     # any training time is spent: the output file, the parameters, and
@@ -750,7 +750,7 @@ def cmd_fit(args) -> int:
     clf._check_param_relations()
     clf._check_fit_relations()
     clf._resolve_device()  # e.g. --device cuda without a GPU, before the data loads
-    check_backbone(BackboneSpec.create(clf.backbone, clf.pretrained))
+    check_backbone(clf._backbone_spec())
 
     _log.info("loading %s (%s) ...", args.data, args.split)
     X, y, names = _data(args)

@@ -559,12 +559,10 @@ def _check_backbone_params(params: dict, spec: BackboneSpec) -> None:
     a clone of it train, another one)."""
     stored_name = params.get("backbone", spec.name)
     local = "local-dir:"
-    # A local-dir folder is kept absolute in the spec, as given in the
-    # parameter: it agrees by its folder's name, as a pretrained path does.
+    # A local-dir folder is kept absolute in the spec and as given (maybe
+    # relative to another working folder) in the parameter: any two agree.
     same_name = stored_name == spec.name or (
-        isinstance(stored_name, str) and stored_name.startswith(local) and spec.name.startswith(local)
-        and os.path.basename(os.path.normpath(stored_name[len(local):]))
-        == os.path.basename(os.path.normpath(spec.name[len(local):])))
+        isinstance(stored_name, str) and stored_name.startswith(local) and spec.name.startswith(local))
     if not same_name:
         _fail("params.backbone", f"{str(stored_name)[:64]!r}, but the model runs on "
                                  f"backbone {spec.name[:64]!r}")

@@ -177,7 +177,12 @@ def _local_dir(folder, weights: bool):
     folder.mkdir(parents=True, exist_ok=True)
     cfg = {"model_cfg": open_clip.get_model_config("liftlearn-tiny-vit"), "preprocess_cfg": {}}
     (folder / "open_clip_config.json").write_text(json.dumps(cfg))
-    if weights:
+    if weights == "real":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            torch.save(open_clip.create_model("liftlearn-tiny-vit").state_dict(),
+                       folder / "open_clip_pytorch_model.bin")
+    elif weights:
         (folder / "open_clip_pytorch_model.bin").write_bytes(b"not read by the checks")
     return folder
 
@@ -189,7 +194,11 @@ def _local_dir(folder, weights: bool):
     ("colon", "unknown backbone 'ViT-B-16:openai'"),
 ])
 def test_local_dir_and_schema_mistakes_are_named_before_building(tmp_path, no_building, case, match):
-    from liftlearn.nn.backbones import BackboneSpec, check_backbone
+    from liftlearn.nn.backbones import BackboneSpec, check_backbone, check_local_dir
+
+    def check(spec):  # what a fit checks first
+        check_local_dir(spec)
+        check_backbone(spec)
 
     name, pretrained = f"local-dir:{tmp_path / 'bb'}", None
     if case == "no_weights":
@@ -200,18 +209,21 @@ def test_local_dir_and_schema_mistakes_are_named_before_building(tmp_path, no_bu
     elif case == "colon":
         name = "ViT-B-16:openai"  # meant: backbone="ViT-B-16", pretrained="openai"
     with pytest.raises(BackboneError, match=match):
-        check_backbone(BackboneSpec.create(name, pretrained))
+        check(BackboneSpec.create(name, pretrained))
     assert no_building == []
 
 
 def test_local_dir_paths_are_made_absolute(tmp_path, monkeypatch):
     from liftlearn.nn.backbones import BackboneSpec, check_backbone
 
-    _local_dir(tmp_path / "bb", weights=True)
+    _local_dir(tmp_path / "bb", weights="real")
     monkeypatch.chdir(tmp_path)
     spec = BackboneSpec.create("local-dir:bb", "openai")  # a tag is ignored there, as by open_clip
     assert spec.name == f"local-dir:{tmp_path / 'bb'}"
     check_backbone(spec)
+    # A spec made before (a model file, a pickle) with the relative name is
+    # the same backbone: one cache entry.
+    assert get_backbone(BackboneSpec("local-dir:bb", None)).spec == BackboneSpec(spec.name, None)
 
 
 # ------------------------------------------ weights offline: fail fast, once

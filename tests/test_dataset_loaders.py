@@ -276,6 +276,12 @@ def test_list_files_name_lines_that_are_not_utf8_and_drop_a_byte_order_mark(tmp_
         read_list_file(f, tmp_path)
     f.write_bytes(codecs.BOM_UTF8 + b"a/x.jpg 1\n")
     assert read_list_file(f, tmp_path)[0] == [str((tmp_path / "a" / "x.jpg").resolve())]
+    for newline in (b"\r", b"\r\n"):  # old Mac and Windows line ends
+        f.write_bytes(b"a/x.jpg 1" + newline + b"b/y.jpg 0" + newline + b"c/\xff.jpg 2")
+        with pytest.raises(DatasetFileError, match="train.txt line 3: not UTF-8"):
+            read_list_file(f, tmp_path)
+        f.write_bytes(b"a/x.jpg 1" + newline + b"b/y.jpg 0" + newline)
+        assert read_list_file(f, tmp_path)[1].tolist() == [1, 0]
 
 
 def test_a_list_file_of_another_split_is_refused(tmp_path):

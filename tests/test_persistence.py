@@ -168,3 +168,33 @@ def test_skipped_images_survive_save(small, tiny_params, tmp_path):
                                  on_bad_image="skip").fit(X[:-1] + [missing], y)
     save(clf, tmp_path / "m.safetensors")
     assert load(tmp_path / "m.safetensors").skipped_images_ == clf.skipped_images_ == [(missing, "no such file")]
+
+
+def test_local_dir_models_save_from_a_relative_folder_and_older_files_load(small, tmp_path, monkeypatch,
+                                                                           tiny_checkpoint):
+    import shutil
+
+    import open_clip
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "bb"
+    folder.mkdir()
+    config = {"model_cfg": open_clip.get_model_config("liftlearn-tiny-vit"), "preprocess_cfg": {}}
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    shutil.copy(tiny_checkpoint, folder / "open_clip_pytorch_model.bin")
+    X, y, names, Xt, _ = small
+    monkeypatch.chdir(folder)
+    clf = LiftPlusClassifier(backbone="local-dir:.", pretrained=None, epochs=1, batch_size=32,
+                             device="cpu", random_state=0, class_names=names).fit(X, y)
+    save(clf, tmp_path / "m.safetensors")
+    monkeypatch.chdir(tmp_path)
+    np.testing.assert_allclose(load(tmp_path / "m.safetensors").predict_proba(Xt), clf.predict_proba(Xt))
+    # A file of a release without the local-dir checks, with a pretrained
+    # file beside the folder (which open_clip ignored): still loads.
+    with safe_open(str(tmp_path / "m.safetensors"), framework="pt") as f:
+        meta = json.loads(f.metadata()["liftlearn"])
+    meta["params"]["pretrained"] = meta["backbone"]["pretrained"] = tiny_checkpoint
+    save_file(load_file(str(tmp_path / "m.safetensors")), str(tmp_path / "old.safetensors"),
+              metadata={"liftlearn": json.dumps(meta)})
+    np.testing.assert_allclose(load(tmp_path / "old.safetensors").predict_proba(Xt), clf.predict_proba(Xt))

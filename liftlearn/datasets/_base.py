@@ -12,7 +12,9 @@ paths before it trains).  Problems in the files raise :class:`DatasetFileError`
 from __future__ import annotations
 
 import codecs
+import io
 import os
+import re
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -133,15 +135,17 @@ def read_list_file(
     base = base.resolve()
     paths: list[str] = []
     labels: list[int] = []
-    with open(path, "rb") as f:  # decoded line by line, to name the line that is not UTF-8
-        for lineno, raw in enumerate(f, start=1):
-            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
-                raw = raw[len(codecs.BOM_UTF8):]  # some editors' mark, not part of a path
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise DatasetFileError(f"{path.name} line {lineno}: not UTF-8 text ({path})") from None
-            _read_list_line(line, lineno, path, base, n_classes, paths, labels)
+    data = path.read_bytes()
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]  # some editors' mark, not part of a path
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        lineno = len(re.findall(rb"\r\n|\r|\n", data[:exc.start])) + 1
+        raise DatasetFileError(f"{path.name} line {lineno}: not UTF-8 text ({path})") from None
+    # Universal newlines (\n, \r\n or \r), as text files are read.
+    for lineno, line in enumerate(io.StringIO(text, newline=None), start=1):
+        _read_list_line(line, lineno, path, base, n_classes, paths, labels)
     if not paths:
         raise DatasetFileError(f"{path.name}: no '<path> <label>' lines ({path})")
     return paths, np.asarray(labels, dtype=np.int64)

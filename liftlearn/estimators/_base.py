@@ -36,7 +36,7 @@ from .._validation import (
 from ..image_sources import as_image_source, image_labels
 from ..engine.predict import predict_images
 from ..exceptions import BadImageError, LiftLearnWarning, UnknownLabelWarning
-from ..nn.backbones import BackboneSpec
+from ..nn.backbones import BackboneSpec, check_local_dir
 from ..nn.heads import prompt_templates
 
 __all__ = [
@@ -142,7 +142,10 @@ class CLIPEstimator(BaseEstimator, ABC):
             )
 
     def _backbone_spec(self) -> BackboneSpec:
-        return BackboneSpec.create(self.backbone, self.pretrained)
+        """The backbone a fit loads, with the checks only a fit makes."""
+        spec = BackboneSpec.create(self.backbone, self.pretrained)
+        check_local_dir(spec)
+        return spec
 
     def _forward_batch_size(self) -> int:
         """Images per forward pass of prediction (what fits device memory)."""

@@ -359,12 +359,24 @@ def _local_dir_config(name: str) -> Optional[dict]:
 _LOCAL_DIR_WEIGHTS = ("*.safetensors", "*.bin", "*.pth")
 
 
-def _check_local_dir(spec: "BackboneSpec") -> None:
-    """A supported ``local-dir:`` folder open_clip will load as asked: it
-    has a weights file (else open_clip builds random weights with one log
-    line), and no ``pretrained`` file is given beside it (open_clip ignores
-    ``pretrained`` there)."""
+def check_local_dir(spec: "BackboneSpec") -> None:
+    """Before a fit: a ``local-dir:`` folder has a weights file (else
+    open_clip builds random weights with one log line) and no
+    ``pretrained`` file is given beside it (open_clip ignores ``pretrained``
+    there). Other specs pass.
+
+    Not part of :func:`check_backbone`: a model fitted (and saved) before
+    these rules existed still loads.
+
+    Raises
+    ------
+    BackboneError
+    """
+    if not spec.name.startswith("local-dir:"):
+        return
     folder = Path(spec.name[len("local-dir:"):]).expanduser()
+    if not folder.is_dir():
+        raise BackboneError(f"backbone {spec.name!r}: the folder {str(folder)!r} does not exist")
     if not any(next(folder.glob(pattern), None) for pattern in _LOCAL_DIR_WEIGHTS):
         raise BackboneError(
             f"backbone {spec.name!r}: the folder has no weights file open_clip loads "
@@ -438,8 +450,7 @@ def check_backbone(spec: "BackboneSpec") -> Optional[str]:
             "towers; liftlearn.nn.backbones.list_backbones() lists them"
         )
     if name.startswith("local-dir:"):
-        _check_local_dir(spec)
-        return None
+        return None  # open_clip reads the folder (check_local_dir, before a fit)
     pretrained = spec.pretrained
     if pretrained is None:
         return None
@@ -744,8 +755,10 @@ def get_backbone(
         replaced file is loaded afresh, as build tools notice a changed
         input.
     """
-    if not isinstance(spec, BackboneSpec):
-        spec = BackboneSpec.create(spec, pretrained)
+    # Normalised even when given as a spec: one read from an older file or
+    # pickle may name a local-dir folder by a relative path.
+    spec = BackboneSpec.create(*((spec.name, spec.pretrained) if isinstance(spec, BackboneSpec)
+                                 else (spec, pretrained)))
     device = canonical_device(device)
     key = (spec, str(device), dtype)
     signature = _source_signature(spec)
