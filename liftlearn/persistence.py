@@ -559,10 +559,15 @@ def _check_backbone_params(params: dict, spec: BackboneSpec) -> None:
     a clone of it train, another one)."""
     stored_name = params.get("backbone", spec.name)
     local = "local-dir:"
-    # A local-dir folder is kept absolute in the spec and as given (maybe
-    # relative to another working folder) in the parameter: any two agree.
-    same_name = stored_name == spec.name or (
-        isinstance(stored_name, str) and stored_name.startswith(local) and spec.name.startswith(local))
+    same_name = stored_name == spec.name
+    if not same_name and isinstance(stored_name, str) and stored_name.startswith(local) \
+            and spec.name.startswith(local):
+        # The spec keeps the folder absolute; the parameter keeps it as
+        # given. An absolute one must be that folder; a relative one was
+        # relative to a working folder that cannot be known here.
+        folder = os.path.expanduser(stored_name[len(local):])
+        same_name = not os.path.isabs(folder) or \
+            os.path.normpath(folder) == os.path.normpath(spec.name[len(local):])
     if not same_name:
         _fail("params.backbone", f"{str(stored_name)[:64]!r}, but the model runs on "
                                  f"backbone {spec.name[:64]!r}")
@@ -701,6 +706,8 @@ def _load_device(device) -> torch.device:
     if target.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"load: device={device!r} is not one liftlearn runs models on "
                          "('cpu', 'cuda', 'cuda:<n>', 'mps' or 'auto')")
+    if target.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"load: device={device!r} was asked for but MPS is not available")
     return target
 
 

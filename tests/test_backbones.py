@@ -192,6 +192,7 @@ def _local_dir(folder, weights: bool):
     ("pretrained_file", "does not apply to backbone 'local-dir:"),
     ("missing", "does not exist"),
     ("colon", "unknown backbone 'ViT-B-16:openai'"),
+    ("empty", "needs the folder after 'local-dir:'"),
 ])
 def test_local_dir_and_schema_mistakes_are_named_before_building(tmp_path, no_building, case, match):
     from liftlearn.nn.backbones import BackboneSpec, check_backbone, check_local_dir
@@ -208,7 +209,9 @@ def test_local_dir_and_schema_mistakes_are_named_before_building(tmp_path, no_bu
         pretrained = str(_local_dir(tmp_path / "other", weights=True) / "open_clip_pytorch_model.bin")
     elif case == "colon":
         name = "ViT-B-16:openai"  # meant: backbone="ViT-B-16", pretrained="openai"
-    with pytest.raises(BackboneError, match=match):
+    elif case == "empty":
+        name = "local-dir:"
+    with pytest.raises((BackboneError, ValueError), match=match):
         check(BackboneSpec.create(name, pretrained))
     assert no_building == []
 
@@ -224,6 +227,11 @@ def test_local_dir_paths_are_made_absolute(tmp_path, monkeypatch):
     # A spec made before (a model file, a pickle) with the relative name is
     # the same backbone: one cache entry.
     assert get_backbone(BackboneSpec("local-dir:bb", None)).spec == BackboneSpec(spec.name, None)
+    # A tag that is also a name in the working folder stays a tag in a spec
+    # read back (only the local-dir folder is made absolute).
+    (tmp_path / "openai").mkdir()
+    with pytest.raises(BackboneError, match="'openai' is neither a pretrained tag"):
+        get_backbone(BackboneSpec("liftlearn-tiny-vit", "openai"))
 
 
 # ------------------------------------------ weights offline: fail fast, once

@@ -305,6 +305,7 @@ def test_a_list_file_of_another_split_is_refused(tmp_path):
     (lambda d: d.update(annotations=5), "'annotations' is not a list"),
     (lambda d: d["annotations"][0].update(category_id=True), "category_id True"),
     (lambda d: d["annotations"][0].update(image_id=[1]), "unknown image"),
+    (lambda d: d["categories"][1].update(name="caf\udce9"), "val2018.json line 1: not UTF-8"),
 ])
 def test_malformed_inat_json_names_the_entry(tmp_path, edit, match):
     data = {"images": [{"id": 1, "file_name": "a/1.jpg"}],
@@ -313,8 +314,10 @@ def test_malformed_inat_json_names_the_entry(tmp_path, edit, match):
     assert load_inat2018(tmp_path, "val", annotations=_write(tmp_path / "val2018.json",
                                                              json.dumps(data)))[1].tolist() == [0]
     edit(data)
+    path = tmp_path / "val2018.json"
+    path.write_bytes(json.dumps(data, ensure_ascii=False).encode("utf-8", "surrogateescape"))
     with pytest.raises(DatasetFileError, match=match):
-        load_inat2018(tmp_path, "val", annotations=_write(tmp_path / "val2018.json", json.dumps(data)))
+        load_inat2018(tmp_path, "val", annotations=path)
 
 
 # ------------------------------------------------------------ CIFAR pickles

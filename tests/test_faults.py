@@ -520,6 +520,9 @@ def test_load_names_a_bad_device_before_reading(model_file, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             load(model_file, device="cuda")
+    if not torch.backends.mps.is_available():
+        with pytest.raises(ValueError, match="MPS is not available"):
+            load(tmp_path / "absent.safetensors", device="mps")
     assert load(model_file, device="auto").device_.type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 

@@ -198,3 +198,8 @@ def test_local_dir_models_save_from_a_relative_folder_and_older_files_load(small
     save_file(load_file(str(tmp_path / "m.safetensors")), str(tmp_path / "old.safetensors"),
               metadata={"liftlearn": json.dumps(meta)})
     np.testing.assert_allclose(load(tmp_path / "old.safetensors").predict_proba(Xt), clf.predict_proba(Xt))
+    # An absolute folder in the parameters must be the one the model runs on.
+    other = tmp_path / "other"
+    shutil.copytree(folder, other)
+    with pytest.raises(ValueError, match="load would refuse its params.backbone"):
+        save(clf.set_params(backbone=f"local-dir:{other}"), tmp_path / "moved.safetensors")

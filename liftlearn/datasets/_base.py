@@ -135,20 +135,26 @@ def read_list_file(
     base = base.resolve()
     paths: list[str] = []
     labels: list[int] = []
-    data = path.read_bytes()
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8):]  # some editors' mark, not part of a path
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        lineno = len(re.findall(rb"\r\n|\r|\n", data[:exc.start])) + 1
-        raise DatasetFileError(f"{path.name} line {lineno}: not UTF-8 text ({path})") from None
     # Universal newlines (\n, \r\n or \r), as text files are read.
-    for lineno, line in enumerate(io.StringIO(text, newline=None), start=1):
+    for lineno, line in enumerate(io.StringIO(_read_utf8(path), newline=None), start=1):
         _read_list_line(line, lineno, path, base, n_classes, paths, labels)
     if not paths:
         raise DatasetFileError(f"{path.name}: no '<path> <label>' lines ({path})")
     return paths, np.asarray(labels, dtype=np.int64)
+
+
+def _read_utf8(path: Path) -> str:
+    """A data file's text: UTF-8 without the byte-order mark some editors
+    write (no part of a path or of JSON); otherwise a DatasetFileError
+    naming the file and the line."""
+    data = Path(path).read_bytes()
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        lineno = len(re.findall(rb"\r\n|\r|\n", data[:exc.start])) + 1
+        raise DatasetFileError(f"{path.name} line {lineno}: not UTF-8 text ({path})") from None
 
 
 def _read_list_line(line: str, lineno: int, path: Path, base: Path, n_classes, paths: list,

@@ -7,23 +7,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ._base import Dataset, DatasetFileError, StrPath, _check_list_split, _check_split, read_list_file
+from ._base import (
+    Dataset, DatasetFileError, StrPath, _check_list_split, _check_split, _read_utf8, read_list_file,
+)
 
 __all__ = ["load_inat2018"]
 
 
 def _read_json(path: Path) -> object:
     try:
-        # utf-8-sig: a byte-order mark some editors write is not JSON.
-        with open(path, encoding="utf-8-sig") as f:
-            return json.load(f)
+        return json.loads(_read_utf8(path))
     except json.JSONDecodeError as exc:
         raise DatasetFileError(
             f"{path.name} line {exc.lineno}: invalid JSON ({exc.msg}) ({path})"
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise DatasetFileError(
-            f"{path.name}: not UTF-8 text (byte {exc.start}) ({path})"
         ) from None
 
 

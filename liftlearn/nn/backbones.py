@@ -164,10 +164,20 @@ class BackboneSpec:
             # does not depend on the working directory.
             if os.path.exists(pretrained) or os.sep in pretrained:
                 pretrained = os.path.abspath(os.path.expanduser(pretrained))
-        if name.startswith("local-dir:") and name != "local-dir:":
-            # Likewise the folder (and "~", which open_clip would not expand).
-            name = "local-dir:" + os.path.abspath(os.path.expanduser(name[len("local-dir:"):]))
-        return cls(name, pretrained)
+        return cls(_local_dir_absolute(name), pretrained)
+
+
+def _local_dir_absolute(name: str) -> str:
+    """A ``local-dir:`` name with its folder absolute (and ``~`` expanded,
+    which open_clip would not do), as ``pretrained`` paths are, so that the
+    cache key and a pickled model do not depend on the working folder;
+    other names as they are."""
+    if not name.startswith("local-dir:"):
+        return name
+    folder = name[len("local-dir:"):]
+    if not folder.strip():
+        raise ValueError("backbone='local-dir:' needs the folder after 'local-dir:'")
+    return "local-dir:" + os.path.abspath(os.path.expanduser(folder))
 
 
 def _offline_env() -> bool:
@@ -755,10 +765,12 @@ def get_backbone(
         replaced file is loaded afresh, as build tools notice a changed
         input.
     """
-    # Normalised even when given as a spec: one read from an older file or
-    # pickle may name a local-dir folder by a relative path.
-    spec = BackboneSpec.create(*((spec.name, spec.pretrained) if isinstance(spec, BackboneSpec)
-                                 else (spec, pretrained)))
+    if isinstance(spec, BackboneSpec):
+        # A spec read from an older file or pickle may name a local-dir
+        # folder by a relative path: the same folder, one cache entry.
+        spec = BackboneSpec(_local_dir_absolute(spec.name), spec.pretrained)
+    else:
+        spec = BackboneSpec.create(spec, pretrained)
     device = canonical_device(device)
     key = (spec, str(device), dtype)
     signature = _source_signature(spec)
