@@ -128,7 +128,7 @@ class EarlyStopping(Callback):
         self._check()
         if self.monitor in history_keys:
             return
-        if self.monitor.startswith("val_"):
+        if self.monitor.startswith("val_") and not any(k.startswith("val_") for k in history_keys):
             raise ValueError(f"EarlyStopping monitors {self.monitor!r}, which needs "
                              "validation_data in fit or validation_fraction")
         raise ValueError(f"EarlyStopping monitors {self.monitor!r}, which this fit's history "

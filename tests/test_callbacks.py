@@ -247,6 +247,7 @@ def test_bad_callbacks_and_validation_arguments_are_named(data):
                                    "does not have; its entries: epoch, loss, lr, seconds"),
     (EarlyStopping(monitor="labeled_accuracy"), "does not have"),  # ULFine's, not LiftPlus's
     (EarlyStopping(monitor="loss", patience=0), "patience=0"),
+    (EarlyStopping(monitor="val_acc"), "'val_acc', which this fit's history does not have"),
     (CSVLogger("/proc/self/liftlearn-log.csv"), "CSVLogger path"),
 ])
 def test_callbacks_that_cannot_work_are_refused_before_any_work(data, monkeypatch, callback, match):
@@ -258,7 +259,7 @@ def test_callbacks_that_cannot_work_are_refused_before_any_work(data, monkeypatc
     monkeypatch.setattr(LiftPlusClassifier, "_images",
                         lambda *a, **k: pytest.fail("images read first"))
     with pytest.raises(ValueError, match=match):
-        LiftPlusClassifier(**PARAMS, callbacks=[callback]).fit(X, y)
+        LiftPlusClassifier(**PARAMS, callbacks=[callback]).fit(X, y, validation_data=(X[:3], y[:3]))
 
 
 @pytest.mark.parametrize("cls, extra", [(LiftPlusClassifier, {}), (ULFineClassifier, {"threshold": 0.2})])
