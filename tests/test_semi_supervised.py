@@ -590,3 +590,24 @@ def test_score_leaves_unlabeled_images_out(tiny_params, ssl_data):
         np.average(clf.predict(X)[labeled] == y_ssl[labeled], weights=weights[labeled]))
     with pytest.raises(ValueError, match="every label in y is -1"):
         clf.score(X, np.full(len(X), -1))
+
+
+def test_transduction_marks_unlabeled_images_with_unsigned_classes(tiny_params, ssl_data):
+    X, _, y_ssl, names, _, _ = ssl_data
+    # uint8 labels (as CIFAR's often are), named by a mapping: no class -1.
+    classes = np.unique(y_ssl[y_ssl >= 0]).astype(np.uint8)
+    y = np.where(y_ssl >= 0, y_ssl, -1).astype(object)
+    y[y_ssl >= 0] = [np.uint8(v) for v in y_ssl[y_ssl >= 0]]
+    clf = ULFineClassifier(**_params(tiny_params, epochs=1, threshold=1.0),
+                           class_names={c: names[c] for c in classes}).fit(X, y)
+    assert clf.classes_.dtype == np.uint8
+    assert [v == -1 for v in clf.transduction_.tolist()] == (y_ssl == -1).tolist()
+
+
+def test_skipping_every_labeled_image_is_named(tiny_params, ssl_data, tmp_path):
+    X, _, y_ssl, _, _, _ = ssl_data
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    X = [str(bad) if v != -1 else x for x, v in zip(X, y_ssl)]
+    with pytest.raises(ValueError, match="no labeled training image is left.*bad.png"):
+        ULFineClassifier(**_params(tiny_params, epochs=1), on_bad_image="skip").fit(X, y_ssl)

@@ -109,3 +109,11 @@ def test_no_random_state_leaves_numpys_global_generator_alone():
     a, _ = make_long_tailed_ssl_split(y, 4, 6, 2, 1)
     assert np.array_equal(np.random.random_sample(3), expected)
     assert len(a) == len(np.unique(a))
+
+
+def test_float_labels_are_read_as_the_estimators_read_them():
+    y = np.repeat([0.0, 1.0, 2.0], 10)
+    _, y_ssl = make_long_tailed_ssl_split(y, 4, 2, 1, 1, random_state=0)
+    assert y_ssl.dtype == np.int64 and set(y_ssl.tolist()) <= {-1, 0, 1, 2}
+    with pytest.raises(ValueError, match="unlabeled marker"):
+        make_long_tailed_ssl_split(np.repeat([-1.0, 0.0, 1.0], 10), 4, 2, 1, 1, random_state=0)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import column_or_1d
 
+from .._labels import _as_label_array, unlabeled_mask
 from ._cifar10 import long_tailed_counts
 
 __all__ = ["make_long_tailed_ssl_split"]
@@ -80,13 +80,12 @@ def make_long_tailed_ssl_split(
     >>> [int((y_ssl == c).sum()) for c in range(3)], int((y_ssl == -1).sum())
     ([4, 2, 1], 18)
     """
-    y = column_or_1d(np.asarray(y, dtype=object if isinstance(y, (list, tuple)) else None))
-    if y.dtype == object and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in y):
-        y = y.astype(np.int64)
     if len(y) == 0:
         raise ValueError("y is empty")
+    # As the estimators read labels: whole floats are integer classes.
+    y = _as_label_array(y)
     numeric = y.dtype.kind in "iu"
-    if numeric and (y == -1).any():
+    if unlabeled_mask(y).any():
         raise ValueError("y contains -1, the unlabeled marker; pass the fully labeled pool")
     classes = np.unique(y)
     k = len(classes)

@@ -48,6 +48,7 @@ from ..nn.backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED
 from ..nn.heads import DEFAULT_TEMPLATE, CosineClassifier
 from ..nn.networks import ULFineNetwork
 from ..transforms import mda_min_scale, strong_transform, train_transform, weak_transform
+from ._base import _mark_unpredicted
 from ._fine_tuned import FineTunedClassifier
 
 __all__ = ["ULFineClassifier"]
@@ -477,13 +478,10 @@ trainable_fraction_, n_trainable_params_, device_
         # Over every image of X: skipped images have no label (-1).
         transduction_enc = np.full(len(kept), -1, dtype=np.int64)
         transduction_enc[kept] = np.where(is_labeled, enc, state["pseudo"])
-        if labels.classes.dtype.kind in "iu":
-            transduction = np.where(
-                transduction_enc >= 0, labels.classes[np.maximum(transduction_enc, 0)], -1
-            )
-        else:
-            transduction = np.empty(len(transduction_enc), dtype=object)
-            transduction[:] = [labels.classes[e] if e >= 0 else -1 for e in transduction_enc]
+        # -1 where there is no label, as predict marks skipped images: in
+        # the classes' dtype where it holds -1 (signed integers), else object.
+        transduction = _mark_unpredicted(labels.classes[np.maximum(transduction_enc, 0)],
+                                         transduction_enc < 0, labels.classes)
         return {
             "n_unlabeled_": int((~is_labeled).sum()),
             "transduction_": transduction,
