@@ -609,5 +609,7 @@ def test_skipping_every_labeled_image_is_named(tiny_params, ssl_data, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")
     X = [str(bad) if v != -1 else x for x, v in zip(X, y_ssl)]
-    with pytest.raises(ValueError, match="no labeled training image is left.*bad.png"):
-        ULFineClassifier(**_params(tiny_params, epochs=1), on_bad_image="skip").fit(X, y_ssl)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one error, no warning first
+        with pytest.raises(ValueError, match="no labeled training image is left.*bad.png"):
+            ULFineClassifier(**_params(tiny_params, epochs=1), on_bad_image="skip").fit(X, y_ssl)

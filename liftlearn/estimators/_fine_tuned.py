@@ -322,11 +322,6 @@ class FineTunedClassifier(CLIPClassifier):
                 f"{skipped[0][0]!r}: {skipped[0][1]}), and on_bad_image='skip' leaves them out"
             )
         if skipped:
-            warnings.warn(
-                f"skipping {len(skipped)} unusable training image(s), e.g. "
-                f"{skipped[0][0]!r}: {skipped[0][1]} (see skipped_images_)",
-                LiftLearnWarning, stacklevel=5,
-            )
             keep[[i for i, _ in bad]] = False
             lost = [(paths.name(i), reason) for i, reason in bad if labels.y_encoded[i] >= 0]
             if lost and not (labels.y_encoded[keep] >= 0).any():
@@ -334,6 +329,11 @@ class FineTunedClassifier(CLIPClassifier):
                     f"no labeled training image is left: all {len(lost)} are unusable (e.g. "
                     f"{lost[0][0]!r}: {lost[0][1]}), and on_bad_image='skip' leaves them out"
                 )
+            warnings.warn(
+                f"skipping {len(skipped)} unusable training image(s), e.g. "
+                f"{skipped[0][0]!r}: {skipped[0][1]} (see skipped_images_)",
+                LiftLearnWarning, stacklevel=5,
+            )
             paths = paths[keep]
             # The classes stay those of y (as ZeroShotClassifier's do): a
             # class whose only image is unusable keeps its column and name.
