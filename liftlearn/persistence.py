@@ -689,10 +689,10 @@ def load(path, device=None, *, allow_network: bool = False):
         (before the file is read).
     """
     path = os.fspath(path)
-    if device is not None:
-        _load_device(device)  # a wrong argument is named before the file is read
+    # A wrong argument is named before the file is read.
+    target = None if device is None else _load_device(device)
     try:
-        return _load(path, device, allow_network)
+        return _load(path, target, allow_network)
     except _Malformed as exc:
         raise ModelFileError(path, exc.field, exc.reason) from None
 
@@ -711,7 +711,7 @@ def _load_device(device) -> torch.device:
     return target
 
 
-def _load(path: str, device, allow_network: bool):
+def _load(path: str, target, allow_network: bool):
     meta, tensors = _read(path)
     version = meta.get("format_version")
     if meta.get("format") != _FORMAT or not _is_int(version) or not 1 <= version <= _FORMAT_VERSION:
@@ -741,7 +741,7 @@ def _load(path: str, device, allow_network: bool):
     saved_device = meta.get("device")
     if not (isinstance(saved_device, str) and re.fullmatch(r"(cpu|cuda|mps)(:\d{1,3})?", saved_device)):
         _fail("device", f"{str(saved_device)[:64]!r} is not a device liftlearn fits on")
-    if device is None:
+    if target is None:  # where it was fitted, if that device is here
         if saved_device.startswith("mps") and not torch.backends.mps.is_available():
             import warnings
 
@@ -750,8 +750,6 @@ def _load(path: str, device, allow_network: bool):
             target = torch.device("cpu")
         else:
             target = map_device(saved_device)
-    else:
-        target = _load_device(device)
     with (contextlib.nullcontext() if allow_network else _offline()):
         backbone = get_backbone(spec, target)
         check_fingerprint(backbone, fingerprint)

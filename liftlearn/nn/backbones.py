@@ -365,6 +365,14 @@ def _local_dir_config(name: str) -> Optional[dict]:
         return None
 
 
+def _local_dir_folder(name: str) -> Path:
+    """The folder of a ``local-dir:`` name; BackboneError if there is none."""
+    folder = Path(name[len("local-dir:"):]).expanduser()
+    if not folder.is_dir():
+        raise BackboneError(f"backbone {name!r}: the folder {str(folder)!r} does not exist")
+    return folder
+
+
 #: The weight files open_clip loads from a ``local-dir:`` folder.
 _LOCAL_DIR_WEIGHTS = ("*.safetensors", "*.bin", "*.pth")
 
@@ -384,9 +392,7 @@ def check_local_dir(spec: "BackboneSpec") -> None:
     """
     if not spec.name.startswith("local-dir:"):
         return
-    folder = Path(spec.name[len("local-dir:"):]).expanduser()
-    if not folder.is_dir():
-        raise BackboneError(f"backbone {spec.name!r}: the folder {str(folder)!r} does not exist")
+    folder = _local_dir_folder(spec.name)
     if not any(next(folder.glob(pattern), None) for pattern in _LOCAL_DIR_WEIGHTS):
         raise BackboneError(
             f"backbone {spec.name!r}: the folder has no weights file open_clip loads "
@@ -433,9 +439,7 @@ def check_backbone(spec: "BackboneSpec") -> Optional[str]:
     oc = _open_clip()
     name = spec.name
     if name.startswith("local-dir:"):
-        folder = Path(name[len("local-dir:"):]).expanduser()
-        if not folder.is_dir():
-            raise BackboneError(f"backbone {name!r}: the folder {str(folder)!r} does not exist")
+        folder = _local_dir_folder(name)
         cfg = _local_dir_config(name)
         if cfg is None:
             raise BackboneError(
