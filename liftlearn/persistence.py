@@ -236,6 +236,10 @@ def save(estimator, path) -> None:
             # describe the backbone the model runs on.
             _check_backbone_params({"backbone": estimator.backbone, "pretrained": estimator.pretrained},
                                    module.backbone.spec)
+        elif bool(estimator.normalize) != module.normalize:
+            # load builds the features from the parameter.
+            _fail("params.normalize", f"{estimator.normalize!r}, but the fitted features are "
+                                      f"{'' if module.normalize else 'not '}normalised")
     except _Malformed as exc:
         hint = "; set it back or refit" if str(exc.field).startswith("params.") else ""
         raise ValueError(f"cannot save this {name}: load would refuse its {exc.field}: "

@@ -95,3 +95,22 @@ def test_template_and_random_context_options_are_not_mixed(small):
         clf.fit(X, y)
     with pytest.raises(ValueError, match="context_init"):
         CoOpClassifier(context_init="no placeholder").fit(X, y)
+
+
+def test_a_context_template_with_a_named_field_is_refused_before_any_work(small):
+    from liftlearn._validation import InvalidParameterError
+
+    X, y, names, _, _ = small
+    with pytest.raises(InvalidParameterError, match="context_init"):
+        CoOpClassifier(backbone="liftlearn-tiny-vit", pretrained=None, device="cpu",
+                       context_init="a {x} photo of {}.").fit(X, y, class_names=names)
+
+
+@pytest.mark.parametrize("position", ["front", "middle", "end"])
+def test_a_prompt_cut_at_the_context_length_is_refused(bb, position):
+    # The tiny model's context is 16 tokens: a long name would be cut, and
+    # the context positions would land on the name's tokens.
+    long_name = " ".join(["dog"] * 40)
+    with pytest.raises(ValueError, match="fills the text encoder's context"):
+        PromptLearner.build(bb, ["cat", long_name], 4, position, None)
+    PromptLearner.build(bb, ["cat", "dog"], 4, position, None)

@@ -47,3 +47,15 @@ def test_features_through_a_fitted_adapter(small, tiny_params):
     assert clone(ext).fit().transform(Xt[:4]).shape == adapted.shape
     with pytest.raises(Exception, match="fitted"):
         CLIPFeatures(adapter_from=LiftPlusClassifier()).fit()
+
+
+def test_changed_normalize_is_refused_by_save_and_foreign_sources_by_fit(tmp_path):
+    from liftlearn import save
+
+    features = CLIPFeatures(backbone="liftlearn-tiny-vit", pretrained=None, device="cpu").fit()
+    features.set_params(normalize=False)  # takes effect at the next fit, not in a file
+    with pytest.raises(ValueError, match="params.normalize.*set it back or refit"):
+        save(features, tmp_path / "f.safetensors")
+    other = LogisticRegression().fit(np.eye(2), [0, 1])
+    with pytest.raises(ValueError, match="a LogisticRegression has no adapter"):
+        CLIPFeatures(adapter_from=other, device="cpu").fit()

@@ -174,3 +174,11 @@ def test_skipped_images_with_string_classes(data, tiny_checkpoint, tmp_path):
         y_pred = clf.predict([Xt[0], str(corrupt)])
     assert len(caught) == 1 and "1 of 2 image(s)" in str(caught[0].message)
     assert y_pred.dtype == object and y_pred[1] == -1 and y_pred[0] in clf.classes_
+
+
+def test_a_template_with_an_indexed_field_is_accepted_as_lift_plus_accepts_it():
+    from liftlearn import LiftPlusClassifier
+
+    for cls in (ZeroShotClassifier, LiftPlusClassifier):
+        cls(prompt_template="a photo of {0}.")._validate_params()
+    ZeroShotClassifier(prompt_template=["a photo of {0}.", "a {}."])._validate_params()

@@ -7,7 +7,7 @@ from numbers import Integral
 
 import torch
 
-from .._validation import Interval, Options, Predicate
+from .._validation import Interval, Options, Predicate, is_prompt_template
 from ..data import TrainDataset
 from ..engine import LiftPlusTask
 from ..nn.backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED
@@ -20,8 +20,10 @@ from ._fine_tuned import FineTunedClassifier
 __all__ = ["CoOpClassifier"]
 
 
-def _is_template(value) -> bool:
-    return isinstance(value, str) and value.count("{}") == 1
+def _is_context_template(value) -> bool:
+    # One replacement field, written "{}": the context tokens are those
+    # around it (a named field would fail in format).
+    return is_prompt_template(value) and "{}" in value
 
 
 class CoOpClassifier(FineTunedClassifier):
@@ -186,7 +188,7 @@ class CoOpClassifier(FineTunedClassifier):
            if k not in ("scale", "prompt_template")},
         "n_ctx": [Interval(Integral, 1)],
         "class_position": [Options(CLASS_POSITIONS)],
-        "context_init": [Predicate(_is_template, "a str with one '{}' for the class name"), None],
+        "context_init": [Predicate(_is_context_template, "a str with one '{}' for the class name"), None],
     }
 
     def _check_param_relations(self) -> None:

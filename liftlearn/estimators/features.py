@@ -151,7 +151,7 @@ class CLIPFeatures(TransformerMixin, CLIPEstimator):
         if self.adapter_from is not None:
             source = getattr(self.adapter_from, "estimator", self.adapter_from)
             check_is_fitted(source, msg="adapter_from must be a fitted LiftPlusClassifier")
-            network = source.module_
+            network = getattr(source, "module_", None)
             if not hasattr(network, "tuner"):
                 raise ValueError(
                     f"adapter_from must be a fitted LiftPlusClassifier or ULFineClassifier; "

@@ -125,6 +125,16 @@ class PromptLearner(nn.Module):
                 emb = model.token_embedding(init_tokens.to(backbone.device))[0].float().cpu()
             context = emb[_absolute(init_tokens, locations)[0]]
         tokens = _tokenize(backbone, [template.format(n) for n in names])
+        # The tokenizer cuts a prompt longer than the context and ends it
+        # there; the context positions, counted from the end token, would
+        # then land on the class name's tokens.
+        cut = (tokens.argmax(dim=-1) == tokens.shape[1] - 1).nonzero().flatten().tolist()
+        if cut:
+            raise ValueError(
+                f"the prompt of class {class_names[cut[0]]!r} fills the text encoder's context of "
+                f"{tokens.shape[1]} tokens, so the learned context would overwrite the class name; "
+                "shorten the name (or the context)"
+            )
         return cls(tokens, _absolute(tokens, locations), context)
 
 

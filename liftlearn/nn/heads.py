@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._validation import is_prompt_template
 from .backbones import backbone_fingerprint
 
 __all__ = [
@@ -252,7 +253,8 @@ def prompt_templates(prompt_template) -> list:
     Raises
     ------
     ValueError
-        Unless every template is a str with a ``{}`` where the name goes.
+        Unless every template is a str with one ``{}`` (or ``{0}``) where
+        the name goes.
     """
     if isinstance(prompt_template, str):
         templates = [prompt_template]
@@ -260,7 +262,7 @@ def prompt_templates(prompt_template) -> list:
         templates = list(prompt_template)
     else:
         templates = []
-    if not templates or not all(isinstance(t, str) and "{}" in t for t in templates):
+    if not templates or not all(is_prompt_template(t) for t in templates):
         raise ValueError(
             f"prompt_template={prompt_template!r} must be a str with one '{{}}' where "
             "the class name goes, or a non-empty list of such str (a prompt ensemble)"
