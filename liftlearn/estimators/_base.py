@@ -397,6 +397,11 @@ class CLIPClassifier(ClassifierMixin, CLIPEstimator):
         check_is_fitted(self)
         return self._predict_with_mask(X)[0]
 
+    def _scored_samples(self, y_true: np.ndarray):
+        """The samples ``score`` scores: a boolean mask over ``y_true``, or
+        None for all of them."""
+        return None
+
     def score(self, X, y, sample_weight=None):
         """Accuracy, as ``sklearn.metrics.accuracy_score``.
 
@@ -430,6 +435,10 @@ class CLIPClassifier(ClassifierMixin, CLIPEstimator):
             raise ValueError("score needs y (X carries no labels)")
         y_true = column_or_1d(np.asarray(y, dtype=object), warn=True)
         check_consistent_length(np.empty(len(images)), y_true, sample_weight)
+        scored = self._scored_samples(y_true)
+        if scored is not None:
+            X, y_true = images[scored], y_true[scored]
+            sample_weight = None if sample_weight is None else np.asarray(sample_weight)[scored]
         known = set(self.classes_.tolist())
         unknown = sorted({repr(v) for v in y_true.tolist() if v not in known})
         if unknown:

@@ -36,13 +36,10 @@ from __future__ import annotations
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.utils import check_consistent_length, column_or_1d
-from sklearn.utils.validation import check_is_fitted
 
 from .._labels import unlabeled_mask
 from .._validation import Boolean, Interval, Options
 from ..data import SSLDataset
-from ..image_sources import as_image_source, image_labels
 from ..engine import ULFineTask
 from ..nn.backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED
 from ..nn.heads import DEFAULT_TEMPLATE, CosineClassifier
@@ -394,20 +391,13 @@ trainable_fraction_, n_trainable_params_, device_
         ValueError
             If every image of ``X`` is unlabeled.
         """
-        check_is_fitted(self)
-        images = as_image_source(X, must_exist=False)
-        y = image_labels(images, y)
-        if y is None:
-            raise ValueError("score needs y (X carries no labels)")
-        y = column_or_1d(np.asarray(y, dtype=object), warn=True)
-        check_consistent_length(np.empty(len(images)), y, sample_weight)
-        labeled = ~unlabeled_mask(y)
+        return super().score(X, y, sample_weight)
+
+    def _scored_samples(self, y_true):
+        labeled = ~unlabeled_mask(y_true)
         if not labeled.any():
             raise ValueError("score needs labeled images: every label in y is -1 (unlabeled)")
-        if labeled.all():
-            return super().score(images, y, sample_weight)
-        weights = None if sample_weight is None else np.asarray(sample_weight)[labeled]
-        return super().score(images[labeled], y[labeled], weights)
+        return None if labeled.all() else labeled
 
     def _check_y(self, y) -> None:
         # np.array(["cat", -1]) silently turns -1 into the string "-1"; like

@@ -90,8 +90,9 @@ def _fold(estimator, X, y, *, proba: bool) -> _Fold:
         y_pred = _as_1d(estimator.predict(X), "y_pred")
         # liftlearn marks a skipped image's prediction -1 (None if -1 is a class).
         known = set(classes.tolist())
-        unpredicted = (unlabeled_mask(y_pred) | np.array([v is None for v in y_pred.tolist()])) \
-            & np.array([v not in known for v in y_pred.tolist()], dtype=bool)
+        values = y_pred.tolist()
+        unpredicted = (unlabeled_mask(y_pred) | np.array([v is None for v in values], dtype=bool)) \
+            & np.array([v not in known for v in values], dtype=bool)
     keep = np.ones(len(y), dtype=bool)
     if -1 not in classes.tolist():
         keep = ~unlabeled
