@@ -255,10 +255,19 @@ def test_image_folder(tmp_path):
         load_image_folder(tmp_path, class_names=["cat"])
 
 
-def test_image_folder_refuses_repeated_class_names(tmp_path):
+@pytest.mark.parametrize("class_names, message", [
+    (["cat", "cat", "dog"], r"the name 'cat' twice \(entries 0 and 1\)"),
+    ({"cat", "dog"}, "sets and dict views do not say which class is 0"),
+    ("cat", "not a single str"),
+    (["cat", " "], "an empty name"),
+    ([], "class_names is empty"),
+])
+def test_image_folder_refuses_class_names_the_estimators_refuse(tmp_path, class_names, message):
+    # The estimators' own rule, before any folder is read: a set would make
+    # the labels depend on PYTHONHASHSEED, a str would name one class a letter.
     _png(tmp_path / "cat" / "0.png")
-    with pytest.raises(DatasetFileError, match=r"class_names repeats \['cat'\]"):
-        load_image_folder(tmp_path, class_names=["cat", "cat", "dog"])
+    with pytest.raises(ValueError, match=message):
+        load_image_folder(tmp_path, class_names=class_names)
 
 
 def test_image_folder_errors(tmp_path):
@@ -465,7 +474,7 @@ def test_cifar_pickles_are_read_as_data_only(tmp_path, protocol):
     assert not (tmp_path / "ran").exists()
 
 
-@pytest.mark.parametrize("name", ["../../escaped", "a/b", "..", "", "dup"])
+@pytest.mark.parametrize("name", ["../../escaped", "a/b", "..", "", "dup", "  "])
 def test_cifar_class_names_must_be_distinct_folder_names(tmp_path, name):
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
@@ -474,7 +483,7 @@ def test_cifar_class_names_must_be_distinct_folder_names(tmp_path, name):
         pickle.dump({b"label_names": [n.encode() for n in names[:10]]}, f)
     with open(folder / "test_batch", "wb") as f:
         pickle.dump({b"data": np.zeros((10, 3072), np.uint8), b"labels": list(range(10))}, f)
-    with pytest.raises(DatasetFileError, match="batches.meta: (class name|repeated)"):
+    with pytest.raises(DatasetFileError, match="batches.meta: (class name|class_names has)"):
         load_cifar10_lt(tmp_path, "test", cache_dir=tmp_path / "c")
     assert not (tmp_path / "c").exists()
 

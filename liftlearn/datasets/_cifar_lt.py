@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from .._labels import class_names_problem
 
 from ._base import Dataset, DatasetFileError, StrPath, _check_split, get_class_names
 from ._cifar10 import long_tailed_counts
@@ -135,9 +136,9 @@ def _read_cifar_pickles(folder: Path, n_classes: int, split: str):
                 or (os.altsep and os.altsep in n)):
             raise DatasetFileError(f"{meta_path.name}: class name {n!r} cannot name a folder "
                                    f"({meta_path})")
-    if len(set(names)) != len(names):
-        repeated = sorted(n for n, k in Counter(names).items() if k > 1)
-        raise DatasetFileError(f"{meta_path.name}: repeated class names {repeated[:5]} ({meta_path})")
+    problem = class_names_problem(names)
+    if problem:
+        raise DatasetFileError(f"{meta_path.name}: {problem} ({meta_path})")
     images, labels = [], []
     for name in spec[split]:
         path = folder / name

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from .._labels import class_names_problem
 
 from ._base import IMAGE_EXTENSIONS, Dataset, DatasetFileError, StrPath
 
@@ -52,6 +53,9 @@ def load_image_folder(
     ------
     FileNotFoundError
         If ``root`` is not a folder.
+    ValueError
+        If ``class_names`` is not what the estimators take (a set, a single
+        str, empty, blank or repeated names).
     DatasetFileError
         If there are no images, or a folder is not among ``class_names``.
     """
@@ -59,10 +63,14 @@ def load_image_folder(
     if not root.is_dir():
         raise FileNotFoundError(f"image folder not found: {root}")
     folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if class_names is not None:
+        # The estimators' rule for names, checked here, before any folder is
+        # listed: a set would make the labels depend on PYTHONHASHSEED, a
+        # str would be split into letters.
+        problem = class_names_problem(class_names)
+        if problem:
+            raise ValueError(problem)
     names = list(folders) if class_names is None else [str(n) for n in class_names]
-    repeated = sorted(n for n, k in Counter(names).items() if k > 1)
-    if repeated:
-        raise DatasetFileError(f"class_names repeats {repeated[:5]}: each class needs its own name")
     unknown = sorted(set(folders) - set(names))
     if unknown:
         raise DatasetFileError(
