@@ -231,15 +231,10 @@ def save(estimator, path) -> None:
         # load's own checks, so that a model load would refuse is refused
         # now, while its training can still be redone or its labels changed.
         _decode_fitted(json.loads(json.dumps(meta["fitted"])), type(estimator))
-        if type(estimator) is not CLIPFeatures:
-            # Parameters changed since the fit (set_params) no longer
-            # describe the backbone the model runs on.
-            _check_backbone_params({"backbone": estimator.backbone, "pretrained": estimator.pretrained},
-                                   module.backbone.spec)
-        elif bool(estimator.normalize) != module.normalize:
-            # load builds the features from the parameter.
-            _fail("params.normalize", f"{estimator.normalize!r}, but the fitted features are "
-                                      f"{'' if module.normalize else 'not '}normalised")
+        # Parameters changed since the fit (set_params) no longer describe
+        # the model.
+        _check_params_describe(type(estimator), estimator.get_params(deep=False),
+                               module.backbone.spec, getattr(module, "normalize", None))
     except _Malformed as exc:
         hint = "; set it back or refit" if str(exc.field).startswith("params.") else ""
         raise ValueError(f"cannot save this {name}: load would refuse its {exc.field}: "
@@ -557,6 +552,22 @@ def _check_backbone_section(section):
     return BackboneSpec(name, pretrained), fingerprint
 
 
+def _check_params_describe(cls: type, params: dict, spec: BackboneSpec,
+                           normalized: bool | None = None) -> None:
+    """The parameters describe the model a file holds (save and load).
+
+    ``normalized`` is whether fitted :class:`CLIPFeatures` normalise their
+    output (save knows it; load builds the features from the parameter).
+    """
+    if cls is not CLIPFeatures:
+        _check_backbone_params(params, spec)
+    elif normalized is not None and bool(params.get("normalize", True)) != normalized:
+        # A CLIPFeatures backbone comes from adapter_from, when given: the
+        # parameters need not name it.
+        _fail("params.normalize", f"{params.get('normalize')!r}, but the fitted features are "
+                                  f"{'' if normalized else 'not '}normalised")
+
+
 def _check_backbone_params(params: dict, spec: BackboneSpec) -> None:
     """The stored ``backbone`` and ``pretrained`` parameters name the
     backbone the network is built on (else the estimator would report, and
@@ -736,8 +747,7 @@ def _load(path: str, target, allow_network: bool):
         fitted_meta = meta["fitted"] if version >= 2 else _fitted_v1(meta)
     fitted = _decode_fitted(fitted_meta, cls)
     spec, fingerprint = _check_backbone_section(meta.get("backbone"))
-    if cls is not CLIPFeatures:  # its backbone comes from adapter_from, when given
-        _check_backbone_params(params, spec)
+    _check_params_describe(cls, params, spec)
     if not allow_network:
         reason = _network_reason(spec)
         if reason is not None:
