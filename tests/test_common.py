@@ -349,6 +349,31 @@ def test_prediction_checks_every_image_before_predicting_any(cls, fitted, data, 
 
 
 @pytest.mark.parametrize("cls", ESTIMATORS, ids=IDS)
+@pytest.mark.parametrize("params, culprit", [
+    ({"tte": "False"}, "tte"),  # a str: true, TTE silently on
+    ({"tte_expand": 5000}, "tte_expand"),  # past the bound that guards memory
+    ({"tte_expand": 2.9}, "tte_expand"),
+    ({"batch_size": 2.5}, "batch_size"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"num_workers": -1}, "num_workers"),
+    ({"check_images": "full"}, "check_images"),
+    ({"check_images": None, "on_bad_image": "skip"}, "on_bad_image='skip' needs"),
+])
+def test_prediction_checks_the_parameters_it_reads(cls, fitted, data, params, culprit,
+                                                   monkeypatch):
+    # set_params after a fit is how TTE is turned off or a batch size set
+    # for another device: prediction checks them, before reading an image.
+    from liftlearn.estimators import _base
+
+    est = copy.deepcopy(fitted[cls]).set_params(**params)
+    monkeypatch.setattr(_base.CLIPEstimator, "_images",
+                        lambda *a: pytest.fail("an image was read"))
+    for name, method in _prediction_methods(est).items():
+        with pytest.raises(ValueError, match=culprit):
+            method(data[3])
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS, ids=IDS)
 def test_skipped_images_get_nan_rows_and_one_warning(cls, fitted, data, tmp_path):
     est, Xt = copy.deepcopy(fitted[cls]).set_params(on_bad_image="skip"), data[3]
     good = outputs(est, Xt[:3])

@@ -136,10 +136,28 @@ class CLIPEstimator(BaseEstimator, ABC):
 
     def _check_param_relations(self) -> None:
         """Rules that tie two parameters together (after the table check)."""
+        self._check_image_checks()
+
+    def _check_image_checks(self) -> None:
         if self.on_bad_image == "skip" and self.check_images is None:
             raise ValueError(
                 f"{type(self).__name__}: on_bad_image='skip' needs check_images='header' or 'decode'"
             )
+
+    #: Parameters prediction reads: set_params after a fit is their normal
+    #: use (TTE on or off, a batch size for another device), so prediction
+    #: checks them too.
+    _prediction_params: tuple = ("tte", "tte_expand", "batch_size", "num_workers", "verbose",
+                                 "check_images", "on_bad_image")
+
+    def _check_prediction_params(self) -> None:
+        """Check the parameters prediction reads, as ``fit`` would, before
+        any image is read (``tte="False"``, a str, would otherwise be true)."""
+        # An estimator pickled before a parameter existed lacks it.
+        names = [name for name in self._prediction_params if hasattr(self, name)]
+        validate_params({name: self._parameter_constraints[name] for name in names},
+                        {name: getattr(self, name) for name in names}, type(self).__name__)
+        self._check_image_checks()
 
     def _backbone_spec(self) -> BackboneSpec:
         """The backbone a fit loads, with the checks only a fit makes."""
@@ -233,6 +251,7 @@ class CLIPEstimator(BaseEstimator, ABC):
         dropped: row i is image i) and one warning says how many.
         """
         check_is_fitted(self)
+        self._check_prediction_params()
         paths = self._images(X)
         bad = self._bad_images(paths)
         keep = np.ones(len(paths), dtype=bool)

@@ -340,6 +340,8 @@ class FineTunedClassifier(CLIPClassifier):
             labels = split_labels(labels, keep)
         return paths, labels, skipped, keep
 
+    _prediction_params = (*CLIPClassifier._prediction_params, "device_batch_size")
+
     def _forward_batch_size(self) -> int:
         # device_batch_size is what fits the device: prediction, validation
         # and the data-based initialisation keep to it too.
