@@ -130,13 +130,13 @@ def test_long_tail_scoring_predicts_each_fold_once(data, tiny_checkpoint, monkey
     # TTE pass), not one per metric (9, or 10 with calibration, before).
     X, y, names = data
     calls = []
-    real = ZeroShotClassifier.decision_function
+    real = ZeroShotClassifier._predict_outputs
 
     def counting(self, X):
         calls.append(len(X))
         return real(self, X)
 
-    monkeypatch.setattr(ZeroShotClassifier, "decision_function", counting)
+    monkeypatch.setattr(ZeroShotClassifier, "_predict_outputs", counting)
     est = ZeroShotClassifier(backbone="liftlearn-tiny-vit", pretrained=tiny_checkpoint,
                              device="cpu", tte=True, class_names=names)
     scoring = long_tail_scoring(many_threshold=3, few_threshold=3, calibration=calibration)
@@ -167,3 +167,25 @@ def test_pipeline_with_the_classifier_last(data, tiny_checkpoint):
     pipe.set_params(lift__adapter="none").fit(X, y)
     assert pipe.named_steps["lift"].n_adapter_params_ == 0
     assert pipe.predict_proba(X[:3]).shape == (3, 10)
+
+
+def test_binary_decision_function_is_what_sklearn_scorers_read(data, tiny_checkpoint):
+    # scikit-learn's binary contract: one score per image, > 0 for
+    # classes_[1]; roc_auc and average_precision read it.
+    from sklearn.model_selection import cross_val_score
+
+    X, y, names = data
+    keep = np.flatnonzero(y < 2)
+    X2, y2 = [X[i] for i in keep], y[keep]
+    est = ZeroShotClassifier(backbone="liftlearn-tiny-vit", pretrained=tiny_checkpoint,
+                             device="cpu", tte=False, class_names=["cat", "dog"])
+    fitted = est.fit(X2, y2)
+    scores = fitted.decision_function(X2)
+    proba = fitted.predict_proba(X2)
+    assert scores.shape == (len(X2),) and proba.shape == (len(X2), 2)
+    # The logit difference: the log-odds of the softmax.
+    np.testing.assert_allclose(scores, np.log(proba[:, 1] / proba[:, 0]), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(fitted.predict(X2), (scores > 0).astype(int))
+    for scoring in ("roc_auc", "average_precision"):
+        result = cross_val_score(est, X2, y2, cv=2, scoring=scoring)
+        assert np.isfinite(result).all() and ((0 <= result) & (result <= 1)).all(), scoring

@@ -366,14 +366,21 @@ class CLIPClassifier(ClassifierMixin, CLIPEstimator):
 
         Returns
         -------
-        logits : ndarray of shape (n_samples, n_classes)
+        logits : ndarray of shape (n_samples, n_classes), or (n_samples,) for two classes
             A row of NaN for an image skipped by ``on_bad_image="skip"``.
+            With two classes, scikit-learn's binary form (what its
+            ``roc_auc`` and ``average_precision`` scorers read): the logit
+            of ``classes_[1]`` less that of ``classes_[0]``, positive where
+            ``classes_[1]`` is predicted.
         """
-        check_is_fitted(self)
-        return self._predict_outputs(X)
+        logits = self._predict_outputs(X)
+        if logits.shape[1] == 2:
+            return logits[:, 1] - logits[:, 0]
+        return logits
 
     def predict_proba(self, X):
-        """Class probabilities: the softmax of :meth:`decision_function`.
+        """Class probabilities: the softmax of the class logits (those of
+        :meth:`decision_function`).
 
         Parameters
         ----------
@@ -385,12 +392,11 @@ class CLIPClassifier(ClassifierMixin, CLIPEstimator):
             Columns in the order of ``classes_``; a row of NaN for an image
             skipped by ``on_bad_image="skip"``.
         """
-        check_is_fitted(self)
-        return softmax(self.decision_function(X).astype(np.float64), axis=1)
+        return softmax(self._predict_outputs(X).astype(np.float64), axis=1)
 
     def _predict_with_mask(self, X):
         """Predicted labels and the mask of skipped images."""
-        scores = self.decision_function(X)
+        scores = self._predict_outputs(X)
         skipped = np.isnan(scores).any(axis=1)
         y_pred = self.classes_[np.argmax(scores, axis=1)]
         if skipped.any():
