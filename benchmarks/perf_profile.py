@@ -231,8 +231,10 @@ def _cast_frozen(network, device) -> str:
 
     if device.type != "cuda" or "precision" not in LiftPlusClassifier().get_params():
         return "as built"
-    if not torch.cuda.is_bf16_supported():
-        return "as built (no bf16)"
+    from liftlearn._device import resolve_precision  # exists wherever precision does
+
+    if resolve_precision("auto", device) is not torch.bfloat16:
+        return "as built (no native bf16)"
     for p in network.parameters():
         if not p.requires_grad:
             p.data = p.data.to(torch.bfloat16)

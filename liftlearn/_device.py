@@ -27,6 +27,10 @@ class DeviceWarning(LiftLearnWarning):
     """A model saved on one device was loaded on another."""
 
 
+def _mps_available() -> bool:
+    return hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
+
+
 def resolve_device(device) -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; anything else as torch reads it.
 
@@ -41,8 +45,21 @@ def resolve_device(device) -> torch.device:
         device = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"device={device!r} is not a device torch knows: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r} was asked for but CUDA is not available")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={str(device)!r} was asked for but CUDA is not available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device={str(device)!r}: this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s), cuda:0 to "
+                             f"cuda:{torch.cuda.device_count() - 1}")
+    elif device.type == "mps":
+        if not _mps_available():
+            raise ValueError(f"device={str(device)!r} was asked for but MPS is not available")
+    elif device.type != "cpu":
+        # torch names more device types (meta, xpu, ...) than liftlearn runs
+        # on; they would fail deep inside a fit with torch's own message.
+        raise ValueError(f"device={str(device)!r}: liftlearn runs on 'cpu', 'cuda' and 'mps' "
+                         "devices")
     return device
 
 
@@ -59,16 +76,20 @@ def map_device(device) -> torch.device:
     """The device to load a saved model onto: the saved one if it exists
     here, else the CPU (with a :class:`DeviceWarning`)."""
     device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if device.type == "cuda" and torch.cuda.is_available():
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            warnings.warn(f"the model was fitted on {device}, which this machine does not have; "
+                          "it is loaded on cuda:0", DeviceWarning, stacklevel=3)
+            return torch.device("cuda", 0)
+        return device
+    if device.type != "cpu" and not (device.type == "mps" and _mps_available()):
         warnings.warn(
-            f"the model was fitted on {device} but CUDA is not available here; "
-            "it is loaded on the CPU",
+            f"the model was fitted on {device} but {device.type.upper()} is not available "
+            "here; it is loaded on the CPU",
             DeviceWarning,
             stacklevel=3,
         )
         return torch.device("cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        return torch.device("cuda", 0)
     return device
 
 
@@ -78,10 +99,23 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def _cuda_has_bf16(device: torch.device) -> bool:
+    """Whether the GPU ``device`` computes in bf16 natively.
+
+    ``torch.cuda.is_bf16_supported()`` also says yes where bf16 is only
+    emulated (compute capability below 8: T4, V100), slowly and without
+    cuDNN's bf16 convolutions, and asks about the current device rather
+    than ``device``.
+    """
+    if torch.version.hip:
+        return torch.cuda.is_bf16_supported()
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def _auto_dtype(device: torch.device) -> torch.dtype:
     if device.type != "cuda":
         return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if _cuda_has_bf16(device) else torch.float16
 
 
 def resolve_precision(precision, device, strict: bool = True) -> torch.dtype:
@@ -110,8 +144,9 @@ def resolve_precision(precision, device, strict: bool = True) -> torch.dtype:
     if dtype is torch.float16 and device.type != "cuda":
         problem = (f"precision='fp16' needs a CUDA device (device is {str(device)!r}): fp16 has no "
                    "fast CPU kernels and its gradients need a scaler; use 'bf16' or 'fp32'")
-    elif dtype is torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        problem = "precision='bf16' is not supported by this GPU; use 'fp16' or 'fp32'"
+    elif dtype is torch.bfloat16 and device.type == "cuda" and not _cuda_has_bf16(device):
+        problem = (f"precision='bf16' is not supported natively by this GPU ({str(device)!r}, "
+                   "compute capability below 8.0); use 'fp16' or 'fp32'")
     if problem is None:
         return dtype
     if not strict:

@@ -193,6 +193,21 @@ def test_bad_shared_parameters_are_named(cls, name, value, data):
 
 
 @pytest.mark.parametrize("cls", ESTIMATORS, ids=IDS)
+@pytest.mark.parametrize("device", ["meta", "xpu", "mps", "cuda:7"])
+def test_devices_this_machine_cannot_run_are_named_before_any_work(cls, device, data,
+                                                                    monkeypatch):
+    # torch names them all; each failed deep inside the fit with torch's
+    # own message (or, for meta, a NotImplementedError in the head).
+    from liftlearn.estimators import _base
+
+    X, y, names, _ = data
+    monkeypatch.setattr(_base.CLIPEstimator, "_images", lambda *a: pytest.fail("images read"))
+    monkeypatch.setattr(_base, "as_image_source", lambda *a, **k: pytest.fail("images read"))
+    with pytest.raises(ValueError, match=rf"device='{device}'"):
+        fit(make(cls, device=device), X, y, names)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS, ids=IDS)
 def test_a_failed_refit_leaves_the_estimator_unfitted(cls, data):
     X, y, names, Xt = data
     est = fit(make(cls), X, y, names)

@@ -66,7 +66,9 @@ def test_lift_plus_fits_and_predicts_on_the_accelerator_like_on_the_cpu(data, cp
     expected = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     if expected is None:  # auto: bf16 where the GPU has it, fp16 on others, fp32 on the CPU
         expected = (torch.float32 if ACCELERATOR == "cpu" else
-                    torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+                    # native bf16 (compute capability 8+), not emulated
+                    torch.bfloat16 if torch.cuda.get_device_capability()[0] >= 8
+                    else torch.float16)
     assert backbone.dtype is expected
     trainable = [p for p in clf.module_.parameters() if p.requires_grad]
     assert trainable and all(p.dtype is torch.float32 and p.device.type == ACCELERATOR

@@ -35,6 +35,27 @@ def test_resolve_precision_on_the_cpu():
     assert autocast_for(cpu, torch.float32)[1] is None
 
 
+@pytest.mark.parametrize("capability, auto", [((7, 5), torch.float16), ((8, 0), torch.bfloat16),
+                                               ((9, 0), torch.bfloat16)])
+def test_auto_is_bf16_only_where_the_gpu_has_it_natively(monkeypatch, capability, auto):
+    # torch.cuda.is_bf16_supported() also says yes where bf16 is emulated
+    # (T4: 7.5, V100: 7.0): "auto" must fall back to fp16 there, and "bf16"
+    # be refused before anything runs. Simulated: this machine has no GPU.
+    asked = []
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability",
+                        lambda device=None: asked.append(device) or capability)
+    gpu = torch.device("cuda", 1)
+    assert resolve_precision("auto", gpu) is auto
+    assert asked[-1] == gpu  # the device asked about, not the current one
+    if auto is torch.float16:
+        with pytest.raises(ValueError, match="precision='bf16' is not supported natively"):
+            resolve_precision("bf16", gpu)
+    else:
+        assert resolve_precision("bf16", gpu) is torch.bfloat16
+
+
 def test_the_low_precision_backbone_is_cast_once_and_names_the_fp32_weights():
     fp32 = get_backbone("liftlearn-tiny-vit", "cpu")
     bf16 = get_backbone("liftlearn-tiny-vit", "cpu", dtype=torch.bfloat16)
