@@ -89,6 +89,22 @@ def _create_temp(path: str) -> str:
     raise FileExistsError(errno.EEXIST, "could not find a free temporary name", path)
 
 
+def _chmod(fd: int, path: str, mode: int) -> None:
+    """Set an open file's mode through its descriptor where the OS allows
+    (the permission check was made at open), else by name."""
+    if os.chmod in os.supports_fd:
+        os.chmod(fd, mode)
+    else:
+        os.chmod(path, mode)
+
+
+def _names_folder(path: str) -> bool:
+    """Whether ``path`` ends in a separator, ``.`` or ``..``: it names a
+    folder, whatever exists. ``os.path.abspath`` drops such an ending, so a
+    check of ``dirname(abspath(path))`` would pass a path no file can have."""
+    return os.path.basename(path) in ("", os.curdir, os.pardir)
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror + (" (the disk is full)" if exc.errno == errno.ENOSPC else "")
@@ -102,8 +118,10 @@ def atomic_path(path, *, what: str = "file") -> Iterator[str]:
     Parameters
     ----------
     path : str or os.PathLike
-        The file to write. An existing file keeps its permission bits; a new
-        one gets the mode a plain ``open(path, "w")`` would give.
+        The file to write. An existing file keeps its permission bits (a
+        read-only one is replaced like any other: what counts is that its
+        folder is writable); a new one gets the mode a plain
+        ``open(path, "w")`` would give.
     what : str, default="file"
         What the file is, for error messages ("model file", "checkpoint").
 
@@ -116,13 +134,17 @@ def atomic_path(path, *, what: str = "file") -> Iterator[str]:
     Raises
     ------
     OSError
-        If the temporary file cannot be created, written, synced or renamed;
+        If ``path`` ends in a separator (``IsADirectoryError``), or if the
+        temporary file cannot be created, written, synced or renamed;
         the message says what was being written, where, and why (``errno``
         is kept, so ``ENOSPC`` still reads as a full disk). Any exception of
         the block itself propagates unchanged. In every failure the
         temporary file is removed and ``path`` is left as it was.
     """
     path = os.fspath(path)
+    if _names_folder(path):
+        raise IsADirectoryError(errno.EISDIR, f"cannot write the {what} {path!r}: the path names "
+                                              "a folder, not a file")
     folder = os.path.dirname(path) or "."
     try:
         tmp = _create_temp(path)
@@ -137,10 +159,16 @@ def atomic_path(path, *, what: str = "file") -> Iterator[str]:
         yield tmp
         try:
             # Writers may replace the file they were given (and with it its
-            # mode): set the mode and sync what is there now.
-            os.chmod(tmp, mode)
+            # mode): set the mode and sync what is there now. The mode is set
+            # through the descriptor opened for the fsync, not before the
+            # open: a read-only destination (0444) gives the temporary file
+            # that mode, and its owner could then no longer open it for
+            # writing (Windows' fsync needs a writable descriptor), so
+            # replacing a read-only file in a writable folder would fail
+            # after all the work although check_writable let it pass.
             with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
+                _chmod(f.fileno(), tmp, mode)
+                os.fsync(f.fileno())  # after the chmod: syncs the mode too
             os.replace(tmp, path)
         except OSError as exc:
             raise OSError(exc.errno, f"cannot write the {what} {path!r}: {_describe(exc)}") from exc
@@ -229,8 +257,9 @@ def check_writable(path, what: str, *, create_folder: bool = False) -> None:
     Raises
     ------
     ValueError
-        Naming ``what`` and the path: an empty path, a folder, something that
-        is not a regular file, a missing folder, or a folder where no file
+        Naming ``what`` and the path: an empty path, a folder (or a path
+        ending in a separator, ``.`` or ``..``), something that is not a
+        regular file, a missing folder, or a folder where no file
         can be created.
     """
     try:
@@ -239,6 +268,8 @@ def check_writable(path, what: str, *, create_folder: bool = False) -> None:
         raise ValueError(f"{what} must be a path, got {type(path).__name__}") from None
     if not path:
         raise ValueError(f"{what} is empty; give the file to write")
+    if _names_folder(path):
+        raise ValueError(f"{what}={path!r} names a folder; give the file to write")
     if os.path.isdir(path):
         raise ValueError(f"{what}={path!r} is a folder; give the file to write")
     if os.path.lexists(path) and not os.path.isfile(path):

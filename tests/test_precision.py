@@ -159,3 +159,19 @@ def test_every_method_trains_in_fp32_on_a_bf16_backbone(name, adapter):
         full = tuners[1].features(fp32.visual, x)
     assert (low.float() - full).abs().max() <= 0.02 * full.abs().max()
     assert all(p.grad is not None for p in tuners[0].parameters())
+
+
+def test_precision_set_after_the_fit_applies_to_prediction_as_to_a_saved_copy(small, tmp_path):
+    # The live model and its pickled or saved copy predict alike: the copies
+    # build the backbone from the parameter, so prediction reads it too.
+    X, y, names, Xt, _ = small
+    clf = LiftPlusClassifier(**_params(precision="bf16", epochs=1)).fit(X[:40], y[:40])
+    bf16 = clf.predict_proba(Xt[:6])
+    clf.set_params(precision="fp32")
+    live = clf.predict_proba(Xt[:6])
+    assert clf.module_.backbone.dtype is torch.float32
+    assert not np.array_equal(live, bf16)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(clf)).predict_proba(Xt[:6]), live)
+    save(clf, tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(load(tmp_path / "m.safetensors").predict_proba(Xt[:6]), live)
+    np.testing.assert_array_equal(clf.set_params(precision="bf16").predict_proba(Xt[:6]), bf16)
