@@ -13,7 +13,8 @@ work the same for every kind of input:
 - paths (str or os.PathLike; a list, tuple, 1-D array or pandas Series):
   read from disk when needed, so memory stays flat for ImageNet-size sets;
 - a sequence of PIL images;
-- a uint8 array of shape (n, H, W, 3) or (n, H, W), or a list of uint8
+- a uint8 array of shape (n, H, W, 3) or (n, H, W) (an array (H, W, 3) or
+  (H, W, 4) is refused: one image, not H grey ones), or a list of uint8
   arrays of shape (H, W, 3) or (H, W), sizes free;
 - a map-style ``torch.utils.data.Dataset`` whose items are a PIL image (or
   uint8 array) or an ``(image, label)`` pair; its labels are
@@ -465,6 +466,16 @@ def as_image_source(X, *, name: str = "X", must_exist: bool = True) -> ImageSour
                 f"{name} is an array of shape {X.shape} and dtype {X.dtype}; liftlearn reads "
                 "arrays as uint8 images of shape (n, H, W, 3) (RGB, channels last) or "
                 "(n, H, W) (grey)"
+            )
+        if X.ndim == 3 and X.shape[2] in (3, 4):
+            # Read as grey images, one RGB(A) image would become H images
+            # 3 or 4 pixels wide, and predict would return H labels.
+            how = (f"pass a batch of one, {name}[None], or a list: [image]" if X.shape[2] == 3
+                   else "pass it as a PIL image in a list, [PIL.Image.fromarray(image)], which "
+                        "liftlearn puts on white as it does RGBA files")
+            raise ValueError(
+                f"{name} is an array of shape {X.shape}: one {'RGB' if X.shape[2] == 3 else 'RGBA'} "
+                f"image, not {X.shape[0]} grey images {X.shape[2]} pixels wide; {how}"
             )
         if len(X) == 0:
             raise ValueError(f"{name} is empty; need at least one image")

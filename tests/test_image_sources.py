@@ -133,10 +133,16 @@ def test_transform_and_zero_shot_take_every_kind(few):
     (np.zeros((2, 8, 8, 3), np.float32), "(2, 8, 8, 3)"),   # float
     (np.zeros((2, 8, 8, 4), np.uint8), "(2, 8, 8, 4)"),     # RGBA
     (np.zeros((8, 8), np.uint8), "(8, 8)"),                 # one image, not a batch
+    (np.zeros((32, 40, 3), np.uint8), "(32, 40, 3)"),       # one RGB image: not 32 grey ones
+    (np.zeros((32, 40, 4), np.uint8), "(32, 40, 4)"),       # one RGBA image
 ])
 def test_arrays_of_another_dtype_or_shape_are_refused_naming_the_shape(bad, shape):
     with pytest.raises(ValueError, match=f"shape {shape.replace('(', '[(]').replace(')', '[)]')}"):
         as_image_source(bad)
+    if bad.ndim == 3 and bad.shape[2] == 3:
+        assert len(as_image_source(bad[None])) == 1  # the batch of one it suggests
+    if bad.ndim == 3 and bad.shape[2] == 4:
+        assert len(as_image_source([Image.fromarray(bad)])) == 1
 
 
 def test_a_list_entry_of_the_wrong_kind_is_named():
