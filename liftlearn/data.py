@@ -82,7 +82,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     # Palette and RGB/L images can mark a colour as transparent through
     # info["transparency"]; convert("RGBA") honours it.
     if img.mode in _ALPHA_MODES or "transparency" in img.info:
-        rgba = img.convert("RGBA")
+        # PIL converts premultiplied La to LA only, not on to RGBA.
+        rgba = (img.convert("LA") if img.mode == "La" else img).convert("RGBA")
         # White rather than black: transparent regions of icons and product
         # photos are usually meant to be seen on a light page.
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

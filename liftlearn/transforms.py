@@ -35,6 +35,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from ._validation import check_fraction, check_int
+from .data import _to_rgb
 
 __all__ = [
     "MDA_SCHEDULES",
@@ -228,6 +229,7 @@ class MinimalistCrop:
         PIL.Image.Image
             Image of ``size x size`` pixels.
         """
+        img = _rgb(img)
         top, left, side = self.get_params(img.height, img.width, rng)
         # Crop first, then resize (as torchvision's resized_crop does).
         # PIL's ``resize(box=...)`` would be cheaper but its filter reads
@@ -267,8 +269,9 @@ class ImageNormalization:
             raise ValueError(
                 f"mean and std need one value per RGB channel, got {mean} and {std}"
             )
-        if not all(s > 0 for s in std):
-            raise ValueError(f"std values must be > 0, got {std}")
+        if not all(math.isfinite(v) for v in mean + std) or not all(s > 0 for s in std):
+            # NaN or inf would make every input NaN or 0, silently.
+            raise ValueError(f"mean must be finite and std finite and > 0, got {mean} and {std}")
         self.mean = mean
         self.std = std
         self._constants: dict = {}
@@ -281,7 +284,7 @@ class ImageNormalization:
         self.__init__(state["mean"], state["std"])
 
     def __repr__(self) -> str:
-        return f"mean={self.mean}, std={self.std}"
+        return f"{type(self).__name__}(mean={self.mean}, std={self.std})"
 
     def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         # Built once per device: a tensor made from a list on a GPU for
@@ -337,9 +340,7 @@ def _to_uint8_chw(img: Image.Image) -> torch.Tensor:
     # Loading first: a lazily opened file may only know its final size
     # once decoded (e.g. a reduced JPEG 2000).
     img.load()
-    if img.mode != "RGB":
-        # load_image always gives RGB; this only guards direct callers.
-        img = img.convert("RGB")
+    img = _rgb(img)  # the transforms resample RGB images only; this guards direct callers
     width, height = img.size
     chw = np.empty((3, height, width), dtype=np.uint8)
     for plane, band in zip(chw, "RGB"):
@@ -376,7 +377,8 @@ class _ToTensor:
         self.normalization = normalization
 
     def __repr__(self) -> str:
-        return "uint8" if self.normalization is None else repr(self.normalization)
+        n = self.normalization
+        return "uint8" if n is None else f"mean={n.mean}, std={n.std}"
 
     def __call__(self, img: Image.Image | torch.Tensor) -> torch.Tensor:
         x = img if isinstance(img, torch.Tensor) else _to_uint8_chw(img)
@@ -405,11 +407,18 @@ class _RandomTransform:
         return f"{self.view!r} + tensor({self.to_tensor!r})"
 
 
+def _rgb(img: Image.Image) -> Image.Image:
+    # Before any resampling, as load_image does: a palette image resized in
+    # its own mode is resized nearest-neighbour, an RGBA one would lose its
+    # alpha to black instead of white, a 16-bit one would be clipped.
+    return img if img.mode == "RGB" else _to_rgb(img)
+
+
 def _resize_shorter(img: Image.Image, side: int) -> Image.Image:
     # torchvision on PIL input delegates to PIL's resize, which always
     # antialiases; antialias=True just states it.
     return F.resize(
-        img, [side], interpolation=InterpolationMode.BICUBIC, antialias=True
+        _rgb(img), [side], interpolation=InterpolationMode.BICUBIC, antialias=True
     )
 
 

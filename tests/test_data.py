@@ -57,6 +57,20 @@ def test_la_transparent_becomes_white(tmp_path):
     assert img.getpixel((5, 0)) == (50, 50, 50)
 
 
+def test_premultiplied_la_in_memory_is_converted_as_la():
+    # PIL converts La only to LA: it was refused as a corrupt image.
+    from liftlearn.data import decoded_rgb
+
+    arr = np.zeros((4, 6, 2), dtype=np.uint8)
+    arr[:, :3] = (0, 0)
+    arr[:, 3:] = (50, 255)
+    la = Image.fromarray(arr, "LA")
+    out = decoded_rgb(la.convert("La"))
+    assert out.mode == "RGB"
+    assert out.getpixel((0, 0)) == (255, 255, 255) and out.getpixel((5, 0)) == (50, 50, 50)
+    assert list(out.getdata()) == list(decoded_rgb(la).getdata())
+
+
 def test_palette_with_transparency(tmp_path):
     img = Image.new("P", (4, 4), 0)
     img.putpalette([0, 0, 0, 255, 0, 0] + [0] * (256 * 3 - 6))

@@ -278,13 +278,15 @@ _MODES_TO_RGB = ["RGB", "1", "L", "LA", "P", "PA", "RGBA", "RGBX", "CMYK", "YCbC
 def test_uint8_chw_is_the_transposed_rgb_array(width, height, seed, mode):
     """The per-band conversion is numpy's view of the RGB image, transposed
     (empty images included)."""
+    from liftlearn.data import _to_rgb
     from liftlearn.transforms import _to_uint8_chw
 
     img = noise_image(width, height, seed) if width * height else Image.new("RGB", (width, height))
     if mode != "RGB":
         img = img.convert(mode)
     chw = _to_uint8_chw(img)
-    expected = np.asarray(img.convert("RGB")).transpose(2, 0, 1)
+    # Other modes as load_image converts them (alpha on white, wide modes scaled).
+    expected = np.asarray(_to_rgb(img)).transpose(2, 0, 1)
     assert chw.dtype == torch.uint8 and chw.is_contiguous()
     assert np.array_equal(chw.numpy(), expected)
 
@@ -324,12 +326,50 @@ def test_non_rgb_input_is_converted():
     assert x.shape == (1, 3, 8, 8)
 
 
+def _non_rgb(mode: str) -> Image.Image:
+    rgb = noise_image(40, 30, seed=3)
+    if mode == "P":
+        return rgb.quantize(64)
+    if mode == "RGBA":
+        alpha = Image.fromarray(np.tile(np.arange(40, dtype=np.uint8) * 6, (30, 1)))
+        img = rgb.copy()
+        img.putalpha(alpha)
+        return img
+    if mode == "I;16":
+        grey = np.asarray(rgb.convert("L"), dtype=np.uint16) * 257
+        img = Image.fromarray(grey)
+        assert img.mode == "I;16"
+        return img
+    return rgb.convert(mode)
+
+
+@pytest.mark.parametrize("mode", ["P", "RGBA", "LA", "I;16", "CMYK", "L"])
+@pytest.mark.parametrize("which", ["train", "eval", "tte"])
+def test_other_modes_give_what_their_rgb_image_gives(mode, which):
+    # Converted as load_image converts (alpha on white, 16 bits scaled),
+    # before any resampling: resized in its own mode a palette image was
+    # resampled nearest-neighbour and an RGBA one lost its alpha to black.
+    from liftlearn.data import decoded_rgb
+
+    img = _non_rgb(mode)
+    transform = {"train": lambda im: train_transform(16, 0.5)(im, np.random.default_rng(0)),
+                 "eval": eval_transform(16), "tte": tte_transform(16, expand=4)}[which]
+    expected = transform(decoded_rgb(img.copy()))
+    assert torch.equal(transform(img), expected)
+
+
 @pytest.mark.parametrize(
-    "mean, std", [((0.5, 0.5), (0.5, 0.5, 0.5)), ((0.5,) * 3, (0.5, 0.0, 0.5))]
+    "mean, std", [((0.5, 0.5), (0.5, 0.5, 0.5)), ((0.5,) * 3, (0.5, 0.0, 0.5)),
+                  ((float("nan"),) * 3, (0.5,) * 3), ((0.5,) * 3, (float("inf"),) * 3)]
 )
 def test_normalisation_validation(mean, std):
     with pytest.raises(ValueError):
         eval_transform(8, mean, std)
+
+
+def test_normalization_repr_names_the_class():
+    assert repr(ImageNormalization(MEAN, STD)).startswith("ImageNormalization(mean=[")
+    assert repr(eval_transform(8, MEAN, STD)).startswith("eval_transform(size=8, mean=[")
 
 
 def test_transforms_pickle():
