@@ -8,7 +8,8 @@ initialise their parameters from torch's process-wide generator and take no
 generator. :func:`seeded_global_rng` runs such a construction seeded, under
 one process-wide lock, and puts the caller's generator state back, so that
 
-- a fit never changes the caller's ``torch.get_rng_state()``, and
+- a fit never changes the caller's ``torch.get_rng_state()`` (nor any CUDA
+  generator's state: those are left alone), and
 - two fits in two threads cannot interleave their seeded draws (each
   initialisation sees exactly the stream its seed gives, as in a sequential
   run).
@@ -36,10 +37,29 @@ def seeded_global_rng(seed: int) -> Iterator[None]:
 
     The generator's previous state is restored afterwards, and the block
     runs under :data:`GLOBAL_RNG_LOCK`, so concurrent seeded blocks (in
-    other threads) run one after the other.
+    other threads) run one after the other. The CUDA (and other
+    accelerators') generators are neither seeded nor restored.
+
+    Parameters
+    ----------
+    seed : int
+        The seed; the block draws the stream ``torch.manual_seed(seed)``
+        gives on the CPU.
+
+    Yields
+    ------
+    None
     """
     import torch
 
-    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        yield
+    # Only the CPU generator: torch.manual_seed would also seed every CUDA
+    # generator (or queue that seeding for when CUDA starts), which nothing
+    # here restores, so the caller's CUDA random stream would be reset.
+    generator = torch.default_generator
+    with GLOBAL_RNG_LOCK:
+        state = generator.get_state()
+        generator.manual_seed(int(seed))
+        try:
+            yield
+        finally:
+            generator.set_state(state)

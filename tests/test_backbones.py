@@ -45,6 +45,27 @@ def test_random_weights_do_not_depend_on_the_global_rng():
     assert all(torch.equal(p, q) for p, q in zip(m1.parameters(), m2.parameters()))
 
 
+def test_seeded_global_rng_leaves_the_cuda_generators_alone():
+    # torch.manual_seed seeds every CUDA generator too, at once or, before
+    # CUDA starts, queued for when it does; fork_rng(devices=[]) puts back
+    # the CPU generator only. A seeded block must touch the CPU one alone.
+    from liftlearn._random import seeded_global_rng
+
+    queued = list(torch.cuda._lazy_seed_tracker.get_calls())
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
+    cpu_state = torch.get_rng_state()
+    with seeded_global_rng(123):
+        drawn = torch.rand(4)
+    assert list(torch.cuda._lazy_seed_tracker.get_calls()) == queued
+    if torch.cuda.is_initialized():
+        after = torch.cuda.get_rng_state_all()
+        assert all(torch.equal(a, b) for a, b in zip(cuda_states, after))
+    assert torch.equal(torch.get_rng_state(), cpu_state)
+    # The CPU stream is the one torch.manual_seed(123) gives: the weights
+    # seeded blocks build are unchanged.
+    assert torch.equal(drawn, torch.rand(4, generator=torch.Generator().manual_seed(123)))
+
+
 def test_relative_checkpoint_path_is_made_absolute(tiny_checkpoint, monkeypatch):
     monkeypatch.chdir(os.path.dirname(tiny_checkpoint))
     spec = BackboneSpec.create("liftlearn-tiny-vit", os.path.basename(tiny_checkpoint))
