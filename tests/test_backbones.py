@@ -66,6 +66,18 @@ def test_seeded_global_rng_leaves_the_cuda_generators_alone():
     assert torch.equal(drawn, torch.rand(4, generator=torch.Generator().manual_seed(123)))
 
 
+def test_loading_weights_leaves_the_global_rng_alone(tiny_checkpoint):
+    # open_clip initialises the model at random before loading the weights
+    # over it: that draw must not move the caller's generator.
+    from liftlearn.nn.backbones import _build_model
+
+    state = torch.get_rng_state()
+    model = _build_model(BackboneSpec.create("liftlearn-tiny-vit", tiny_checkpoint))
+    assert torch.equal(torch.get_rng_state(), state)
+    saved = torch.load(tiny_checkpoint, weights_only=True)
+    assert all(torch.equal(t, saved[k]) for k, t in model.state_dict().items())
+
+
 def test_relative_checkpoint_path_is_made_absolute(tiny_checkpoint, monkeypatch):
     monkeypatch.chdir(os.path.dirname(tiny_checkpoint))
     spec = BackboneSpec.create("liftlearn-tiny-vit", os.path.basename(tiny_checkpoint))

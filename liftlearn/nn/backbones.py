@@ -515,13 +515,12 @@ def _build_model(spec: BackboneSpec):
         with _honour_offline_env(force=cached is not None), _open_clip_logs(expected), \
                 warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*QuickGELU mismatch.*")
-            if spec.pretrained is None:
-                # Under the lock every seeded use of the global generator
-                # takes, so that a fit initialising in another thread
-                # neither perturbs nor sees these draws.
-                with seeded_global_rng(_RANDOM_INIT_SEED):
-                    model = open_clip.create_model(name, pretrained=None)
-            else:
+            # open_clip initialises every model from the global generator,
+            # also when weights are then loaded over it: seeded, under the
+            # lock every seeded use of that generator takes, so that the
+            # caller's state is put back and a fit initialising in another
+            # thread neither perturbs nor sees these draws.
+            with seeded_global_rng(_RANDOM_INIT_SEED):
                 model = open_clip.create_model(name, pretrained=spec.pretrained)
     except BackboneError:
         raise
