@@ -19,13 +19,79 @@ import contextlib
 import logging
 import sys
 import threading
-from typing import Iterator
+from typing import Any, Callable, Hashable, Iterator, Optional
 
-__all__ = ["LOGGER_NAME", "get_logger", "level_for", "verbosity"]
+__all__ = ["LOGGER_NAME", "SharedChange", "get_logger", "level_for", "verbosity"]
 
 LOGGER_NAME = "liftlearn"
 
-_lock = threading.Lock()
+
+class SharedChange:
+    """A change to process-wide logging state that overlapping blocks share.
+
+    Logging's configuration belongs to the process, and fits in threads (a
+    grid search on joblib's threading backend) enter and leave their blocks
+    in any order: a block that saved the state on entry and put it back on
+    exit would, leaving first, undo the change under a block still running,
+    or, leaving last, "restore" the other block's change. Here the first
+    block to enter saves the state, the last to leave restores it, and in
+    between the change follows the requests of the blocks still inside.
+
+    Parameters
+    ----------
+    start : callable
+        ``start() -> saved``, run when a block enters and none is inside:
+        saves what ``finish`` needs and makes the changes that do not
+        depend on the requests.
+    finish : callable
+        ``finish(saved)``, run when the last block inside leaves.
+    update : callable, optional
+        ``update(saved, requests)``, run whenever a block enters or leaves
+        and some remain, with the requests of the blocks inside, in the
+        order they entered.
+    """
+
+    def __init__(self, start: Callable[[], Any], finish: Callable[[Any], None],
+                 update: Optional[Callable[[Any, list], None]] = None) -> None:
+        self._start = start
+        self._finish = finish
+        self._update = update
+        self._lock = threading.Lock()
+        self._requests: list = []
+        self._saved: Any = None
+
+    @contextlib.contextmanager
+    def hold(self, request: Hashable = None) -> Iterator[None]:
+        """Keep the change made for the block, following ``request`` too.
+
+        Parameters
+        ----------
+        request : hashable, optional
+            What this block asks of the change (for :func:`verbosity`, its
+            level); passed to ``update`` among the others while the block
+            is inside.
+
+        Yields
+        ------
+        None
+        """
+        with self._lock:
+            if not self._requests:
+                self._saved = self._start()
+            self._requests.append(request)
+            if self._update is not None:
+                self._update(self._saved, list(self._requests))
+        try:
+            yield
+        finally:
+            with self._lock:
+                # Equal requests are interchangeable: which one goes is moot.
+                self._requests.remove(request)
+                if not self._requests:
+                    saved, self._saved = self._saved, None
+                    self._finish(saved)
+                elif self._update is not None:
+                    self._update(self._saved, list(self._requests))
 
 
 def get_logger(name: str | None = None) -> logging.Logger:
@@ -56,34 +122,50 @@ def verbosity(verbose) -> Iterator[logging.Logger]:
         level to INFO (DEBUG for 2+) where it is higher, and adds a plain
         stderr handler where no handler of the process would show the
         records. Both are undone when the block ends, so an estimator never
-        leaves the process's logging changed.
+        leaves the process's logging changed. Blocks overlapping in threads
+        share the change (the level is the most verbose one asked for by a
+        block still running) and the last to end undoes it.
 
     Yields
     ------
     logger : logging.Logger
         The ``liftlearn`` logger.
     """
-    logger = get_logger()
     wanted = level_for(verbose)
     if wanted >= logging.WARNING:
-        yield logger
+        yield get_logger()
         return
-    with _lock:
-        old_level = logger.level
-        handler = None
-        if logger.getEffectiveLevel() > wanted:
-            logger.setLevel(wanted)
-        if not logger.hasHandlers():
-            # Nothing configured (no handler on liftlearn's loggers nor on
-            # root): logging's last resort shows WARNING and above only, so
-            # the INFO lines verbose asked for need a handler of their own.
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter("%(message)s"))
-            logger.addHandler(handler)
-    try:
-        yield logger
-    finally:
-        with _lock:
-            logger.setLevel(old_level)
-            if handler is not None:
-                logger.removeHandler(handler)
+    with _verbose_logging.hold(wanted):
+        yield get_logger()
+
+
+def _start_verbose_logging() -> tuple:
+    logger = get_logger()
+    handler = None
+    if not logger.hasHandlers():
+        # Nothing configured (no handler on liftlearn's loggers nor on
+        # root): logging's last resort shows WARNING and above only, so
+        # the INFO lines verbose asked for need a handler of their own.
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    return logger.level, logger.getEffectiveLevel(), handler
+
+
+def _update_verbose_logging(saved: tuple, levels: list) -> None:
+    level, effective, _ = saved
+    # The most verbose block inside wins; a level the user set lower stays.
+    wanted = min(levels)
+    get_logger().setLevel(wanted if wanted < effective else level)
+
+
+def _finish_verbose_logging(saved: tuple) -> None:
+    level, _, handler = saved
+    logger = get_logger()
+    logger.setLevel(level)
+    if handler is not None:
+        logger.removeHandler(handler)
+
+
+_verbose_logging = SharedChange(_start_verbose_logging, _finish_verbose_logging,
+                                _update_verbose_logging)

@@ -8,6 +8,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,28 @@ def checkout_env(**extra) -> dict:
     importable; then ``extra``."""
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
     return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+def run_in_threads(*targets, timeout: float = 60.0) -> None:
+    """Run each callable in a thread of its own, wait for all, and raise the
+    first exception one of them raised (in a thread, a failed assert would
+    only be printed)."""
+    errors: list = []
+
+    def run(target):
+        try:
+            target()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    assert not any(t.is_alive() for t in threads), "a thread is still running"
+    if errors:
+        raise errors[0]
 
 
 def pytest_configure(config):

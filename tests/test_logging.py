@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 
 import pytest
+from conftest import run_in_threads
 
 from liftlearn._logging import get_logger, level_for, verbosity
 from liftlearn.engine._loading import progress
@@ -54,6 +56,75 @@ def test_verbosity_zero_leaves_the_users_configuration(monkeypatch):
     finally:
         logger.setLevel(logging.NOTSET)
     assert not logger.handlers
+
+
+def test_nested_verbosity_restores_each_level_and_survives_errors(monkeypatch):
+    logger = bare_logging(monkeypatch)
+    with verbosity(1):
+        (handler,) = logger.handlers
+        with pytest.raises(KeyboardInterrupt):
+            with verbosity(2):
+                assert logger.level == logging.DEBUG and logger.handlers == [handler]
+                raise KeyboardInterrupt
+        assert logger.level == logging.INFO and logger.handlers == [handler]
+    assert not logger.handlers and logger.level == logging.NOTSET
+
+
+def test_verbosity_in_overlapping_threads(monkeypatch, capsys):
+    # Two fits in threads (GridSearchCV on joblib's threading backend): A
+    # enters, B enters, A leaves while B still runs. B's lines must still
+    # show, and once both left the user's level and handlers are as before.
+    logger = bare_logging(monkeypatch)
+    log = get_logger("engine")
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def fit_a():
+        with verbosity(1):
+            a_in.set()
+            assert b_in.wait(10)
+            log.info("A: epoch 1/1")
+        a_out.set()
+
+    def fit_b():
+        assert a_in.wait(10)
+        with verbosity(2):
+            b_in.set()
+            assert a_out.wait(10)
+            log.info("B: epoch 1/1")
+            log.debug("B: detail")
+
+    run_in_threads(fit_a, fit_b)
+    assert capsys.readouterr().err == "A: epoch 1/1\nB: epoch 1/1\nB: detail\n"
+    assert not logger.handlers and logger.level == logging.NOTSET
+
+
+def test_verbosity_in_threads_restores_the_users_level(monkeypatch):
+    # The level follows the blocks still inside, whichever left first, and
+    # the user's own level comes back once the last one leaves.
+    logger = bare_logging(monkeypatch)
+    logger.setLevel(logging.ERROR)
+    try:
+        a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+        def fit_a():
+            with verbosity(1):
+                assert logger.level == logging.INFO
+                a_in.set()
+                assert b_in.wait(10)
+            a_out.set()
+
+        def fit_b():
+            assert a_in.wait(10)
+            with verbosity(2):
+                assert logger.level == logging.DEBUG
+                b_in.set()
+                assert a_out.wait(10)
+                assert logger.level == logging.DEBUG
+
+        run_in_threads(fit_a, fit_b)
+        assert logger.level == logging.ERROR and not logger.handlers
+    finally:
+        logger.setLevel(logging.NOTSET)
 
 
 def test_verbosity_uses_a_configured_handler(caplog):
