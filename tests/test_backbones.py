@@ -1,8 +1,10 @@
 import os
+import threading
 import time
 
 import pytest
 import torch
+from conftest import run_in_threads
 
 from liftlearn.nn.backbones import (
     Backbone,
@@ -359,3 +361,58 @@ def test_open_clip_log_lines_go_to_liftlearns_logger(monkeypatch):
     assert root.handlers == []
     (note,) = [r for r in records if "initialized randomly" in r.getMessage()]
     assert note.name == "liftlearn.backbones" and note.levelno == logging.INFO
+
+
+def test_open_clip_logs_in_overlapping_threads(monkeypatch):
+    # Two builds in threads: A enters, B enters and builds, A leaves, B
+    # builds again and leaves. What B's builds log is B's (re-logged at
+    # INFO, as B expects it), and root keeps no handler: logging.warning
+    # on a root without one installs a stderr handler for good.
+    import logging
+
+    from liftlearn.nn.backbones import _open_clip, _open_clip_logs
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    handler = Keep(level=logging.DEBUG)
+    logger = logging.getLogger("liftlearn")
+    old_levels = logger.level, root.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    root.setLevel(logging.WARNING)  # logging's default (conftest raises it)
+    a_in, b_built, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def build():
+        with torch.random.fork_rng(devices=[]):
+            _open_clip().create_model("liftlearn-tiny-vit", pretrained=None)
+
+    def build_a():
+        with _open_clip_logs():
+            a_in.set()
+            assert b_built.wait(30)
+        a_out.set()
+
+    def build_b():
+        assert a_in.wait(30)
+        with _open_clip_logs(("initialized randomly",)):
+            build()
+            b_built.set()
+            assert a_out.wait(30)
+            build()
+
+    try:
+        run_in_threads(build_a, build_b)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_levels[0])
+        root.setLevel(old_levels[1])
+    assert root.handlers == [] and root.filters == []
+    notes = [r for r in records if "initialized randomly" in r.getMessage()]
+    assert len(notes) == 2
+    assert all(r.name == "liftlearn.backbones" and r.levelno == logging.INFO for r in notes)

@@ -23,13 +23,13 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 
 from .._device import autocast_for, canonical_device
-from .._logging import get_logger
+from .._logging import SharedChange, get_logger
 from .._random import seeded_global_rng
 from ..exceptions import BackboneError
 from .timm_backbones import build_timm_model, check_timm_spec, is_timm_name
@@ -218,47 +218,90 @@ def _honour_offline_env(force: bool = False):
         constants.HF_HUB_OFFLINE = old
 
 
-@contextlib.contextmanager
-def _open_clip_logs(expected: Sequence[str] = ()):
-    """Route what open_clip logs while it builds a model to liftlearn's logger.
+# The capture lists of this thread's open _open_clip_logs blocks, innermost
+# last: root's filter runs in the thread that logs, so a record goes to the
+# build that made it, not to one running in another thread.
+class _Captures(threading.local):
+    def __init__(self) -> None:
+        self.stack: list = []
 
-    open_clip logs on the *root* logger with ``logging.info(...)``, which
-    installs a stderr handler on root the first time (``basicConfig``) and so
-    makes every library's warnings print from then on, and prints its
-    download errors beside the exception liftlearn raises for them. Within
-    this block a filter on root keeps open_clip's records (the root handlers
-    never see them) and a placeholder handler stops ``basicConfig``; when
-    the block ends without an error they are re-logged on
-    ``liftlearn.backbones`` (the CLI's ``-q`` hides them), and on an error
-    they are dropped: the exception says what went wrong, once. Records
-    containing one of ``expected`` (news the caller asked for, such as
-    "initialized randomly" for ``pretrained=None``) are re-logged at INFO.
-    """
+
+_open_clip_captures = _Captures()
+
+
+def _start_root_guard() -> tuple:
     import logging
 
     root = logging.getLogger()
     prefix = os.path.dirname(_open_clip().__file__) + os.sep
-    captured: list = []
 
-    def keep(record):
-        if str(record.pathname).startswith(prefix):
-            captured.append(record)
+    def keep(record: logging.LogRecord) -> bool:
+        stack = _open_clip_captures.stack
+        if stack and str(record.pathname).startswith(prefix):
+            stack[-1].append(record)
             return False
         return True
 
     guard = None
     if not root.handlers:
         # Another thread's root records meanwhile go to this placeholder
-        # rather than to logging's last resort; the block lasts one build.
+        # rather than to logging's last resort; the blocks last a build.
         guard = logging.NullHandler()
         root.addHandler(guard)
     root.addFilter(keep)
+    return keep, guard
+
+
+def _finish_root_guard(saved: tuple) -> None:
+    import logging
+
+    keep, guard = saved
+    root = logging.getLogger()
+    root.removeFilter(keep)
+    if guard is not None:
+        root.removeHandler(guard)
+
+
+_root_guard = SharedChange(_start_root_guard, _finish_root_guard)
+
+
+@contextlib.contextmanager
+def _open_clip_logs(expected: Sequence[str] = ()) -> Iterator[None]:
+    """Route what open_clip logs while it builds a model to liftlearn's logger.
+
+    open_clip logs on the *root* logger with ``logging.info(...)``, which
+    installs a stderr handler on root the first time (``basicConfig``) and so
+    makes every library's warnings print from then on, and prints its
+    download errors beside the exception liftlearn raises for them. Within
+    this block a filter on root keeps open_clip's records from this thread
+    (the root handlers never see them) and a placeholder handler stops
+    ``basicConfig``; when the block ends without an error they are re-logged
+    on ``liftlearn.backbones`` (the CLI's ``-q`` hides them), and on an error
+    they are dropped: the exception says what went wrong, once. Records
+    containing one of ``expected`` (news the caller asked for, such as
+    "initialized randomly" for ``pretrained=None``) are re-logged at INFO.
+    Blocks overlapping in threads share the filter and the placeholder,
+    which the last of them to end removes.
+
+    Parameters
+    ----------
+    expected : sequence of str
+        Texts whose records are re-logged at INFO at most.
+
+    Yields
+    ------
+    None
+    """
+    import logging
+
+    captured: list = []
+    stack = _open_clip_captures.stack
+    stack.append(captured)
     try:
-        yield
+        with _root_guard.hold():
+            yield
     finally:
-        root.removeFilter(keep)
-        if guard is not None:
-            root.removeHandler(guard)
+        stack.pop()
     log = get_logger("backbones")
     for record in captured:
         message = record.getMessage()
