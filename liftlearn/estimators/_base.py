@@ -148,7 +148,7 @@ class CLIPEstimator(BaseEstimator, ABC):
     #: use (TTE on or off, a batch size for another device), so prediction
     #: checks them too.
     _prediction_params: tuple = ("tte", "tte_expand", "batch_size", "num_workers", "verbose",
-                                 "check_images", "on_bad_image")
+                                 "check_images", "on_bad_image", "precision")
 
     def _check_prediction_params(self) -> None:
         """Check the parameters prediction reads, as ``fit`` would, before
@@ -257,6 +257,9 @@ class CLIPEstimator(BaseEstimator, ABC):
         keep = np.ones(len(paths), dtype=bool)
         keep[[i for i, _ in bad]] = False
         module = self.module_
+        # precision set after the fit applies, as it does once the model is
+        # pickled or saved and loaded (those rebuild the backbone from it).
+        module.to_device(self.device_, self._compute_dtype(self.device_, strict=False))
         outputs = None
         if keep.any():
             with verbosity(self.verbose):  # verbose sets the liftlearn logger's level
