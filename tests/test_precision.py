@@ -175,3 +175,38 @@ def test_precision_set_after_the_fit_applies_to_prediction_as_to_a_saved_copy(sm
     save(clf, tmp_path / "m.safetensors")
     np.testing.assert_array_equal(load(tmp_path / "m.safetensors").predict_proba(Xt[:6]), live)
     np.testing.assert_array_equal(clf.set_params(precision="bf16").predict_proba(Xt[:6]), bf16)
+
+
+def test_the_fitted_module_is_callable_and_copyable_in_bf16(small):
+    # module_ is documented as the torch module: a caller (a callback, a
+    # user) gives it fp32 images without opening an autocast of its own.
+    import copy
+
+    from liftlearn.data import load_image
+    from liftlearn.engine import DeviceImages
+    from liftlearn.transforms import eval_transform
+
+    X, y, names, Xt, _ = small
+    clf = LiftPlusClassifier(**_params(precision="bf16", epochs=1)).fit(X[:40], y[:40])
+    module = clf.module_
+    transform = eval_transform(module.backbone.image_size)
+    images = DeviceImages.of(module, torch.device("cpu"))(
+        torch.cat([transform(load_image(x)) for x in Xt[:4]]))
+    with torch.no_grad():
+        logits = module(images).float()
+    np.testing.assert_allclose(logits.numpy(), clf.decision_function(Xt[:4]), rtol=1e-5, atol=1e-5)
+    # A deep copy (a callback keeping the best module) keeps device and
+    # dtype and shares the frozen backbone; only what was learned is copied.
+    best = copy.deepcopy(module)
+    assert best.backbone is module.backbone and best.backbone.dtype is torch.bfloat16
+    assert best.head is not module.head and best.head.weight.device == module.head.weight.device
+    with torch.no_grad():
+        assert torch.equal(best(images), module(images))
+
+
+def test_bf16_features_are_unit_rows_to_float32_precision(small):
+    X = small[0][:6]
+    features = CLIPFeatures(backbone="liftlearn-tiny-vit", pretrained=None, device="cpu",
+                            precision="bf16").fit()
+    rows = features.transform(X)
+    assert np.abs(np.linalg.norm(rows, axis=1) - 1).max() < 1e-6  # was 8.5e-4

@@ -62,6 +62,27 @@ class SharedBackboneNetwork(nn.Module):
     def n_trainable_params(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
+    def __call__(self, *args, **kwargs):
+        # A backbone held in bf16/fp16 takes its input under autocast (the
+        # trainable parts are fp32). The loops open one; a caller of the
+        # fitted module_ (a callback, a user) need not.
+        dtype = self.backbone.dtype
+        device_type = self.backbone.device.type
+        if dtype is torch.float32 or torch.is_autocast_enabled(device_type):
+            return super().__call__(*args, **kwargs)
+        with torch.autocast(device_type, dtype=dtype):
+            return super().__call__(*args, **kwargs)
+
+    def __deepcopy__(self, memo):
+        # The copy shares the frozen backbone (cached, never trained) and
+        # keeps the device and dtype; pickling, by contrast, names the
+        # backbone and moves what was learned to the CPU.
+        memo[id(self.backbone)] = self.backbone
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return new
+
     # Pickling keeps what was learned, on the CPU, and names the backbone by
     # its spec and weights fingerprint: files stay small, load on machines
     # without a GPU, and refuse a backbone whose weights have changed.
@@ -210,7 +231,8 @@ class FeatureNetwork(SharedBackboneNetwork):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         f = self.tuner.features(self.backbone.visual, images)
-        return F.normalize(f, dim=-1) if self.normalize else f
+        # In fp32: a bf16 row normalised in bf16 is unit length to 1e-3 only.
+        return F.normalize(f.float(), dim=-1) if self.normalize else f
 
 
 class _BackboneRef:
