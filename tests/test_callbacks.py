@@ -249,6 +249,7 @@ def test_bad_callbacks_and_validation_arguments_are_named(data):
     (EarlyStopping(monitor="loss", patience=0), "patience=0"),
     (EarlyStopping(monitor="val_acc"), "'val_acc', which this fit's history does not have"),
     (CSVLogger("/proc/self/liftlearn-log.csv"), "CSVLogger path"),
+    (CSVLogger("logs/"), "CSVLogger path='logs/' names a folder"),  # failed after epoch 1
 ])
 def test_callbacks_that_cannot_work_are_refused_before_any_work(data, monkeypatch, callback, match):
     import liftlearn.estimators._fine_tuned as fine_tuned

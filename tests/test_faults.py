@@ -392,6 +392,64 @@ def test_write_checks_name_the_option(tmp_path):
     assert not _temp_files(tmp_path)
 
 
+@pytest.mark.parametrize("name", ["logs/", "logs/.", "logs/.."])
+def test_a_path_naming_a_folder_is_refused_by_the_check_and_the_write(tmp_path, name):
+    # abspath("logs/") is ".../logs": the folder check used to pass for
+    # it, and the write failed only after the work (CSVLogger: epoch 1).
+    (tmp_path / "logs").mkdir()
+    for path in (name, name.replace("logs", "missing")):
+        with pytest.raises(ValueError, match="--out=.*names a folder; give the file to write"):
+            check_writable(os.path.join(tmp_path, path), "--out")
+        with pytest.raises(IsADirectoryError, match="names a folder"):
+            with io_module.atomic_open(os.path.join(tmp_path, path), "w") as f:
+                f.write("x")
+    assert sorted(os.listdir(tmp_path)) == ["logs"] and not os.listdir(tmp_path / "logs")
+
+
+def _as_non_root(monkeypatch):
+    """Make writable opens of a file without its owner's write bit fail, as
+    they do for any user but root (the tests may run as root, whom the
+    kernel lets write anything)."""
+    import builtins
+
+    real_open, real_os_open = builtins.open, os.open
+
+    def read_only(path) -> bool:
+        return not isinstance(path, int) and os.path.exists(path) and not os.stat(path).st_mode & 0o200
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wa+") and read_only(path):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return real_open(path, mode, *args, **kwargs)
+
+    def fake_os_open(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR) and read_only(path):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return real_os_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(io_module, "open", fake_open, raising=False)
+    monkeypatch.setattr(os, "open", fake_os_open)
+
+
+def test_a_read_only_file_in_a_writable_folder_is_replaced_as_checked(tmp_path, monkeypatch):
+    # check_writable passes such a file (the folder is writable, and an
+    # atomic write replaces the file rather than writing into it); the
+    # write used to give its temporary file the target's 0444 before
+    # reopening it for the fsync, and failed after the work.
+    target = tmp_path / "model.joblib"
+    target.write_text("old")
+    target.chmod(0o444)
+    _as_non_root(monkeypatch)
+    with pytest.raises(PermissionError):  # the emulation refuses what a user is refused
+        with io_module.open(target, "w"):
+            pass
+    check_writable(target, "--out")
+    atomic_write(target, lambda tmp: Path(tmp).write_text("new"), what="model file")
+    assert target.read_text() == "new"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o444  # the mode is kept
+    assert not _temp_files(tmp_path)
+
+
 # ----------------------------------------------- 8. ULFine skip, str labels
 def test_ulfine_skips_a_bad_image_with_string_labels(few, tmp_path):
     X, y, names, Xt = few
