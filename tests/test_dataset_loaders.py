@@ -659,3 +659,67 @@ def test_loaders_live_in_one_module_per_source():
     assert _benchmarks.__all__ and all(
         getattr(_benchmarks, name) is getattr(ds, name) for name in _benchmarks.__all__)
     assert _benchmarks.DatasetFileError is ds.DatasetFileError
+
+
+def _cache_files(folder: Path) -> list:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_a_failed_cache_write_leaves_no_partial_or_temporary_file(tmp_path, monkeypatch):
+    import errno
+
+    _fake_cifar100(tmp_path / "src", per_class=2, n_test=1)
+    real_save = Image.Image.save
+
+    def full_disk(self, fp, *args, **kwargs):
+        real_save(self, fp, *args, **kwargs)
+        with open(fp, "r+b") as f:  # half of it reached the disk
+            f.truncate(Path(fp).stat().st_size // 2)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    cache = tmp_path / "cache"
+    with pytest.raises(OSError, match=r"cached image .*\.png.*the disk is full") as info:
+        load_cifar100_lt(tmp_path / "src", "test", cache_dir=cache)
+    assert info.value.errno == errno.ENOSPC
+    # "<name>.png.<pid>.part" used to stay behind.
+    assert _cache_files(cache) == []
+    monkeypatch.undo()
+    paths, _, _ = load_cifar100_lt(tmp_path / "src", "test", cache_dir=cache)
+    assert sorted(str(Path(p).relative_to(cache.resolve())) for p in paths) == _cache_files(cache)
+
+
+def test_two_threads_caching_one_image_both_succeed(tmp_path, monkeypatch):
+    import threading
+
+    from liftlearn.datasets._cifar_lt import _write_png
+
+    pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    dest = tmp_path / "apple" / "00001.png"
+    # Both threads hold a written temporary file before either renames it:
+    # with one "<name>.<pid>.part" per process the second rename failed.
+    both_written = threading.Barrier(2, timeout=30)
+    real_save = Image.Image.save
+
+    def save_then_wait(self, *args, **kwargs):
+        real_save(self, *args, **kwargs)
+        both_written.wait()
+
+    monkeypatch.setattr(Image.Image, "save", save_then_wait)
+    errors = []
+
+    def cache():
+        try:
+            _write_png(pixels, dest)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=cache) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    with Image.open(dest) as im:
+        assert np.array_equal(np.asarray(im), pixels)
+    assert _cache_files(tmp_path) == [str(Path("apple", "00001.png"))]

@@ -207,3 +207,114 @@ def test_missing_source(tmp_path):
 def test_bad_split(tmp_path):
     with pytest.raises(ValueError, match="split"):
         extract_cifar10_lt(tmp_path, tmp_path, split="val")
+
+
+# --- the extracted files: written whole, by any number of writers -----------
+
+
+def _tiny_tar(folder: Path, per_class: int = 2) -> Path:
+    """A ``train.tar`` of 10 classes with ``per_class`` members of 1000
+    random bytes each (the extraction copies bytes; it never decodes)."""
+    import io
+    import tarfile
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(folder / "train.tar", "w") as tar:
+        for name in CLASSES:
+            for i in range(per_class):
+                data = rng.integers(0, 256, 1000, dtype=np.uint8).tobytes()
+                info = tarfile.TarInfo(f"train/{name}/{i:04d}.jpg")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return folder
+
+
+def _files(folder: Path) -> list:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_a_failed_extraction_leaves_no_partial_or_temporary_file(tmp_path, monkeypatch):
+    import errno
+
+    src = _tiny_tar(tmp_path / "src")
+    real_write_bytes = Path.write_bytes
+
+    def full_disk(self, data):
+        real_write_bytes(self, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    with pytest.raises(OSError, match=r"extracted image .*0000\.jpg.*the disk is full") as info:
+        extract_cifar10_lt(src, tmp_path / "out", n_max=2, imbalance=2)
+    assert info.value.errno == errno.ENOSPC
+    # Neither a short file a later run would reuse nor a temporary one
+    # ("0000.jpg.part" used to stay).
+    assert _files(tmp_path / "out") == []
+    monkeypatch.undo()
+    paths, _, _ = extract_cifar10_lt(src, tmp_path / "out", n_max=2, imbalance=2)
+    assert sorted(str(Path(p).relative_to((tmp_path / "out").resolve())) for p in paths) \
+        == _files(tmp_path / "out")
+
+
+def test_two_writers_of_one_extracted_file_both_succeed(tmp_path, monkeypatch):
+    import io
+    import threading
+
+    from liftlearn.datasets._cifar10 import _Member, _write_member
+
+    data = os.urandom(5000)
+    member = _Member("train/cat/0001.jpg", 0, len(data))
+    dest = tmp_path / "train" / "cat" / "0001.jpg"
+    # Both writers hold a written temporary file before either renames it:
+    # with one fixed "<name>.part" the second rename found no file.
+    both_written = threading.Barrier(2, timeout=30)
+    real_write_bytes = Path.write_bytes
+
+    def write_then_wait(self, content):
+        n = real_write_bytes(self, content)
+        both_written.wait()
+        return n
+
+    monkeypatch.setattr(Path, "write_bytes", write_then_wait)
+    errors = []
+
+    def extract():
+        try:
+            _write_member(io.BytesIO(data), member, dest)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=extract) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert dest.read_bytes() == data
+    assert _files(tmp_path) == [str(Path("train", "cat", "0001.jpg"))]
+
+
+def test_an_extracted_file_another_writer_finished_first_is_kept(tmp_path, monkeypatch):
+    import errno
+    import io
+
+    from liftlearn.datasets._cifar10 import _Member, _write_member
+
+    data = os.urandom(5000)
+    member = _Member("train/cat/0001.jpg", 0, len(data))
+    dest = tmp_path / "train" / "cat" / "0001.jpg"
+    real_write_bytes = Path.write_bytes
+
+    def other_writer_first(self, content):
+        real_write_bytes(dest, content)  # the other extraction's file, complete
+        return real_write_bytes(self, content)
+
+    def replace_refused(src, dst):  # Windows, while the other file is open
+        raise PermissionError(errno.EACCES, "Access is denied", dst)
+
+    monkeypatch.setattr(Path, "write_bytes", other_writer_first)
+    monkeypatch.setattr(os, "replace", replace_refused)
+    _write_member(io.BytesIO(data), member, dest)
+    assert dest.read_bytes() == data
+    assert _files(tmp_path) == [str(Path("train", "cat", "0001.jpg"))]

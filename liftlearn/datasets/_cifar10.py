@@ -19,6 +19,8 @@ from typing import BinaryIO, NamedTuple, Union
 
 import numpy as np
 
+from .._io import atomic_write
+
 __all__ = ["SPLITS", "extract_cifar10_lt", "long_tailed_counts"]
 
 SPLITS = ("train", "test")
@@ -117,24 +119,36 @@ def _index_archive(
     return {name: tuple(sorted(members)) for name, members in by_class.items()}
 
 
-def _write_member(archive: BinaryIO, member: _Member, dest: Path) -> None:
-    # Files already extracted by an earlier call are kept: the archive is
-    # immutable, so a file of the right size is the right file.
+def _extracted(dest: Path, member: _Member) -> bool:
+    """Whether ``dest`` holds ``member`` already: the archive is immutable
+    and files are only ever written whole, so the right size is the right
+    file."""
     try:
-        if dest.stat().st_size == member.size:
-            return
+        return dest.stat().st_size == member.size
     except FileNotFoundError:
-        pass
+        return False
+
+
+def _write_member(archive: BinaryIO, member: _Member, dest: Path) -> None:
+    if _extracted(dest, member):  # extracted by an earlier call: kept
+        return
     dest.parent.mkdir(parents=True, exist_ok=True)
     archive.seek(member.offset)
     data = archive.read(member.size)
     if len(data) != member.size:
         raise ValueError(f"archive member {member.name!r} is truncated")
-    # Write then rename, so an interrupted run never leaves a short file
-    # that a later run could mistake for a complete one.
-    tmp = dest.with_name(dest.name + ".part")
-    tmp.write_bytes(data)
-    os.replace(tmp, dest)
+    # atomic_write, not a fixed "<name>.part": extractions sharing dest_dir
+    # (threads or processes) each write a temporary file of their own, and
+    # a full disk or Ctrl-C leaves neither a short file that a later run
+    # would take for a complete one nor a stray temporary file.
+    try:
+        atomic_write(dest, lambda tmp: Path(tmp).write_bytes(data), what="extracted image")
+    except OSError:
+        # Another extraction may have written the same file meanwhile (on
+        # Windows, replacing it fails while it is open for reading); the
+        # file it wrote is this one, so it is kept.
+        if not _extracted(dest, member):
+            raise
 
 
 def extract_cifar10_lt(
@@ -190,6 +204,11 @@ def extract_cifar10_lt(
     ValueError
         For an unknown split, invalid counts, or an archive whose classes
         do not match ``classnames.txt``.
+    OSError
+        If an image cannot be written (the message names it). Each file is
+        written whole or not at all, so a failed or interrupted call leaves
+        no short or temporary file, and calls sharing ``dest_dir`` (threads
+        or processes) do not disturb each other.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .._io import atomic_write
 from .._labels import class_names_problem
 
 from ._base import Dataset, DatasetFileError, StrPath, _check_split, get_class_names
@@ -184,14 +185,25 @@ def _lt_select(labels: np.ndarray, counts: Sequence[int], random_state: int | No
 
 
 def _write_png(pixels: np.ndarray, dest: Path) -> None:
+    # Files are only ever written whole, so an existing one is complete:
+    # written by an earlier call, it is reused.
     if dest.is_file():
         return
     from PIL import Image
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.part")
-    Image.fromarray(pixels).save(tmp, format="PNG")
-    os.replace(tmp, dest)
+    # atomic_write, not "<name>.<pid>.part": the threads of one process
+    # (loaders sharing cache_dir) each write a temporary file of their
+    # own, and a failed write leaves no temporary file behind.
+    try:
+        atomic_write(dest, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"),
+                     what="cached image")
+    except OSError:
+        # Another loader may have written the same image meanwhile (on
+        # Windows, replacing it fails while it is open for reading): the
+        # same pixels, so its file is kept.
+        if not dest.is_file():
+            raise
 
 
 def _load_cifar_lt(
@@ -278,7 +290,10 @@ def load_cifar10_lt(
         read files), under ``cifar-10-batches-py/<subset>/<class>/NNNNN.png``
         with ``NNNNN`` the image's index in the split. Default
         ``$LIFTLEARN_CACHE`` or ``~/.cache/liftlearn``. Existing files are
-        reused, so a second call writes nothing.
+        reused, so a second call writes nothing. Each file is written whole
+        or not at all (a full disk or Ctrl-C leaves no partial or temporary
+        file), and loaders sharing the folder, in threads or processes, do
+        not disturb each other.
 
     Returns
     -------
