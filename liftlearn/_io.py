@@ -20,7 +20,7 @@ import errno
 import os
 import secrets
 import stat
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 __all__ = [
     "TEMP_MARK",
@@ -29,6 +29,7 @@ __all__ = [
     "atomic_write",
     "check_writable",
     "check_writable_dir",
+    "create_new",
 ]
 
 #: Part of every temporary file name (what clean-up code may look for).
@@ -64,29 +65,53 @@ def _fit_name(stem: str, extra: str, folder: str) -> str:
     return stem
 
 
+def create_new(names: Iterable[str]) -> str | None:
+    """Create the first of ``names`` that does not exist yet, empty, and
+    return it (None when every one exists).
+
+    ``O_EXCL`` makes each creation atomic: of threads or processes going
+    through the same names, each gets a name of its own. ``os.open(...,
+    0o666)`` lets the kernel apply the umask, so the file gets the mode any
+    new file would (0644 under the usual umask 022), unlike
+    ``tempfile.mkstemp``'s 0600.
+
+    Parameters
+    ----------
+    names : iterable of str
+        Tried in order; an existing name (file or folder) is passed over.
+        Any other error (a missing or read-only folder) is raised.
+
+    Returns
+    -------
+    name : str or None
+    """
+    for name in names:
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return name
+    return None
+
+
 def _create_temp(path: str) -> str:
     """Create an empty temporary file next to ``path`` and return its name.
 
-    The name is ``.<stem>.liftlearn-tmp-<random><suffix>``.
-    ``os.open(..., 0o666)`` lets the kernel apply the umask, so the finished
-    file gets the mode any new file would (0644 under the usual umask 022),
-    unlike ``tempfile.mkstemp``'s 0600. ``O_EXCL`` with a random name makes
-    the name unique across threads and processes.
+    The name is ``.<stem>.liftlearn-tmp-<random><suffix>``, created with
+    :func:`create_new`: unique across threads and processes, with the mode
+    a new file gets.
     """
     folder, base = os.path.split(path)
     # The suffix stays last: writers that pick a format from it (joblib's
     # compression, liftlearn.save) see the target's.
     stem, suffix = os.path.splitext(base)
     stem = _fit_name(stem, f".{TEMP_MARK}{'0' * 12}{suffix}", folder)
-    for _ in range(100):
-        tmp = os.path.join(folder, f".{stem}{TEMP_MARK}{secrets.token_hex(6)}{suffix}")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        except FileExistsError:
-            continue
-        os.close(fd)
-        return tmp
-    raise FileExistsError(errno.EEXIST, "could not find a free temporary name", path)
+    tmp = create_new(os.path.join(folder, f".{stem}{TEMP_MARK}{secrets.token_hex(6)}{suffix}")
+                     for _ in range(100))
+    if tmp is None:
+        raise FileExistsError(errno.EEXIST, "could not find a free temporary name", path)
+    return tmp
 
 
 def _chmod(fd: int, path: str, mode: int) -> None:
