@@ -36,11 +36,17 @@ they are code.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import itertools
 import math
+import os
+import secrets
+import threading
 from numbers import Integral, Real
+from typing import Iterator
 
-from ._io import atomic_open, check_writable
+from ._io import atomic_open, check_writable, create_new
 
 __all__ = ["Callback", "CSVLogger", "EarlyStopping", "HOOKS"]
 
@@ -180,6 +186,18 @@ class EarlyStopping(Callback):
         self._best_state = state["best_state"]
 
 
+#: The CSVLogger families (see ``CSVLogger.__init__``) whose ``path`` a fit
+#: in this process has taken.
+_TAKEN: set = set()
+_TAKEN_LOCK = threading.Lock()
+
+
+def _numbered(path) -> Iterator[str]:
+    """``<stem>-2<suffix>``, ``<stem>-3<suffix>``, ... next to ``path``."""
+    stem, suffix = os.path.splitext(os.fspath(path))
+    return (f"{stem}-{n}{suffix}" for n in itertools.count(2))
+
+
 class CSVLogger(Callback):
     """Write ``history_`` to a CSV file after every epoch.
 
@@ -187,14 +205,45 @@ class CSVLogger(Callback):
     the previous epoch's file, never a torn one); columns are the history
     entries in the order they first appear.
 
+    Every fit has a file of its own, so no fit's log replaces another's.
+    Which one is decided when the fit's first epoch ends:
+
+    - the first fit of this logger (or of a copy of it) in the process
+      that made it writes ``path``, replacing a file of an earlier session
+      as any explicitly named output does;
+    - every other fit writes the first of ``<stem>-2<suffix>``,
+      ``<stem>-3<suffix>``, ... that does not exist yet (``fit-2.csv`` for
+      ``fit.csv``), created atomically, so that fits running at the same
+      time in threads or processes never share one, and files of earlier
+      sessions are kept. Such are a second fit of the same estimator, the
+      fits of ``GridSearchCV`` or ``cross_validate`` (they fit copies of
+      the estimator, and with it of its callbacks), and every fit in
+      another process (``n_jobs`` workers, an unpickled estimator).
+
+    ``GridSearchCV(cv=2)`` over two candidates, with ``n_jobs=1``, thus
+    writes ``fit.csv``, ``fit-2.csv``, ``fit-3.csv`` and ``fit-4.csv`` in
+    the order of its fits (candidate by candidate, fold by fold) when no
+    numbered file is there yet; ``refit`` adds ``fit-5.csv``.
+
     Parameters
     ----------
     path : str or os.PathLike
         The CSV file; checked writable when ``fit`` starts.
+
+    Attributes
+    ----------
+    path_ : str or None
+        The file this object's last fit wrote (None until its first epoch
+        ends).
     """
 
     def __init__(self, path):
         self.path = path
+        # What makes this object and its copies (clone and GridSearchCV
+        # deep-copy callbacks; pickles carry it to worker processes) one
+        # logger, whose fits must not share a file; the pid names the one
+        # process that may give ``path`` to one of them.
+        self._family = (os.getpid(), secrets.token_hex(8))
 
     def check(self, history_keys) -> None:
         check_writable(self.path, "CSVLogger path")
@@ -202,14 +251,48 @@ class CSVLogger(Callback):
     def on_fit_begin(self, estimator) -> None:
         check_writable(self.path, "CSVLogger path")
         self._rows = []
+        self.path_ = None
+
+    def _take_path(self) -> bool:
+        """Whether this fit is the first of its family in the process that
+        made the logger to write (it writes ``path``); one fit at most is."""
+        family = getattr(self, "_family", None)
+        if family is None:  # unpickled from before families: a logger of its own
+            family = self._family = (os.getpid(), secrets.token_hex(8))
+        pid, token = family
+        # In another process the other copies' fits cannot be seen (a
+        # GridSearchCV worker's sibling may be writing path right now).
+        if pid != os.getpid():
+            return False
+        with _TAKEN_LOCK:
+            if token in _TAKEN:
+                return False
+            _TAKEN.add(token)
+            return True
 
     def on_epoch_end(self, estimator, record: dict) -> bool:
         self._rows.append(dict(record))
         columns = list(dict.fromkeys(k for row in self._rows for k in row))
-        with atomic_open(self.path, "w", what="CSV log", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(self._rows)
+        claimed = None
+        if self.path_ is None:
+            # Decided at the first write, not when the fit starts: a fit
+            # that fails before its first epoch (or a resumed one with no
+            # epoch left) neither takes path nor leaves an empty log.
+            if self._take_path():
+                self.path_ = os.fspath(self.path)
+            else:
+                self.path_ = claimed = create_new(_numbered(self.path))
+        try:
+            with atomic_open(self.path_, "w", what="CSV log", newline="", encoding="utf-8") as f:
+                writer = csv.DictWriter(f, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(self._rows)
+        except BaseException:
+            if claimed is not None:  # the empty file is this fit's, nobody else's
+                with contextlib.suppress(OSError):
+                    os.remove(claimed)
+                self.path_ = None
+            raise
         return False
 
     def state_dict(self) -> dict:
@@ -217,4 +300,3 @@ class CSVLogger(Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self._rows = list(state["rows"])
-

@@ -290,3 +290,118 @@ def test_other_objects_keep_their_own_monitor_and_check(data):
     X, y, _, _ = data
     clf = LiftPlusClassifier(**PARAMS, epochs=1, callbacks=[Printer()]).fit(X, y)
     assert len(clf.history_) == 1
+
+
+# ------------------------------------------- CSVLogger: one file per fit
+def _csv_files(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def _rows(path):
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_csv_logger_gives_every_fit_of_a_grid_search_a_file_of_its_own(data, tmp_path):
+    from sklearn.model_selection import GridSearchCV
+
+    X, y, _, _ = data
+    log = tmp_path / "fit.csv"
+    clf = LiftPlusClassifier(**PARAMS, epochs=1, callbacks=[CSVLogger(log)])
+    # Its 4 fits (clones, and so copies of the logger) all wrote fit.csv,
+    # each replacing the one before: the last fit's log was all that stayed.
+    GridSearchCV(clf, {"lr": [0.01, 0.02]}, cv=2, refit=False).fit(X, y)
+    assert _csv_files(tmp_path) == ["fit-2.csv", "fit-3.csv", "fit-4.csv", "fit.csv"]
+    # Candidate by candidate, fold by fold (epoch 1 runs at the set lr).
+    logs = [_rows(tmp_path / name) for name in ("fit.csv", "fit-2.csv", "fit-3.csv", "fit-4.csv")]
+    assert [[row["epoch"] for row in rows] for rows in logs] == [["1"]] * 4
+    assert [float(rows[0]["lr"]) for rows in logs] == pytest.approx([0.01, 0.01, 0.02, 0.02])
+
+
+def test_csv_logger_keeps_one_fit_as_it_was_and_gives_later_fits_new_files(data, tmp_path, monkeypatch):
+    import errno
+
+    import liftlearn.callbacks as callbacks_module
+
+    X, y, _, _ = data
+    log = tmp_path / "fit.csv"
+    logger = CSVLogger(log)
+    clf = LiftPlusClassifier(**PARAMS, epochs=2, callbacks=[logger]).fit(X, y)
+    # One fit: the file named, nothing else, one row per epoch.
+    assert _csv_files(tmp_path) == ["fit.csv"] and logger.path_ == str(log)
+    assert [{k: float(v) for k, v in row.items()} for row in _rows(log)] == \
+        [pytest.approx(record) for record in clf.history_]
+    first = log.read_bytes()
+    # A second fit of the same estimator is another run, with a file of its own.
+    clf.fit(X, y)
+    assert logger.path_ == str(tmp_path / "fit-2.csv") and log.read_bytes() == first
+    assert len(_rows(tmp_path / "fit-2.csv")) == 2
+    # A numbered file of an earlier session is kept; a failed first write
+    # leaves no empty log behind.
+    (tmp_path / "fit-3.csv").write_text("an earlier session's log\n")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(callbacks_module, "atomic_open", full_disk)
+    logger.on_fit_begin(clf)
+    with pytest.raises(OSError):
+        logger.on_epoch_end(clf, {"epoch": 1})
+    assert _csv_files(tmp_path) == ["fit-2.csv", "fit-3.csv", "fit.csv"]
+    monkeypatch.undo()
+    logger.on_epoch_end(clf, {"epoch": 1})
+    assert logger.path_ == str(tmp_path / "fit-4.csv")
+    assert (tmp_path / "fit-3.csv").read_text() == "an earlier session's log\n"
+
+
+def test_csv_logger_copies_in_threads_and_processes_never_share_a_file(tmp_path):
+    import copy
+    import subprocess
+    import sys
+    import threading
+
+    from conftest import checkout_env
+
+    log = tmp_path / "logs" / "fit.csv"
+    log.parent.mkdir()
+    logger = CSVLogger(log)
+    pickled = tmp_path / "logger.pkl"
+    pickled.write_bytes(pickle.dumps(logger))
+    # Copies in other processes (GridSearchCV's n_jobs workers): they cannot
+    # see each other's fits, so none of them takes fit.csv.
+    worker = ("import pickle, sys\n"
+              "logger = pickle.load(open(sys.argv[1], 'rb'))\n"
+              "logger.on_fit_begin(None)\n"
+              "logger.on_epoch_end(None, {'epoch': 1, 'who': sys.argv[2]})\n")
+    processes = [subprocess.Popen([sys.executable, "-c", worker, str(pickled), f"process {i}"],
+                                  env=checkout_env()) for i in range(2)]
+    # Copies in this process's threads (GridSearchCV with threads), all
+    # writing their first epoch at once: one takes fit.csv.
+    copies = [copy.deepcopy(logger) for _ in range(3)]
+    at_once = threading.Barrier(len(copies), timeout=30)
+    errors = []
+
+    def fit(i, cb):
+        try:
+            cb.on_fit_begin(None)
+            at_once.wait()
+            cb.on_epoch_end(None, {"epoch": 1, "who": f"thread {i}"})
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fit, args=(i, cb)) for i, cb in enumerate(copies)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [p.wait(timeout=120) for p in processes] == [0, 0]
+    assert not errors, errors
+    names = _csv_files(log.parent)
+    assert names == ["fit-2.csv", "fit-3.csv", "fit-4.csv", "fit-5.csv", "fit.csv"]
+    whose = {name: _rows(log.parent / name)[0]["who"] for name in names}
+    assert sorted(whose.values()) == ["process 0", "process 1", "thread 0", "thread 1", "thread 2"]
+    assert whose["fit.csv"].startswith("thread")
+    assert sorted(cb.path_ for cb in copies) == sorted(
+        str(log.parent / name) for name, who in whose.items() if who.startswith("thread"))
