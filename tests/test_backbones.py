@@ -326,18 +326,14 @@ def test_cached_weights_pass_the_check(empty_hf_cache):
     assert found == str(snapshot / "open_clip_pytorch_model.bin")
 
 
-def test_open_clip_log_lines_go_to_liftlearns_logger(monkeypatch):
-    # open_clip logs on the root logger, whose first logging.info() call
-    # installs a stderr handler on root for the whole process. Building a
-    # backbone and its tokenizer must leave root as it was, and say what
-    # open_clip said on liftlearn's logger ("initialized randomly" is news
-    # only at INFO with pretrained=None).
+@pytest.fixture
+def liftlearn_records():
+    """What liftlearn's logger receives at DEBUG, with root at logging's
+    default WARNING level; both loggers restored after. (A test empties
+    root's handlers itself: pytest adds its own after fixtures run.)"""
     import logging
 
-    from liftlearn.nn.backbones import clear_backbone_cache
-
     root = logging.getLogger()
-    monkeypatch.setattr(root, "handlers", [])
     records = []
 
     class Keep(logging.Handler):
@@ -351,19 +347,35 @@ def test_open_clip_log_lines_go_to_liftlearns_logger(monkeypatch):
     logger.setLevel(logging.DEBUG)
     root.setLevel(logging.WARNING)  # logging's default (conftest raises it)
     try:
-        clear_backbone_cache()
-        bb = get_backbone("liftlearn-tiny-vit", "cpu")
-        bb.encode_text(["a photo of a cat."])
+        yield records
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_levels[0])
         root.setLevel(old_levels[1])
+
+
+def test_open_clip_log_lines_go_to_liftlearns_logger(liftlearn_records, monkeypatch):
+    # open_clip logs on the root logger, whose first logging.info() call
+    # installs a stderr handler on root for the whole process. Building a
+    # backbone and its tokenizer must leave root as it was, and say what
+    # open_clip said on liftlearn's logger ("initialized randomly" is news
+    # only at INFO with pretrained=None).
+    import logging
+
+    from liftlearn.nn.backbones import clear_backbone_cache
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])  # as in a process that configured none
+    records = liftlearn_records
+    clear_backbone_cache()
+    bb = get_backbone("liftlearn-tiny-vit", "cpu")
+    bb.encode_text(["a photo of a cat."])
     assert root.handlers == []
     (note,) = [r for r in records if "initialized randomly" in r.getMessage()]
     assert note.name == "liftlearn.backbones" and note.levelno == logging.INFO
 
 
-def test_open_clip_logs_in_overlapping_threads(monkeypatch):
+def test_open_clip_logs_in_overlapping_threads(liftlearn_records, monkeypatch):
     # Two builds in threads: A enters, B enters and builds, A leaves, B
     # builds again and leaves. What B's builds log is B's (re-logged at
     # INFO, as B expects it), and root keeps no handler: logging.warning
@@ -373,19 +385,8 @@ def test_open_clip_logs_in_overlapping_threads(monkeypatch):
     from liftlearn.nn.backbones import _open_clip, _open_clip_logs
 
     root = logging.getLogger()
-    monkeypatch.setattr(root, "handlers", [])
-    records = []
-
-    class Keep(logging.Handler):
-        def emit(self, record):
-            records.append(record)
-
-    handler = Keep(level=logging.DEBUG)
-    logger = logging.getLogger("liftlearn")
-    old_levels = logger.level, root.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    root.setLevel(logging.WARNING)  # logging's default (conftest raises it)
+    monkeypatch.setattr(root, "handlers", [])  # as in a process that configured none
+    records = liftlearn_records
     a_in, b_built, a_out = threading.Event(), threading.Event(), threading.Event()
 
     def build():
@@ -406,12 +407,7 @@ def test_open_clip_logs_in_overlapping_threads(monkeypatch):
             assert a_out.wait(30)
             build()
 
-    try:
-        run_in_threads(build_a, build_b)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_levels[0])
-        root.setLevel(old_levels[1])
+    run_in_threads(build_a, build_b)
     assert root.handlers == [] and root.filters == []
     notes = [r for r in records if "initialized randomly" in r.getMessage()]
     assert len(notes) == 2

@@ -30,7 +30,7 @@ from liftlearn.datasets import (
     read_list_file,
 )
 
-from conftest import REPO, shared_cifar_dir
+from conftest import REPO, run_in_threads, shared_cifar_dir
 
 SPLITS_DIR = REPO.parent / "shared" / "data" / "lt-splits"
 
@@ -706,20 +706,7 @@ def test_two_threads_caching_one_image_both_succeed(tmp_path, monkeypatch):
         both_written.wait()
 
     monkeypatch.setattr(Image.Image, "save", save_then_wait)
-    errors = []
-
-    def cache():
-        try:
-            _write_png(pixels, dest)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=cache) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    run_in_threads(*[lambda: _write_png(pixels, dest)] * 2)
     with Image.open(dest) as im:
         assert np.array_equal(np.asarray(im), pixels)
     assert _cache_files(tmp_path) == [str(Path("apple", "00001.png"))]

@@ -16,6 +16,7 @@ from liftlearn.datasets import (
     long_tailed_counts,
 )
 from liftlearn.datasets._make_sample import SAMPLE_DIR, build_sample
+from conftest import run_in_threads
 
 CLASSES = [
     "airplane",
@@ -277,20 +278,7 @@ def test_two_writers_of_one_extracted_file_both_succeed(tmp_path, monkeypatch):
         return n
 
     monkeypatch.setattr(Path, "write_bytes", write_then_wait)
-    errors = []
-
-    def extract():
-        try:
-            _write_member(io.BytesIO(data), member, dest)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=extract) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    run_in_threads(*[lambda: _write_member(io.BytesIO(data), member, dest)] * 2)
     assert dest.read_bytes() == data
     assert _files(tmp_path) == [str(Path("train", "cat", "0001.jpg"))]
 
