@@ -49,6 +49,68 @@ def test_weights_come_from_a_local_file_only(tmp_path):
         get_backbone(VIT, "cpu", pretrained=str(tmp_path / "missing.pth"))
 
 
+
+def _tiny_timm_vit(**overrides):
+    import timm
+
+    arch, extra = TIMM_BACKBONES[VIT][:2]
+    return timm.create_model(arch, pretrained=False, num_classes=0, **{**extra, **overrides})
+
+
+def test_timm_weights_are_drawn_under_the_lock_and_leave_the_callers_generator(monkeypatch, tmp_path):
+    """Random timm weights are those of seed 0 (as before), drawn under
+    GLOBAL_RNG_LOCK (so a seeded tuner init in another thread neither
+    perturbs nor sees them), and a pretrained file, which timm also
+    initialises randomly first, leaves the caller's generator alone."""
+    import threading
+
+    import timm
+
+    from liftlearn._random import GLOBAL_RNG_LOCK
+    from liftlearn.nn.backbones import weights_fingerprint
+    from liftlearn.nn.timm_backbones import build_timm_model
+
+    torch.manual_seed(0)
+    expected = weights_fingerprint(_tiny_timm_vit())
+    path = tmp_path / "tiny_vit.pth"
+    torch.save(_tiny_timm_vit().state_dict(), path)
+
+    held = []
+    create = timm.create_model
+
+    def spy(*args, **kwargs):
+        free = []
+
+        def try_lock():  # from another thread: the builder's own RLock would re-enter
+            free.append(GLOBAL_RNG_LOCK.acquire(blocking=False))
+            if free[0]:
+                GLOBAL_RNG_LOCK.release()
+
+        other = threading.Thread(target=try_lock)
+        other.start()
+        other.join()
+        held.append(not free[0])
+        return create(*args, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", spy)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    random = build_timm_model(BackboneSpec.create(VIT, None))
+    assert weights_fingerprint(random.visual) == expected
+    build_timm_model(BackboneSpec.create(VIT, str(path)))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert held == [True, True]
+
+
+def test_a_vit_file_of_another_resolution_is_refused(tmp_path):
+    """timm would interpolate its position embeddings silently."""
+    path = tmp_path / "vit64.pth"
+    torch.save(_tiny_timm_vit(img_size=64).state_dict(), path)
+    with pytest.raises(BackboneError, match=r"pretrained=.*vit64\.pth.*pos_embed of shape \(1, 17, 32\)"
+                                            r".*pos_embed of shape \(1, 5, 32\)"):
+        get_backbone(VIT, "cpu", pretrained=str(path))
+
+
 @pytest.mark.parametrize("backbone, adapter", [(VIT, "none"), (VIT, "full"), (RN, "ssf")])
 def test_fit_and_predict_with_class_mean_init(small, backbone, adapter):
     X, y, names, Xt, _ = small

@@ -10,7 +10,9 @@ the training images (``classifier_init="class_mean"``).
 
 Weights follow liftlearn's offline rules: ``pretrained`` is a local weights
 file (a timm/PyTorch state dict, ``.pth``, ``.bin`` or ``.safetensors``) or
-None for random weights fixed by a seed; nothing is downloaded.
+None for random weights fixed by a seed; nothing is downloaded. A file whose
+tensors have other shapes (a ViT of another resolution) is refused rather
+than resampled.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-import torch
 from torch import nn
 
+from .._random import seeded_global_rng
 from ..exceptions import BackboneError
 
-__all__ = ["TIMM_BACKBONES", "TimmTower", "build_timm_model", "check_timm_spec", "is_timm_name"]
+__all__ = ["TIMM_BACKBONES", "TimmTower", "build_timm_model", "check_timm_spec", "is_timm_name",
+           "timm_name_kind"]
 
 _HALF = (0.5, 0.5, 0.5)
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -99,24 +102,58 @@ class TimmTower(nn.Module):
         return len(blocks) if blocks is not None else 4
 
 
+def timm_name_kind(name: str) -> str:
+    """``"vit"`` or ``"resnet"``: the kind of the :data:`TIMM_BACKBONES` entry
+    ``name``, known from the name alone (before anything is built)."""
+    return "resnet" if TIMM_BACKBONES[name][0].startswith("resnet") else "vit"
+
+
+def _check_shapes(spec, arch: str, state: dict, model: nn.Module) -> None:
+    """Refuse a weights file whose tensors timm reshaped while loading them.
+
+    timm's ViT checkpoint filter resamples ``pos_embed`` (another
+    resolution) and ``patch_embed.proj.weight`` (another patch size) to the
+    model's shapes without a word; the LIFT+ study loads each resolution's
+    own weights, so a file of another shape is a mistake to report, as a
+    ResNet file of another shape already is (by timm's strict load).
+    """
+    own = model.state_dict()
+    for key, tensor in state.items():
+        if key in own and tuple(tensor.shape) != tuple(own[key].shape):
+            raise BackboneError(
+                f"pretrained={spec.pretrained!r} holds {key} of shape {tuple(tensor.shape)}, but "
+                f"backbone {spec.name!r} (timm {arch!r}) has {key} of shape "
+                f"{tuple(own[key].shape)}: the file is for another resolution or patch size; "
+                "liftlearn does not resample weights (pass the file of this backbone)"
+            )
+
+
 def build_timm_model(spec) -> TimmTower:
     """The :class:`TimmTower` of ``spec`` (a name of :data:`TIMM_BACKBONES`)."""
     import timm
+    from timm.models import load_state_dict
 
     check_timm_spec(spec)
     arch, extra, size, mean, std = TIMM_BACKBONES[spec.name]
-    kind = "resnet" if arch.startswith("resnet") else "vit"
     try:
-        if spec.pretrained is None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(_RANDOM_INIT_SEED)
-                model = timm.create_model(arch, pretrained=False, num_classes=0, **extra)
-        else:
-            model = timm.create_model(
-                arch, pretrained=True, num_classes=0,
-                pretrained_cfg_overlay={"file": spec.pretrained, "hf_hub_id": None, "url": None},
-                **extra,
-            )
+        overlay = {}
+        if spec.pretrained is not None:
+            # Read as timm reads a pretrained "file", but by us, so that the
+            # shapes in the file can be compared with the model's afterwards.
+            state = load_state_dict(spec.pretrained)
+            overlay = {"pretrained_cfg_overlay": {"state_dict": state, "file": None,
+                                                  "hf_hub_id": None, "url": None}}
+        # timm initialises every model from torch's global generator (a
+        # pretrained one too, before its weights are loaded): seeded under
+        # liftlearn's lock, with the caller's generator state put back.
+        with seeded_global_rng(_RANDOM_INIT_SEED):
+            model = timm.create_model(arch, pretrained=spec.pretrained is not None,
+                                      num_classes=0, **overlay, **extra)
+        if overlay:
+            # timm keeps its config on the model: without this the file's
+            # tensors would stay alive (and be deep-copied by "full").
+            model.pretrained_cfg.pop("state_dict", None)
+            _check_shapes(spec, arch, state, model)
     except BackboneError:
         raise
     except Exception as exc:
@@ -124,7 +161,7 @@ def build_timm_model(spec) -> TimmTower:
             f"could not load backbone {spec.name!r} (timm {arch!r}) with "
             f"pretrained={spec.pretrained!r}: {str(exc).rstrip().rstrip('.')}."
         ) from exc
-    return TimmTower(model, kind, size, mean, std)
+    return TimmTower(model, timm_name_kind(spec.name), size, mean, std)
 
 
 def timm_kind(backbone) -> Optional[str]:
