@@ -59,3 +59,24 @@ def test_changed_normalize_is_refused_by_save_and_foreign_sources_by_fit(tmp_pat
     other = LogisticRegression().fit(np.eye(2), [0, 1])
     with pytest.raises(ValueError, match="a LogisticRegression has no adapter"):
         CLIPFeatures(adapter_from=other, device="cpu").fit()
+
+
+@pytest.mark.parametrize("backbone, adapter", [
+    ("liftlearn-tiny-timm-vit", "full"),
+    ("liftlearn-tiny-timm-resnet", "ssf"),
+    ("liftlearn-tiny-rn", "full"),  # a CLIP ResNet
+])
+def test_adapted_features_of_a_whole_tower_tuner_survive_a_model_file(small, tmp_path, backbone, adapter):
+    """Tuners without blocks (ResNets, timm towers) store no layers; the
+    file must load (it was refused) and give the same features."""
+    from liftlearn import load, save
+
+    X, y, names, Xt, _ = small
+    clf = LiftPlusClassifier(backbone=backbone, pretrained=None, adapter=adapter, epochs=1,
+                             batch_size=40, device="cpu", random_state=0, class_names=names,
+                             tte=False).fit(X[::2], y[::2])
+    features = CLIPFeatures(adapter_from=clf, device="cpu").fit()
+    save(features, tmp_path / "features.safetensors")
+    loaded = load(tmp_path / "features.safetensors")
+    np.testing.assert_array_equal(loaded.transform(Xt[:4]), features.transform(Xt[:4]))
+

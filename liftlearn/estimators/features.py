@@ -179,7 +179,10 @@ class CLIPFeatures(TransformerMixin, CLIPEstimator):
 
     def _empty_module(self, backbone, fitted: dict):
         config = fitted["tuner_config_"]
-        layers = config["layers"] if TUNERS[config["adapter"]].layered else None
+        # An empty list is a tuner without blocks (a whole CLIP ResNet or timm
+        # tower, where build_tuner takes no layers): a layered method on a
+        # ViT always has at least one block.
+        layers = (config["layers"] or None) if TUNERS[config["adapter"]].layered else None
         tuner = build_tuner(config["adapter"], backbone, 1, config["adapter_dim"], layers=layers)
         return FeatureNetwork(backbone, tuner, bool(self.normalize))
 
