@@ -7,6 +7,8 @@ fitted_lift_plus)`` gives the features of a fitted LIFT+ encoder instead.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from sklearn.base import TransformerMixin
 from sklearn.utils.validation import check_is_fitted
@@ -71,8 +73,8 @@ class CLIPFeatures(TransformerMixin, CLIPEstimator):
     Attributes
     ----------
     module_ : FeatureNetwork
-        The torch module: the tuner (``"none"`` or the fitted estimator's)
-        on the shared frozen backbone.
+        The torch module: the tuner (``"none"`` or a copy of the fitted
+        estimator's, taken by :meth:`fit`) on the shared frozen backbone.
     n_features_out_ : int
         Width of the features.
     tuner_config_ : dict
@@ -158,7 +160,9 @@ class CLIPFeatures(TransformerMixin, CLIPEstimator):
                     f"a {type(source).__name__} has no adapter"
                 )
             backbone = get_backbone(network.backbone.spec, device, dtype=dtype)
-            tuner = network.tuner
+            # A copy: the network below is moved to this estimator's device
+            # (in place), and the source must keep predicting where it is.
+            tuner = copy.deepcopy(network.tuner)
         else:
             backbone = get_backbone(self._backbone_spec(), device, dtype=dtype)
             tuner = build_tuner("none", backbone, n_classes=1)
