@@ -608,6 +608,35 @@ def test_every_method_equals_open_clip_s_own_blocks(backbone, name, monkeypatch)
         assert (_blocks.image_embedding(backbone.visual, images) - tower).abs().max() <= 1e-5
 
 
+
+# ------------------------------------------------- mixed precision
+@pytest.mark.parametrize("name", ["liftlearn-tiny-vit", "liftlearn-tiny-timm-vit", "liftlearn-tiny-rn"])
+def test_full_under_bf16_starts_from_the_fp32_weights(name):
+    """precision="bf16" holds the frozen backbone in bf16; the trainable
+    copy must start from the fp32 weights (LIFT+ under AMP trains fp32
+    master weights), not from their bf16 rounding."""
+    fp32 = get_backbone(name, "cpu")
+    tuner = build_tuner("full", get_backbone(name, "cpu", dtype=torch.bfloat16), n_classes=10)
+    if fp32.kind == "vit":
+        pairs = [(tuner.blocks[str(i)], b) for i, b in enumerate(_blocks.vit_blocks(fp32.visual))]
+    else:  # a whole-tower copy (CLIP ResNet, timm)
+        pairs = [(tuner.tower, fp32.visual)]
+    for copied, original in pairs:
+        ours, theirs = copied.state_dict(), original.state_dict()
+        assert ours.keys() == theirs.keys()
+        for k in ours:
+            assert ours[k].dtype == theirs[k].dtype and torch.equal(ours[k], theirs[k]), (name, k)
+
+
+def test_bitfit_under_bf16_starts_from_the_fp32_biases():
+    """The same for every method that copies pretrained values (BitFit here)."""
+    fp32 = get_backbone("liftlearn-tiny-vit", "cpu")
+    tuner = build_tuner("bitfit", get_backbone("liftlearn-tiny-vit", "cpu", dtype=torch.bfloat16), 10)
+    for i, block in enumerate(_blocks.vit_blocks(fp32.visual)):
+        for k, bias in _blocks.frozen_block_biases(block).items():
+            assert torch.equal(tuner.bitfit[str(i)][k], bias), (i, k)
+
+
 # ------------------------------------------- the code before the registry
 def _pre_registry_source():
     try:

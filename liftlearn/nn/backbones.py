@@ -41,6 +41,7 @@ __all__ = [
     "check_backbone",
     "check_fingerprint",
     "clear_backbone_cache",
+    "fp32_backbone",
     "get_backbone",
     "list_backbones",
     "unsupported_reason",
@@ -834,6 +835,30 @@ def get_backbone(
                 backbone._fingerprint = fingerprint
             _cache[key] = backbone
     return backbone
+
+
+def fp32_backbone(backbone: Backbone) -> Backbone:
+    """The weights of ``backbone`` held in fp32: itself, or for a backbone
+    held in another dtype (``precision``), the process-wide fp32 copy on
+    the CPU.
+
+    What a fine-tuning method that trains copies of pretrained weights
+    ("full", "bitfit", "aft") copies from: LIFT+ under mixed precision
+    trains fp32 master weights initialised from the fp32 checkpoint, not
+    from its bf16/fp16 rounding. The CPU, because a GPU then holds only the
+    compute-dtype copy (the fp32 one is read once, when a tuner is built).
+
+    Raises
+    ------
+    BackboneError
+        When the fp32 weights loaded now are not the ones ``backbone`` was
+        cast from (its source changed in between).
+    """
+    if backbone.dtype is torch.float32:
+        return backbone
+    fp32 = get_backbone(backbone.spec, "cpu")
+    check_fingerprint(fp32, backbone_fingerprint(backbone))
+    return fp32
 
 
 def _cast(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..backbones import fp32_backbone
 from . import _blocks
 from ._base import TUNERS, Tuner
 from .resnet import ResNetTuner, _resnet_names
@@ -11,6 +12,14 @@ from .resnet import ResNetTuner, _resnet_names
 #: tower is a private copy under "full"; "ssf" scales and shifts a ResNet's
 #: pooled feature, as LIFT+ does).
 TIMM_ADAPTERS = {"vit": ("none", "full"), "resnet": ("none", "ssf", "full")}
+
+
+def _source_visual(method, backbone):
+    """The image tower a tuner is built from: for a method that copies the
+    frozen weights into trainable ones (``needs_blocks``: "full", "bitfit",
+    "aft"), their fp32 values whatever dtype the backbone is held in (see
+    :func:`~liftlearn.nn.backbones.fp32_backbone`)."""
+    return (fp32_backbone(backbone) if method.needs_blocks else backbone).visual
 
 
 def _timm_tuner(adapter: str, backbone, layers, adapter_dim) -> Tuner:
@@ -23,7 +32,7 @@ def _timm_tuner(adapter: str, backbone, layers, adapter_dim) -> Tuner:
         )
     if layers is not None or adapter_dim is not None:
         raise ValueError("adapter_layers and adapter_dim do not apply to a timm backbone; leave them None")
-    return ResNetTuner(adapter, backbone.visual, backbone.feature_dim)
+    return ResNetTuner(adapter, _source_visual(TUNERS[adapter], backbone), backbone.feature_dim)
 
 
 def build_tuner(adapter: str, backbone, n_classes: int, adapter_dim=None, **options) -> Tuner:
@@ -81,7 +90,7 @@ def build_tuner(adapter: str, backbone, n_classes: int, adapter_dim=None, **opti
             )
         if layers is not None:
             raise ValueError("adapter_layers does not apply to a ResNet backbone; leave it None")
-        return ResNetTuner(adapter, backbone.visual, backbone.feature_dim)
+        return ResNetTuner(adapter, _source_visual(method, backbone), backbone.feature_dim)
     visual = backbone.visual
     if method.functional_attention or method.functional_mlp:
         native = [n for n, m in TUNERS.items() if not (m.functional_attention or m.functional_mlp)]
@@ -106,6 +115,6 @@ def build_tuner(adapter: str, backbone, n_classes: int, adapter_dim=None, **opti
         None if adapter_dim is None else int(adapter_dim),
         layers=layers,
         mlp_width=_blocks.mlp_width(blocks[0]),
-        blocks=blocks if method.needs_blocks else None,
+        blocks=_blocks.vit_blocks(_source_visual(method, backbone)) if method.needs_blocks else None,
         options=method_options or None,
     )
