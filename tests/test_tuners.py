@@ -472,11 +472,31 @@ def test_resnet_modules(rn_backbone, adapter):
     tuner.train()
     _perturb(tuner)
     tuner.features(visual, images).pow(2).sum().backward()
-    grads = [p.grad is not None for p in tuner.parameters()]
-    assert all(grads), adapter
+    trained = [p for p in tuner.parameters() if p.requires_grad]
+    assert trained and all(p.grad is not None for p in trained), adapter
+    assert all(p.grad is None for p in tuner.parameters() if not p.requires_grad)
     assert all(p.grad is None for p in rn_backbone.model.parameters())
     if adapter == "full":
         assert not tuner.tower.training  # BatchNorm statistics stay frozen
+
+
+@pytest.mark.parametrize("name, trained", [
+    ("liftlearn-tiny-rn", ("layer1.", "layer2.", "layer3.", "layer4.")),  # CLIP ResNet
+    ("liftlearn-tiny-timm-resnet", ("layer1.", "layer2.", "layer3.", "layer4.")),
+    ("liftlearn-tiny-timm-vit", ("blocks.",)),
+])
+def test_full_on_a_whole_tower_trains_what_lift_plus_trains(name, trained):
+    """LIFT+'s full fine-tuning (``unfreeze_params`` in its models/models.py)
+    trains a ResNet's residual stages (``PEFT_RN.blocks``: not the stem or the
+    pooling) and a ViT's blocks (``PEFT_ViT``: not the embeddings or the
+    final norm), as liftlearn's CLIP ViT tuner already did."""
+    bb = get_backbone(name, "cpu")
+    tuner = build_tuner("full", bb, 10)
+    names = {n[len("tower."):]: p.requires_grad for n, p in tuner.named_parameters()}
+    assert names.keys() == {n for n, _ in bb.visual.named_parameters()}  # the whole tower is copied
+    assert {n for n, t in names.items() if t} == {n for n in names if n.startswith(trained)}
+    assert tuner.n_trainable_params() == sum(
+        p.numel() for n, p in bb.visual.named_parameters() if n.startswith(trained))
 
 
 def test_resnet_bitfit_and_ssf_sizes(rn_backbone):
@@ -698,8 +718,15 @@ def test_numerics_match_the_pre_registry_code(backbone, rn_backbone, monkeypatch
         assert ours.keys() == theirs.keys() and ours["state"].keys() == theirs["state"].keys()
         for k in ours["state"]:
             assert torch.equal(ours["state"][k], theirs["state"][k]), (adapter, layers, k)
+        # "full" on a ResNet trained the whole tower copy; it now trains the
+        # residual stages only (LIFT+'s PEFT_RN): the stem and attention
+        # pool of the copy get no gradient, everything else is unchanged.
+        frozen = {n for n, p in build_tuner(adapter, bb, 10, layers=layers).named_parameters()
+                  if not p.requires_grad}
         for k in ours:
-            if k != "state":
+            if k != "state" and k[-1] in frozen:
+                assert ours[k] is None, (adapter, layers, k)
+            elif k != "state":
                 assert (ours[k] is None) == (theirs[k] is None), (adapter, layers, k)
                 assert ours[k] is None or torch.equal(ours[k], theirs[k]), (adapter, layers, k)
 

@@ -1,5 +1,7 @@
-"""Full fine-tuning: a private trainable copy of the selected blocks (of the
-whole tower on a ResNet); the shared frozen encoder is never touched."""
+"""Full fine-tuning: a private trainable copy of the selected blocks (on a
+ResNet or timm tower, a copy of the whole tower whose residual stages or
+blocks train, see :func:`~liftlearn.nn.tuners.resnet.full_tuning_parts`);
+the shared frozen encoder is never touched."""
 
 from __future__ import annotations
 

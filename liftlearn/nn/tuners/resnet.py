@@ -3,9 +3,10 @@ open_clip's ResNet internals.
 
 A method applies to ResNets where it declares ``resnet = True``; what it
 trains there follows from its other declarations (see
-:class:`~liftlearn.nn.tuners.TunerMethod`): ``replaces_block`` trains a
-private copy of the whole tower, ``trains_biases`` trains every bias of the
-tower, and ``build_pooled`` may give a module applied to the pooled feature.
+:class:`~liftlearn.nn.tuners.TunerMethod`): ``replaces_block`` trains the
+residual stages of a private copy of the whole tower, ``trains_biases``
+trains every bias of the tower, and ``build_pooled`` may give a module
+applied to the pooled feature.
 """
 
 from __future__ import annotations
@@ -24,14 +25,28 @@ def _resnet_names() -> list:
     return [name for name, m in TUNERS.items() if m.resnet]
 
 
+def full_tuning_parts(tower) -> list:
+    """The modules of a whole-tower copy that "full" trains, as LIFT+'s
+    ``unfreeze_params`` (``models/models.py``): a timm ViT's ``blocks``
+    (``PEFT_ViT`` leaves the patch embedding, CLS token, position embedding
+    and final LayerNorm frozen, as liftlearn's CLIP ViT tuner does), a
+    ResNet's residual stages ``layer1`` .. ``layer4`` (``PEFT_RN`` leaves the
+    stem and the pooling, CLIP's attention pool included, frozen)."""
+    blocks = getattr(tower, "blocks", None)
+    if blocks is not None:
+        return [blocks]
+    return [getattr(tower, f"layer{i}") for i in range(1, 5)]
+
+
 class ResNetTuner(Tuner):
     """The trainable modules for a CLIP ``ModifiedResNet`` image tower.
 
     "none": the frozen tower; "ssf": a scale and shift of the attention-pool
     output; "bitfit": trainable copies of every bias of the tower (BatchNorm
     and attention pool; the convolutions have none), run functionally with
-    the frozen weights; "full": a private deep copy of the whole tower. The
-    BatchNorm statistics stay frozen (eval mode) in every case.
+    the frozen weights; "full": a private deep copy of the whole tower, of
+    which :func:`full_tuning_parts` train (the residual stages; a timm ViT's
+    blocks). The BatchNorm statistics stay frozen (eval mode) in every case.
     """
 
     def __init__(self, adapter: str, visual=None, feature_dim: Optional[int] = None):
@@ -52,8 +67,11 @@ class ResNetTuner(Tuner):
         self.tower = None
         self.biases = None
         if method.replaces_block:
-            self.tower = copy.deepcopy(visual).float()  # trained in fp32 (see full.py)
-            self.tower.requires_grad_(True)
+            # The whole tower is copied (model files hold it whole), but
+            # only LIFT+'s parts of it train; in fp32 (see full.py).
+            self.tower = copy.deepcopy(visual).float().requires_grad_(False)
+            for part in full_tuning_parts(self.tower):
+                part.requires_grad_(True)
             self.tower.eval()
         elif method.trains_biases:
             self.biases = nn.ParameterDict(
