@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from liftlearn import CoOpClassifier, LiftPlusClassifier
+from liftlearn import CoOpClassifier, LiftPlusClassifier, ULFineClassifier, ZeroShotClassifier
 from liftlearn.exceptions import BackboneError
 from liftlearn.nn.backbones import BackboneSpec, check_backbone, get_backbone
 from liftlearn.nn.timm_backbones import TIMM_BACKBONES
@@ -140,12 +140,31 @@ def test_auto_init_is_class_mean_without_a_text_encoder(small):
     assert not np.array_equal(auto.predict_proba(Xt[:3]), unset.predict_proba(Xt[:3]))
 
 
-def test_what_does_not_apply_is_refused_before_training(small):
+def test_what_does_not_apply_is_refused_before_anything_runs(small, tmp_path, capsys, monkeypatch):
+    """The backbone name alone decides these: each is refused before the
+    images are checked or the backbone is built (by the estimators and by
+    the ``liftlearn fit`` command before it loads data)."""
+    import liftlearn.nn.backbones as backbones
+    from liftlearn import cli
+
     X, y, names, _, _ = small
-    kw = dict(pretrained=None, device="cpu", class_names=names, epochs=1)
-    with pytest.raises(ValueError, match="has no text encoder.*'auto'"):
-        LiftPlusClassifier(backbone=VIT, classifier_init="semantic", **kw).fit(X, y)
-    with pytest.raises(ValueError, match=r"takes \['none', 'full'\]"):
-        LiftPlusClassifier(backbone=VIT, **kw).fit(X, y)  # adaptformer
-    with pytest.raises(ValueError, match="CoOp needs a CLIP model"):
-        CoOpClassifier(backbone=RN, **kw).fit(X, y)
+    monkeypatch.setattr(backbones, "_build_model", lambda spec: pytest.fail("backbone built first"))
+    monkeypatch.setattr(cli, "_data", lambda *a, **k: pytest.fail("data loaded first"))
+    kw = dict(pretrained=None, device="cpu", class_names=names)
+    cases = [
+        (LiftPlusClassifier(backbone=VIT, adapter="none", classifier_init="semantic", **kw),
+         "has no text encoder.*'auto'"),
+        (LiftPlusClassifier(backbone=VIT, **kw), r"adapter='adaptformer'.*takes \['none', 'full'\]"),
+        (LiftPlusClassifier(backbone=RN, adapter="full", adapter_layers=1, **kw),
+         "adapter_layers and adapter_dim do not apply to a timm backbone"),
+        (CoOpClassifier(backbone=RN, **kw), "backbone=.*has no text encoder; CoOp needs a CLIP model"),
+        (ZeroShotClassifier(backbone=RN, **kw), "backbone=.*has no text encoder"),
+        (ULFineClassifier(backbone=RN, adapter="none", **kw), "backbone=.*has no text encoder"),
+    ]
+    for estimator, match in cases:
+        with pytest.raises(ValueError, match=match):
+            estimator.fit(X, y)
+    for argv, match in [([], "adapter='adaptformer'"), (["--estimator", "zero-shot"], "no text encoder")]:
+        assert cli.main(["fit", "--data", "cifar10-lt-sample", "--backbone", RN, "--pretrained", "none",
+                         *argv, "--out", str(tmp_path / "m.safetensors"), "-q"]) == 2
+        assert match in capsys.readouterr().err

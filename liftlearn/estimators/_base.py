@@ -37,6 +37,7 @@ from ..image_sources import as_image_source, image_labels
 from ..engine.predict import predict_images
 from ..exceptions import BadImageError, LiftLearnWarning, UnknownLabelWarning
 from ..nn.backbones import BackboneSpec, check_local_dir
+from ..nn.timm_backbones import is_timm_name
 from ..nn.heads import prompt_templates
 
 __all__ = [
@@ -134,9 +135,22 @@ class CLIPEstimator(BaseEstimator, ABC):
         but not when a model file is loaded: a file saved before a rule
         existed still loads and predicts."""
 
+    #: Why the estimator needs CLIP's text encoder (a sentence for the
+    #: error), or None where it needs none: a timm backbone, which has no
+    #: text encoder, is then refused by its name before anything runs.
+    _needs_text_encoder: "str | None" = None
+
     def _check_param_relations(self) -> None:
         """Rules that tie two parameters together (after the table check)."""
+        self._check_text_encoder()
         self._check_image_checks()
+
+    def _check_text_encoder(self) -> None:
+        if self._needs_text_encoder is not None and is_timm_name(self.backbone):
+            raise ValueError(
+                f"{type(self).__name__}: backbone={self.backbone!r} has no text encoder; "
+                f"{self._needs_text_encoder}"
+            )
 
     def _check_image_checks(self) -> None:
         if self.on_bad_image == "skip" and self.check_images is None:

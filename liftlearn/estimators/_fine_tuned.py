@@ -24,7 +24,8 @@ from ..nn.backbones import _source_signature, get_backbone
 from ..engine import predict_images
 from ..nn.heads import CosineClassifier, make_classifier, random_class_vectors, semantic_init
 from ..nn.networks import FeatureNetwork, LiftNetwork
-from ..nn.tuners import TUNERS, build_tuner
+from ..nn.timm_backbones import is_timm_name
+from ..nn.tuners import TUNERS, build_tuner, check_timm_adapter
 from ..transforms import MDA_SCHEDULES
 from ._base import CLIPClassifier, fit_context
 from ._watch import (
@@ -168,6 +169,13 @@ class FineTunedClassifier(CLIPClassifier):
             )
         # Last, as before: the tuner's rules are named first.
         super()._check_param_relations()
+        if is_timm_name(self.backbone):
+            # What build_tuner would refuse after the images are checked and
+            # the backbone is built; the name alone decides it.
+            try:
+                check_timm_adapter(self.backbone, self.adapter, self.adapter_layers, self.adapter_dim)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
 
     # ----------------------------------------------------------------- fit
     @fit_context

@@ -13,7 +13,6 @@ from ..engine import LiftPlusTask
 from ..nn.backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED
 from ..nn.coop import CLASS_POSITIONS, CoOpNetwork, PromptLearner
 from ..nn.losses import LogitAdjustedLoss
-from ..nn.timm_backbones import is_timm_name
 from ..transforms import mda_min_scale, train_transform
 from ._fine_tuned import FineTunedClassifier
 
@@ -191,13 +190,10 @@ class CoOpClassifier(FineTunedClassifier):
         "context_init": [Predicate(_is_context_template, "a str with one '{}' for the class name"), None],
     }
 
+    _needs_text_encoder = "CoOp needs a CLIP model (its learned context runs through the text encoder)"
+
     def _check_param_relations(self) -> None:
         super()._check_param_relations()
-        if is_timm_name(self.backbone):
-            raise ValueError(
-                f"{type(self).__name__}: backbone={self.backbone!r} has no text encoder; "
-                "CoOp needs a CLIP model"
-            )
         if self.context_init is not None and (
             self.n_ctx != 4 or self.class_position != "end"
         ):

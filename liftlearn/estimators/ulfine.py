@@ -304,6 +304,9 @@ trainable_fraction_, n_trainable_params_, device_
 
     _task_type = ULFineTask
 
+    _needs_text_encoder = ("ULFine needs a CLIP model (its textual prototypes and semantic "
+                           "initialisation come from the text encoder)")
+
     _parameter_constraints: dict = {
         **FineTunedClassifier._parameter_constraints,
         "pseudo_label": [Boolean()],

@@ -75,6 +75,9 @@ class ZeroShotClassifier(CLIPClassifier):
     device_ : torch.device
     """
 
+    _needs_text_encoder = ("zero-shot classification needs a CLIP model (it compares images with "
+                           "the text embeddings of the class prompts)")
+
     def __init__(
         self,
         *,

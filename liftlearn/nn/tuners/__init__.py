@@ -36,7 +36,7 @@ from . import adaptformer, adapter, lora, vpt, ssf, bitfit, full, none  # noqa: 
 from . import aft  # noqa: E402,F401
 from . import clip_adapter  # noqa: E402,F401
 
-from ._build import build_tuner  # noqa: E402
+from ._build import build_tuner, check_timm_adapter  # noqa: E402
 from .adaptformer import AdaptFormer, auto_adapter_dim  # noqa: E402
 from .adapter import Adapter  # noqa: E402
 from .lora import LoRA, auto_lora_rank  # noqa: E402
@@ -59,6 +59,7 @@ __all__ = [
     "auto_lora_rank",
     "auto_prompt_length",
     "build_tuner",
+    "check_timm_adapter",
     "register_tuner",
 ]
 

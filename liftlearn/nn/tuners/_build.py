@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..backbones import fp32_backbone
+from ..timm_backbones import timm_name_kind
 from . import _blocks
 from ._base import TUNERS, Tuner
 from .resnet import ResNetTuner, _resnet_names
@@ -22,16 +23,25 @@ def _source_visual(method, backbone):
     return (fp32_backbone(backbone) if method.needs_blocks else backbone).visual
 
 
-def _timm_tuner(adapter: str, backbone, layers, adapter_dim) -> Tuner:
-    kind = backbone.model.kind
-    allowed = TIMM_ADAPTERS[kind]
+def check_timm_adapter(name: str, adapter: str, layers=None, adapter_dim=None) -> None:
+    """Raise ValueError unless the timm backbone ``name`` takes ``adapter``
+    (:data:`TIMM_ADAPTERS`) without ``layers`` and ``adapter_dim``.
+
+    Decided from the name alone, so that the estimators refuse a setting
+    before anything runs, with the words :func:`build_tuner` uses.
+    """
+    allowed = TIMM_ADAPTERS[timm_name_kind(name)]
     if adapter not in allowed:
         raise ValueError(
             f"adapter={adapter!r} needs an open_clip CLIP tower; the timm backbone "
-            f"{backbone.spec.name!r} takes {list(allowed)}"
+            f"{name!r} takes {list(allowed)}"
         )
     if layers is not None or adapter_dim is not None:
         raise ValueError("adapter_layers and adapter_dim do not apply to a timm backbone; leave them None")
+
+
+def _timm_tuner(adapter: str, backbone, layers, adapter_dim) -> Tuner:
+    check_timm_adapter(backbone.spec.name, adapter, layers, adapter_dim)
     return ResNetTuner(adapter, _source_visual(TUNERS[adapter], backbone), backbone.feature_dim)
 
 
