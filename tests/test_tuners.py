@@ -657,6 +657,46 @@ def test_bitfit_under_bf16_starts_from_the_fp32_biases():
             assert torch.equal(tuner.bitfit[str(i)][k], bias), (i, k)
 
 
+
+def test_the_fp32_weights_are_looked_up_outside_the_global_rng_lock(small, monkeypatch):
+    """Looking them up may build a backbone under the cache's lock; a thread
+    building a backbone holds that lock and waits for GLOBAL_RNG_LOCK, so
+    the fit must not look them up while holding GLOBAL_RNG_LOCK."""
+    import threading
+
+    import liftlearn.nn.backbones as backbones
+    from liftlearn import LiftPlusClassifier
+    from liftlearn._random import GLOBAL_RNG_LOCK
+
+    def lock_is_free():
+        free = []
+
+        def attempt():
+            free.append(GLOBAL_RNG_LOCK.acquire(blocking=False))
+            if free[0]:
+                GLOBAL_RNG_LOCK.release()
+
+        other = threading.Thread(target=attempt)
+        other.start()
+        other.join()
+        return free[0]
+
+    calls = []
+    lookup = backbones.get_backbone
+
+    def spy(spec, device="cpu", pretrained=None, dtype=torch.float32):
+        calls.append((dtype, lock_is_free()))
+        return lookup(spec, device, pretrained, dtype)
+
+    monkeypatch.setattr(backbones, "get_backbone", spy)
+    X, y, names, _, _ = small
+    LiftPlusClassifier(backbone="liftlearn-tiny-vit", pretrained=None, adapter="full", precision="bf16",
+                       epochs=1, batch_size=40, device="cpu", random_state=0, tte=False,
+                       class_names=names).fit(X[::3], y[::3])
+    assert (torch.float32, True) in calls  # the fp32 copy was looked up
+    assert all(free for _, free in calls)
+
+
 # ------------------------------------------- the code before the registry
 def _pre_registry_source():
     try:

@@ -25,7 +25,7 @@ from ..engine import predict_images
 from ..nn.heads import CosineClassifier, make_classifier, random_class_vectors, semantic_init
 from ..nn.networks import FeatureNetwork, LiftNetwork
 from ..nn.timm_backbones import is_timm_name
-from ..nn.tuners import TUNERS, build_tuner, check_timm_adapter
+from ..nn.tuners import TUNERS, build_tuner, check_timm_adapter, weights_source
 from ..transforms import MDA_SCHEDULES
 from ._base import CLIPClassifier, fit_context
 from ._watch import (
@@ -517,6 +517,11 @@ class FineTunedClassifier(CLIPClassifier):
         elif layers is not None:
             layers = [int(i) for i in layers]
         dim = None if self.adapter_dim is None else int(self.adapter_dim)
+        # The weights a method copies (their fp32 values), looked up before
+        # the lock below: the lookup may build a backbone, under the backbone
+        # cache's lock, which a thread building a backbone holds while it
+        # waits for the lock below.
+        source = weights_source(self.adapter, backbone)
         # nn.Linear and friends initialise from torch's global generator:
         # seed it under the process-wide lock, so that fits in other threads
         # neither perturb nor see this draw, and restore the caller's state.
@@ -524,8 +529,8 @@ class FineTunedClassifier(CLIPClassifier):
         with seeded_global_rng(seed):
             if options:
                 return build_tuner(self.adapter, backbone, n_classes, dim, layers=layers,
-                                   method_options=options)
-            return build_tuner(self.adapter, backbone, n_classes, dim, layers=layers)
+                                   method_options=options, source=source)
+            return build_tuner(self.adapter, backbone, n_classes, dim, layers=layers, source=source)
 
     def _tuner_options(self) -> dict:
         """The fine-tuning method's own options (e.g. "aft"'s ratio); none

@@ -36,7 +36,7 @@ from . import adaptformer, adapter, lora, vpt, ssf, bitfit, full, none  # noqa: 
 from . import aft  # noqa: E402,F401
 from . import clip_adapter  # noqa: E402,F401
 
-from ._build import build_tuner, check_timm_adapter  # noqa: E402
+from ._build import build_tuner, check_timm_adapter, weights_source  # noqa: E402
 from .adaptformer import AdaptFormer, auto_adapter_dim  # noqa: E402
 from .adapter import Adapter  # noqa: E402
 from .lora import LoRA, auto_lora_rank  # noqa: E402
@@ -61,6 +61,7 @@ __all__ = [
     "build_tuner",
     "check_timm_adapter",
     "register_tuner",
+    "weights_source",
 ]
 
 #: The built-in values of the ``adapter`` parameter, with what each trains

@@ -15,12 +15,21 @@ from .resnet import ResNetTuner, _resnet_names
 TIMM_ADAPTERS = {"vit": ("none", "full"), "resnet": ("none", "ssf", "full")}
 
 
-def _source_visual(method, backbone):
-    """The image tower a tuner is built from: for a method that copies the
-    frozen weights into trainable ones (``needs_blocks``: "full", "bitfit",
-    "aft"), their fp32 values whatever dtype the backbone is held in (see
-    :func:`~liftlearn.nn.backbones.fp32_backbone`)."""
-    return (fp32_backbone(backbone) if method.needs_blocks else backbone).visual
+def weights_source(adapter: str, backbone):
+    """The backbone whose weights :func:`build_tuner` copies for ``adapter``.
+
+    A method that copies the frozen weights into trainable ones
+    (``needs_blocks``: "full", "bitfit", "aft") copies their fp32 values
+    whatever dtype ``backbone`` is held in
+    (:func:`~liftlearn.nn.backbones.fp32_backbone`, which may build the fp32
+    copy); other methods get ``backbone`` itself.
+    """
+    method = TUNERS.get(adapter)
+    return fp32_backbone(backbone) if method is not None and method.needs_blocks else backbone
+
+
+def _source_visual(adapter: str, backbone, source):
+    return (weights_source(adapter, backbone) if source is None else source).visual
 
 
 def check_timm_adapter(name: str, adapter: str, layers=None, adapter_dim=None) -> None:
@@ -40,9 +49,9 @@ def check_timm_adapter(name: str, adapter: str, layers=None, adapter_dim=None) -
         raise ValueError("adapter_layers and adapter_dim do not apply to a timm backbone; leave them None")
 
 
-def _timm_tuner(adapter: str, backbone, layers, adapter_dim) -> Tuner:
+def _timm_tuner(adapter: str, backbone, layers, adapter_dim, source) -> Tuner:
     check_timm_adapter(backbone.spec.name, adapter, layers, adapter_dim)
-    return ResNetTuner(adapter, _source_visual(TUNERS[adapter], backbone), backbone.feature_dim)
+    return ResNetTuner(adapter, _source_visual(adapter, backbone, source), backbone.feature_dim)
 
 
 def build_tuner(adapter: str, backbone, n_classes: int, adapter_dim=None, **options) -> Tuner:
@@ -68,9 +77,17 @@ def build_tuner(adapter: str, backbone, n_classes: int, adapter_dim=None, **opti
         Keyword option: the method's own options (its
         :attr:`~TunerMethod.options`, e.g. "aft"'s ``ratio`` and ``loc``),
         resolved by :meth:`~TunerMethod.resolve_options`.
+    source : Backbone or None
+        Keyword option: :func:`weights_source` of ``adapter`` and
+        ``backbone``, looked up by the caller; None looks it up here. A
+        caller under :func:`~liftlearn._random.seeded_global_rng` passes it:
+        the lookup may build a backbone, which takes the backbone cache's
+        lock, and taking that one while holding the global generator's lock
+        could deadlock with a thread building a backbone.
     """
     layers = options.pop("layers", None)
     method_options = options.pop("method_options", None) or {}
+    source = options.pop("source", None)
     if options:
         raise TypeError(f"build_tuner got unexpected options {sorted(options)}")
     method = TUNERS.get(adapter)
@@ -91,7 +108,7 @@ def build_tuner(adapter: str, backbone, n_classes: int, adapter_dim=None, **opti
                 f"{backbone.spec.name!r} (width {backbone.feature_dim}): at most {limit}"
             )
     if backbone.kind == "timm":
-        return _timm_tuner(adapter, backbone, layers, adapter_dim)
+        return _timm_tuner(adapter, backbone, layers, adapter_dim, source)
     if backbone.kind != "vit":
         if not method.resnet:
             raise ValueError(
@@ -100,7 +117,7 @@ def build_tuner(adapter: str, backbone, n_classes: int, adapter_dim=None, **opti
             )
         if layers is not None:
             raise ValueError("adapter_layers does not apply to a ResNet backbone; leave it None")
-        return ResNetTuner(adapter, _source_visual(method, backbone), backbone.feature_dim)
+        return ResNetTuner(adapter, _source_visual(adapter, backbone, source), backbone.feature_dim)
     visual = backbone.visual
     if method.functional_attention or method.functional_mlp:
         native = [n for n, m in TUNERS.items() if not (m.functional_attention or m.functional_mlp)]
@@ -125,6 +142,6 @@ def build_tuner(adapter: str, backbone, n_classes: int, adapter_dim=None, **opti
         None if adapter_dim is None else int(adapter_dim),
         layers=layers,
         mlp_width=_blocks.mlp_width(blocks[0]),
-        blocks=_blocks.vit_blocks(_source_visual(method, backbone)) if method.needs_blocks else None,
+        blocks=_blocks.vit_blocks(_source_visual(adapter, backbone, source)) if method.needs_blocks else None,
         options=method_options or None,
     )
