@@ -848,6 +848,14 @@ def fp32_backbone(backbone: Backbone) -> Backbone:
     from its bf16/fp16 rounding. The CPU, because a GPU then holds only the
     compute-dtype copy (the fp32 one is read once, when a tuner is built).
 
+    Parameters
+    ----------
+    backbone : Backbone
+
+    Returns
+    -------
+    fp32 : Backbone
+
     Raises
     ------
     BackboneError

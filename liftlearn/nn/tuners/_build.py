@@ -9,9 +9,9 @@ from ._base import TUNERS, Tuner
 from .resnet import ResNetTuner, _resnet_names
 
 
-#: The methods a timm backbone of the study takes, by its kind (the whole
-#: tower is a private copy under "full"; "ssf" scales and shifts a ResNet's
-#: pooled feature, as LIFT+ does).
+#: The methods a timm backbone of the study takes, by its kind (under "full"
+#: the whole tower is a private copy whose blocks or residual stages train;
+#: "ssf" scales and shifts a ResNet's pooled feature, as LIFT+ does).
 TIMM_ADAPTERS = {"vit": ("none", "full"), "resnet": ("none", "ssf", "full")}
 
 
@@ -23,6 +23,15 @@ def weights_source(adapter: str, backbone):
     whatever dtype ``backbone`` is held in
     (:func:`~liftlearn.nn.backbones.fp32_backbone`, which may build the fp32
     copy); other methods get ``backbone`` itself.
+
+    Parameters
+    ----------
+    adapter : str
+    backbone : Backbone
+
+    Returns
+    -------
+    source : Backbone
     """
     method = TUNERS.get(adapter)
     return fp32_backbone(backbone) if method is not None and method.needs_blocks else backbone
@@ -38,6 +47,18 @@ def check_timm_adapter(name: str, adapter: str, layers=None, adapter_dim=None) -
 
     Decided from the name alone, so that the estimators refuse a setting
     before anything runs, with the words :func:`build_tuner` uses.
+
+    Parameters
+    ----------
+    name : str
+        A name of :data:`~liftlearn.nn.timm_backbones.TIMM_BACKBONES`.
+    adapter : str
+    layers, adapter_dim : object or None
+        The ``adapter_layers`` and ``adapter_dim`` asked for (None: not).
+
+    Raises
+    ------
+    ValueError
     """
     allowed = TIMM_ADAPTERS[timm_name_kind(name)]
     if adapter not in allowed:
