@@ -159,7 +159,7 @@ def test_every_method_trains_in_fp32_on_a_bf16_backbone(name, adapter):
         full = tuners[1].features(fp32.visual, x)
     assert (low.float() - full).abs().max() <= 0.02 * full.abs().max()
     trained = [p for p in tuners[0].parameters() if p.requires_grad]
-    assert trained and all(p.grad is not None for p in trained)
+    assert (trained or adapter == "none") and all(p.grad is not None for p in trained)
 
 
 def test_precision_set_after_the_fit_applies_to_prediction_as_to_a_saved_copy(small, tmp_path):
