@@ -500,7 +500,12 @@ def test_full_on_a_whole_tower_trains_what_lift_plus_trains(name, trained):
 
 
 def test_resnet_bitfit_and_ssf_sizes(rn_backbone):
-    n_bias = sum(p.numel() for n, p in rn_backbone.visual.named_parameters() if n.endswith("bias"))
+    # LIFT+'s unfreeze_bias (PEFT_RN) trains the biases of self.blocks, the
+    # residual stages: not the stem's BatchNorms nor the attention pool's.
+    n_bias = sum(p.numel() for n, p in rn_backbone.visual.named_parameters()
+                 if n.endswith("bias") and n.startswith("layer"))
+    assert n_bias < sum(p.numel() for n, p in rn_backbone.visual.named_parameters()
+                        if n.endswith("bias"))
     assert build_tuner("bitfit", rn_backbone, 10).n_trainable_params() == n_bias
     assert build_tuner("ssf", rn_backbone, 10).n_trainable_params() == 2 * 32
 

@@ -55,8 +55,8 @@ class TunerMethod:
         The blocks of a method that is not ``layered`` (None: every block).
     resnet : bool
         Applies to CLIP ResNets too, through :class:`ResNetTuner`: a method
-        that ``replaces_block`` trains a private copy of the whole tower, one
-        that ``trains_biases`` trains every bias of the tower, and
+        that ``replaces_block`` trains the residual stages of a private copy
+        of the whole tower, one that ``trains_biases`` their biases, and
         :meth:`build_pooled` may return a module applied to the pooled
         feature.
     needs_blocks : bool

@@ -1,5 +1,5 @@
 """BitFit: trainable copies of the block biases (LayerNorm biases included),
-used with the frozen weights (ResNet: every bias of the tower)."""
+used with the frozen weights (ResNet: the biases of the residual stages)."""
 
 from __future__ import annotations
 

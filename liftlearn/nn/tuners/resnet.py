@@ -5,7 +5,7 @@ A method applies to ResNets where it declares ``resnet = True``; what it
 trains there follows from its other declarations (see
 :class:`~liftlearn.nn.tuners.TunerMethod`): ``replaces_block`` trains the
 residual stages of a private copy of the whole tower, ``trains_biases``
-trains every bias of the tower, and ``build_pooled`` may give a module
+trains the biases of the residual stages, and ``build_pooled`` may give a module
 applied to the pooled feature.
 """
 
@@ -42,10 +42,11 @@ class ResNetTuner(Tuner):
     """The trainable modules for a CLIP ``ModifiedResNet`` image tower.
 
     "none": the frozen tower; "ssf": a scale and shift of the attention-pool
-    output; "bitfit": trainable copies of every bias of the tower (BatchNorm
-    and attention pool; the convolutions have none), run functionally with
-    the frozen weights; "full": a private deep copy of the whole tower, of
-    which :func:`full_tuning_parts` train (the residual stages; a timm ViT's
+    output; "bitfit": copies of every bias of the tower (BatchNorm and
+    attention pool; the convolutions have none), of which those of the
+    residual stages train, run functionally with the frozen weights;
+    "full": a private deep copy of the whole tower, of which
+    :func:`full_tuning_parts` train (the residual stages; a timm ViT's
     blocks). The BatchNorm statistics stay frozen (eval mode) in every case.
     """
 
@@ -74,9 +75,14 @@ class ResNetTuner(Tuner):
                 part.requires_grad_(True)
             self.tower.eval()
         elif method.trains_biases:
+            # Every bias of the tower has its copy (model files hold them
+            # all), but only those of the residual stages train, as LIFT+'s
+            # unfreeze_bias (PEFT_RN: self.blocks, layer1 .. layer4); the
+            # stem's and the attention pool's stay the pretrained values.
             self.biases = nn.ParameterDict(
                 {
-                    name.replace(".", "__"): nn.Parameter(p.detach().clone().float())
+                    name.replace(".", "__"): nn.Parameter(p.detach().clone().float(),
+                                                          requires_grad=name.startswith("layer"))
                     for name, p in visual.named_parameters()
                     if name.endswith("bias")
                 }
