@@ -73,6 +73,37 @@ def test_checkpoint_of_another_run_is_ignored(small, tiny_params, tmp_path):
     np.testing.assert_array_equal(other.predict_proba(Xt), plain.predict_proba(Xt))
 
 
+@pytest.mark.parametrize("tamper", ["optimizer", "network"])
+def test_a_checkpoint_that_trains_other_parameters_starts_afresh(small, tiny_params, tmp_path,
+                                                                 monkeypatch, tamper):
+    # The same key, other trainable parts (a liftlearn that trained other
+    # parameters for these settings, as "full" on a ResNet once did): the
+    # fit warns and starts afresh, untouched by the file, instead of
+    # failing in load_state_dict with torch's message.
+    X, y, names, Xt, _ = small
+    params = {**tiny_params, "epochs": 2, "class_names": names}
+    ckpt = tmp_path / "ckpt"
+    clf = LiftPlusClassifier(**params, checkpoint_dir=str(ckpt))
+    with monkeypatch.context() as m:
+        m.setattr(Checkpoint, "write", interrupting_write(after_epochs=1))
+        with pytest.raises(KeyboardInterrupt):
+            clf.fit(X, y)
+    (path,) = ckpt.glob("liftlearn-checkpoint-*.pt")
+    state = torch.load(path, weights_only=True)
+    if tamper == "optimizer":
+        group = state["optimizer"]["param_groups"][0]
+        state["optimizer"]["state"].pop(group["params"].pop(), None)
+    else:
+        name = next(iter(state["network"]))
+        state["network"][name] = torch.zeros(3, 1, 7)
+    torch.save(state, path)
+    with pytest.warns(UserWarning, match="ignoring checkpoint .*(optimiser trains other|another shape)"):
+        resumed = clf.fit(X, y)
+    assert [h["epoch"] for h in resumed.history_] == [1, 2]
+    np.testing.assert_array_equal(resumed.predict_proba(Xt),
+                                  LiftPlusClassifier(**params).fit(X, y).predict_proba(Xt))
+
+
 def test_unreadable_checkpoint_starts_afresh(small, tiny_params, tmp_path):
     X, y, names, _, _ = small
     ckpt = tmp_path / "ckpt"

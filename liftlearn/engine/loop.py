@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from functools import partial
 from typing import List, Optional
@@ -122,6 +123,31 @@ def _probe_images(network: torch.nn.Module, device: torch.device) -> Optional[to
 
 
 @torch.no_grad()
+def _misfit(saved: dict, network: torch.nn.Module, optimizer) -> Optional[str]:
+    """Why a checkpoint's network and optimizer states do not fit these, or
+    None: the same tensors by name and shape, the same parameter groups, a
+    momentum buffer of each parameter's shape."""
+    own = network.state_dict()
+    theirs = saved["network"]
+    if own.keys() != theirs.keys():
+        return "its network has other tensors"
+    shapes = [name for name, t in own.items()
+              if not isinstance(theirs[name], torch.Tensor) or theirs[name].shape != t.shape]
+    if shapes:
+        return f"its network's {shapes[0]} has another shape"
+    groups = saved["optimizer"].get("param_groups") or []
+    if [len(g.get("params", ())) for g in groups] != [len(g["params"]) for g in optimizer.param_groups]:
+        return "its optimiser trains other parameters"
+    state = saved["optimizer"].get("state") or {}
+    ids = [i for g in groups for i in g["params"]]
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for i, p in zip(ids, params):
+        buffer = (state.get(i) or {}).get("momentum_buffer")
+        if buffer is not None and tuple(buffer.shape) != tuple(p.shape):
+            return "its optimiser trains other parameters"
+    return None
+
+
 def _health(network: torch.nn.Module, params, probe: Optional[torch.Tensor], autocast) -> torch.Tensor:
     """On the device, without a sync: ``[trained parameters finite, logits of
     the probe images finite]`` as a float tensor of 0/1.
@@ -218,6 +244,15 @@ def fit_task(
     history: List[dict] = []
     stopped = False
     saved = checkpoint.read() if checkpoint is not None else None
+    if saved is not None:
+        problem = _misfit(saved, network, optimizer)
+        if problem is not None:
+            # Same key, other trainable parts: written by a liftlearn that
+            # trained other parameters for these settings. Checked before
+            # anything is loaded, so the fit starts afresh, untouched.
+            warnings.warn(f"ignoring checkpoint {checkpoint.path!r}: {problem} (written by "
+                          "another liftlearn version?); training from the start", stacklevel=3)
+            saved = None
     if saved is not None:
         network.load_state_dict(saved["network"])
         optimizer.load_state_dict(saved["optimizer"])
