@@ -68,7 +68,7 @@ def test_premultiplied_la_in_memory_is_converted_as_la():
     out = decoded_rgb(la.convert("La"))
     assert out.mode == "RGB"
     assert out.getpixel((0, 0)) == (255, 255, 255) and out.getpixel((5, 0)) == (50, 50, 50)
-    assert list(out.getdata()) == list(decoded_rgb(la).getdata())
+    assert np.array_equal(np.asarray(out), np.asarray(decoded_rgb(la)))
 
 
 def test_palette_with_transparency(tmp_path):
