@@ -218,7 +218,9 @@ class CSVLogger(Callback):
       sessions are kept. Such are a second fit of the same estimator, the
       fits of ``GridSearchCV`` or ``cross_validate`` (they fit copies of
       the estimator, and with it of its callbacks), and every fit in
-      another process (``n_jobs`` workers, an unpickled estimator).
+      another process (``n_jobs`` workers, an unpickled estimator);
+    - a fit resumed from a checkpoint (``checkpoint_dir``) goes on in the
+      file the stopped fit was writing, which then holds the whole run.
 
     ``GridSearchCV(cv=2)`` over two candidates, with ``n_jobs=1``, thus
     writes ``fit.csv``, ``fit-2.csv``, ``fit-3.csv`` and ``fit-4.csv`` in
@@ -252,6 +254,17 @@ class CSVLogger(Callback):
         check_writable(self.path, "CSVLogger path")
         self._rows = []
         self.path_ = None
+        self._resumed_path = None
+
+    def _own_name(self, name) -> bool:
+        """Whether ``name`` is ``path`` or one of its numbered names (a name
+        read from a checkpoint is written to only then)."""
+        if not isinstance(name, str):
+            return False
+        path = os.fspath(self.path)
+        stem, suffix = os.path.splitext(path)
+        return name == path or (name.startswith(stem + "-") and name.endswith(suffix)
+                                and name[len(stem) + 1:len(name) - len(suffix)].isdigit())
 
     def _take_path(self) -> bool:
         """Whether this fit is the first of its family in the process that
@@ -277,8 +290,12 @@ class CSVLogger(Callback):
         if self.path_ is None:
             # Decided at the first write, not when the fit starts: a fit
             # that fails before its first epoch (or a resumed one with no
-            # epoch left) neither takes path nor leaves an empty log.
-            if self._take_path():
+            # epoch left) neither takes path nor leaves an empty log. A
+            # resumed fit goes on in the file it wrote before the stop.
+            resumed = getattr(self, "_resumed_path", None)
+            if self._own_name(resumed):
+                self.path_ = resumed
+            elif self._take_path():
                 self.path_ = os.fspath(self.path)
             else:
                 self.path_ = claimed = create_new(_numbered(self.path))
@@ -296,7 +313,8 @@ class CSVLogger(Callback):
         return False
 
     def state_dict(self) -> dict:
-        return {"rows": list(self._rows)}
+        return {"rows": list(self._rows), "path": self.path_}
 
     def load_state_dict(self, state: dict) -> None:
         self._rows = list(state["rows"])
+        self._resumed_path = state.get("path")

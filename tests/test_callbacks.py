@@ -405,3 +405,46 @@ def test_csv_logger_copies_in_threads_and_processes_never_share_a_file(tmp_path)
     assert whose["fit.csv"].startswith("thread")
     assert sorted(cb.path_ for cb in copies) == sorted(
         str(log.parent / name) for name, who in whose.items() if who.startswith("thread"))
+
+
+def test_csv_logger_of_a_resumed_fit_goes_on_in_its_file(data, tmp_path, monkeypatch):
+    # Stopped after epoch 1's checkpoint (Ctrl-C in a notebook) and fitted
+    # again in the same process: the file the user named holds the whole
+    # run, not epoch 1 only with the run in fit-2.csv.
+    from liftlearn.engine import Checkpoint
+
+    pandas = pytest.importorskip("pandas")
+    X, y, _, _ = data
+    log = tmp_path / "fit.csv"
+    clf = LiftPlusClassifier(**PARAMS, epochs=3, checkpoint_dir=tmp_path / "ckpt",
+                             callbacks=[CSVLogger(log)])
+    real = Checkpoint.write
+
+    def write_then_stop(checkpoint, state):
+        real(checkpoint, state)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(Checkpoint, "write", write_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            clf.fit(X, y)
+    assert list(pandas.read_csv(log)["epoch"]) == [1]
+    clf.fit(X, y)
+    assert list(pandas.read_csv(log)["epoch"]) == [1, 2, 3]
+    assert sorted(p.name for p in tmp_path.glob("*.csv")) == ["fit.csv"]
+
+
+@pytest.mark.parametrize("saved", ["/etc/passwd", "../fit.csv", "fit-2.csv.bak", "fit-x.csv", 3])
+def test_csv_logger_writes_only_its_own_names_read_from_a_checkpoint(tmp_path, saved):
+    # The name comes back from a checkpoint file: only path or one of its
+    # numbered names is written to, whatever the file says.
+    logger = CSVLogger(tmp_path / "fit.csv")
+    logger.on_fit_begin(None)
+    logger.load_state_dict({"rows": [{"epoch": 1}], "path": saved})
+    logger.on_epoch_end(None, {"epoch": 2})
+    assert logger.path_ in (str(tmp_path / "fit.csv"), str(tmp_path / "fit-2.csv"))
+    ok = CSVLogger(tmp_path / "fit.csv")
+    ok.on_fit_begin(None)
+    ok.load_state_dict({"rows": [], "path": str(tmp_path / "fit-7.csv")})
+    ok.on_epoch_end(None, {"epoch": 1})
+    assert ok.path_ == str(tmp_path / "fit-7.csv")

@@ -255,6 +255,15 @@ def test_image_folder(tmp_path):
         load_image_folder(tmp_path, class_names=["cat"])
 
 
+def test_image_folder_takes_class_names_from_a_generator(tmp_path):
+    _png(tmp_path / "cat" / "0.png")
+    _png(tmp_path / "dog" / "0.png")
+    names = ["dog", "cat"]
+    for given in (iter(names), (n for n in names), map(str, names)):
+        _, y, got = load_image_folder(tmp_path, class_names=given)
+        assert got == names and sorted(y.tolist()) == [0, 1]
+
+
 @pytest.mark.parametrize("class_names, message", [
     (["cat", "cat", "dog"], r"the name 'cat' twice \(entries 0 and 1\)"),
     ({"cat", "dog"}, "sets and dict views do not say which class is 0"),

@@ -938,3 +938,48 @@ def test_ctrl_c_during_the_image_check_cancels_pending_work(tmp_path, monkeypatc
     time.sleep(0.3)
     assert elapsed < 2.0, elapsed
     assert len(checked) == done < 20  # nothing more is checked after Ctrl-C
+
+
+def test_the_end_of_epoch_check_builds_no_graph():
+    # The probe forward runs every epoch: under autograd it would hold a
+    # graph over every trainable parameter (memory and time on a GPU).
+    import contextlib
+
+    from liftlearn.engine.loop import _health
+
+    seen = []
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(3))
+
+        def forward(self, x):
+            seen.append(torch.is_grad_enabled())
+            return x.flatten(1)[:, :3] * self.w
+
+    net = Net()
+    ok = _health(net, [net.w], torch.zeros(2, 3, 2, 2), contextlib.nullcontext())
+    assert seen == [False] and ok.tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_files_made_again_at_will_skip_the_syncs_but_stay_all_or_nothing(tmp_path, monkeypatch,
+                                                                          durable):
+    # Dataset caches write thousands of small files: the syncs made them
+    # five times slower, and they protect only against a power loss.
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(io_module.os, "fsync", lambda fd: synced.append(fd) or real(fd))
+    dest = tmp_path / "x.png"
+    atomic_write(dest, lambda tmp: open(tmp, "wb").write(b"new"), durable=durable)
+    assert dest.read_bytes() == b"new" and bool(synced) == durable
+
+    def killed_mid_write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(b"half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        atomic_write(dest, killed_mid_write, durable=durable)
+    assert dest.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]

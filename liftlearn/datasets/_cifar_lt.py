@@ -196,8 +196,10 @@ def _write_png(pixels: np.ndarray, dest: Path) -> None:
     # (loaders sharing cache_dir) each write a temporary file of their
     # own, and a failed write leaves no temporary file behind.
     try:
+        # Not synced to the disk: a cache made again at will (the syncs
+        # made building it five times slower).
         atomic_write(dest, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"),
-                     what="cached image")
+                     what="cached image", durable=False)
     except OSError:
         # Another loader may have written the same image meanwhile (on
         # Windows, replacing it fails while it is open for reading): the

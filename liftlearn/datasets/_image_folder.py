@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Sequence
 
 import numpy as np
@@ -64,6 +65,8 @@ def load_image_folder(
         raise FileNotFoundError(f"image folder not found: {root}")
     folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if class_names is not None:
+        if isinstance(class_names, Iterator):
+            class_names = list(class_names)  # a generator or map: read once
         # The estimators' rule for names, checked here, before any folder is
         # listed: a set would make the labels depend on PYTHONHASHSEED, a
         # str would be split into letters.

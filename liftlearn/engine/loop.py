@@ -122,7 +122,6 @@ def _probe_images(network: torch.nn.Module, device: torch.device) -> Optional[to
     return torch.randn(2, 3, size, size, generator=generator).to(device)
 
 
-@torch.no_grad()
 def _misfit(saved: dict, network: torch.nn.Module, optimizer) -> Optional[str]:
     """Why a checkpoint's network and optimizer states do not fit these, or
     None: the same tensors by name and shape, the same parameter groups, a
@@ -148,6 +147,7 @@ def _misfit(saved: dict, network: torch.nn.Module, optimizer) -> Optional[str]:
     return None
 
 
+@torch.no_grad()
 def _health(network: torch.nn.Module, params, probe: Optional[torch.Tensor], autocast) -> torch.Tensor:
     """On the device, without a sync: ``[trained parameters finite, logits of
     the probe images finite]`` as a float tensor of 0/1.

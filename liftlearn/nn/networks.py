@@ -56,7 +56,11 @@ class SharedBackboneNetwork(nn.Module):
         dtype = self.backbone.dtype if dtype is None else dtype
         self.to(device)
         if self.backbone.device != device or self.backbone.dtype is not dtype:
-            self.backbone = get_backbone(self.backbone.spec, device, dtype=dtype)
+            backbone = get_backbone(self.backbone.spec, device, dtype=dtype)
+            # The cache reloads a weights file that changed since: the
+            # network was trained on the weights it holds, not on those.
+            check_fingerprint(backbone, backbone_fingerprint(self.backbone))
+            self.backbone = backbone
         return self
 
     def n_trainable_params(self) -> int:
