@@ -492,7 +492,7 @@ def test_string_labels_with_object_minus_one(tiny_params, ssl_data):
         # The same strings as a list, an object array and a pandas Series.
         (lambda y: np.where(y >= 0, np.resize(["a", "b"], len(y)), "-1").tolist(), "string '-1'"),
         (lambda y: np.where(y >= 0, np.resize(["a", "b"], len(y)), "-1").astype(object), "string '-1'"),
-        (lambda y: __import__("pandas").Series(np.where(y >= 0, np.resize(["a", "b"], len(y)), "-1")),
+        (lambda y: pytest.importorskip("pandas").Series(np.where(y >= 0, np.resize(["a", "b"], len(y)), "-1")),
          "string '-1'"),
         (lambda y: np.full(len(y), -1), "no labeled image"),
     ],
