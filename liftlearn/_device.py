@@ -37,7 +37,9 @@ def resolve_device(device) -> torch.device:
     Raises
     ------
     ValueError
-        For a device torch does not know, or CUDA asked for where there is none.
+        For a device torch does not know, one this machine lacks (CUDA or
+        MPS where there is none, a CUDA index past its GPUs), or a torch
+        device type liftlearn does not run on (anything but cpu, cuda, mps).
     """
     if device is None or (isinstance(device, str) and device == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -74,7 +76,8 @@ def canonical_device(device) -> torch.device:
 
 def map_device(device) -> torch.device:
     """The device to load a saved model onto: the saved one if it exists
-    here, else the CPU (with a :class:`DeviceWarning`)."""
+    here; else ``cuda:0`` for a GPU index this machine lacks, the CPU for
+    the rest (each with a :class:`DeviceWarning`)."""
     device = torch.device(device)
     if device.type == "cuda" and torch.cuda.is_available():
         if device.index is not None and device.index >= torch.cuda.device_count():

@@ -270,6 +270,7 @@ def test_image_folder_takes_class_names_from_a_generator(tmp_path):
     ("cat", "not a single str"),
     (["cat", " "], "an empty name"),
     ([], "class_names is empty"),
+    ({0: "cat", 1: "dog"}, "not a mapping"),
 ])
 def test_image_folder_refuses_class_names_the_estimators_refuse(tmp_path, class_names, message):
     # The estimators' own rule, before any folder is read: a set would make

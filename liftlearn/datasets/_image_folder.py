@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Sequence
 
 import numpy as np
@@ -55,8 +55,8 @@ def load_image_folder(
     FileNotFoundError
         If ``root`` is not a folder.
     ValueError
-        If ``class_names`` is not what the estimators take (a set, a single
-        str, empty, blank or repeated names).
+        If ``class_names`` is a mapping, or not what the estimators take (a
+        set, a single str, empty, blank or repeated names).
     DatasetFileError
         If there are no images, or a folder is not among ``class_names``.
     """
@@ -65,6 +65,11 @@ def load_image_folder(
         raise FileNotFoundError(f"image folder not found: {root}")
     folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if class_names is not None:
+        if isinstance(class_names, Mapping):
+            # The estimators read a mapping as label -> name; here the names
+            # are folder names in label order.
+            raise ValueError("class_names must be the class folders in label order (a "
+                             "sequence), not a mapping")
         if isinstance(class_names, Iterator):
             class_names = list(class_names)  # a generator or map: read once
         # The estimators' rule for names, checked here, before any folder is

@@ -1,7 +1,8 @@
 """The abstract bases of liftlearn's scikit-learn estimators.
 
-- :class:`CLIPEstimator`: what all four share: the backbone and prediction
-  parameters with their constraints, the parameter check run once per fit,
+- :class:`CLIPEstimator`: what all five share: the backbone and prediction
+  parameters with their constraints, the parameter check run once per fit
+  (and, for the parameters prediction reads, once per prediction),
   the fitted state (set and reset at once), path input tags, the prediction
   path and loading on another device.
 - :class:`CLIPClassifier`: class names (and the guard against a
@@ -396,8 +397,8 @@ class CLIPClassifier(ClassifierMixin, CLIPEstimator):
         return logits
 
     def predict_proba(self, X):
-        """Class probabilities: the softmax of the class logits (those of
-        :meth:`decision_function`).
+        """Class probabilities: the softmax of the class logits (what
+        :meth:`decision_function` returns with more than two classes).
 
         Parameters
         ----------

@@ -39,7 +39,8 @@ class CoOpClassifier(FineTunedClassifier):
     Parameters
     ----------
     backbone : str, default="ViT-B-16-quickgelu"
-        open_clip model name (a CLIP model with a text tower).
+        open_clip model name (a CLIP model with a text tower; the timm
+        backbones, which have none, are refused before any work).
     pretrained : str or None, default="openai"
         open_clip pretrained tag, path of a local checkpoint file, or None for
         random weights.
@@ -77,7 +78,8 @@ class CoOpClassifier(FineTunedClassifier):
     tte : bool, default=False
         Test-time ensembling (five crops); off in the study's CoOp run.
     tte_expand : int, default=24
-    device : str, default="auto"
+    device : str or torch.device, default="auto"
+        As in :class:`~liftlearn.LiftPlusClassifier`.
     precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
         The backbone's compute dtype, as in :class:`~liftlearn.LiftPlusClassifier`.
     num_workers : int or None, default=None

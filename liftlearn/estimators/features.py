@@ -55,7 +55,8 @@ class CLIPFeatures(TransformerMixin, CLIPEstimator):
         With TTE, images are resized to ``resolution + tte_expand`` before
         the five crops (LIFT+'s value).
     batch_size : int, default=128
-    device : str, default="auto"
+    device : str or torch.device, default="auto"
+        As in :class:`~liftlearn.LiftPlusClassifier`.
     precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
         The backbone's compute dtype, as in :class:`~liftlearn.LiftPlusClassifier`.
     num_workers : int or None, default=None

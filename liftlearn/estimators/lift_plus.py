@@ -140,21 +140,26 @@ default="auto"
     tte_expand : int, default=24
         With TTE, images are resized to ``resolution + tte_expand`` before
         the five crops.
-    device : str, default="auto"
-        ``"auto"`` uses CUDA when available. Resolved in ``fit``, never
-        earlier, so that parallel workers can each pick their own GPU.
+    device : str or torch.device, default="auto"
+        ``"auto"`` uses CUDA when available; else ``"cpu"``, ``"cuda"``,
+        ``"cuda:N"`` or ``"mps"``. Resolved in ``fit``, never earlier, so
+        that parallel workers can each pick their own GPU; a device this
+        machine lacks, or a torch device type liftlearn does not run on
+        (``"meta"``, ``"xpu"``), is refused by name before any work.
     precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
         Compute dtype of the frozen backbone, which is held in it once per
-        process and device (trainable parts stay fp32; autocast runs the
-        mixed operations). ``"auto"``: bf16 on CUDA GPUs that compute it
+        process, device and dtype (trainable parts stay fp32; autocast runs
+        the mixed operations). ``"auto"``: bf16 on CUDA GPUs that compute it
         natively (compute capability 8.0 and up), else fp16 with a gradient
         scaler on CUDA, fp32 on the CPU (the exact fp32 numbers). ``"bf16"``
         also runs on the CPU (``predict_proba`` within 0.02 of fp32 on the
-        tiny test model); ``"fp16"`` needs CUDA (refused on a CPU: no fast
-        fp16 kernels there). Prediction reads it too: set after a fit, it
+        tiny test model; ``fit`` refuses it on a GPU below compute
+        capability 8.0); ``"fp16"`` needs CUDA (refused by ``fit`` on a CPU:
+        no fast fp16 kernels there). Prediction reads it too: set after a fit, it
         applies to the next prediction, as to a pickled or saved copy (where
-        the device cannot compute in it, e.g. a model fitted on a GPU and
-        loaded on a CPU, the device's ``"auto"``).
+        the model's device cannot compute in it, e.g. ``"fp16"`` on a CPU or
+        a model fitted on a GPU and loaded on a CPU, the device's
+        ``"auto"``).
     num_workers : int or None, default=None
         DataLoader worker processes; None: 0 on CPU, on CUDA one per usable
         CPU but one, at most 16.

@@ -88,7 +88,8 @@ prompt_template, mda_schedule, tte, tte_expand, device, precision, num_workers, 
 check_images, on_bad_image, checkpoint_dir, validation_fraction, callbacks, \
 random_state, verbose
         As in :class:`~liftlearn.LiftPlusClassifier`, on the same training
-        engine. ``tau`` also applies to the unlabeled loss, with the prior of
+        engine (CLIP backbones only: its textual prototypes need a text
+        encoder, so a timm backbone is refused before any work). ``tau`` also applies to the unlabeled loss, with the prior of
         labeled plus pseudo-labeled images. ``compile`` compiles the encoder's
         forward; ``checkpoint_dir`` also saves the pseudo-label statistics and
         prototypes, so a resumed fit ends with the same model. ``validation_fraction``

@@ -21,9 +21,10 @@ class ZeroShotClassifier(CLIPClassifier):
     """Zero-shot CLIP: classify by the similarity of image and class-name
     embeddings; nothing is trained.
 
-    The baseline row of the LIFT+ comparison. It uses the same backbones,
-    prompts and test transforms (TTE included) as
-    :class:`~liftlearn.LiftPlusClassifier`.
+    The baseline row of the LIFT+ comparison. It uses the same CLIP
+    backbones, prompts and test transforms (TTE included) as
+    :class:`~liftlearn.LiftPlusClassifier`; the timm backbones, which have no
+    text encoder, are refused by ``fit`` before any work.
 
     Parameters
     ----------
@@ -40,7 +41,8 @@ class ZeroShotClassifier(CLIPClassifier):
     tte_expand : int, default=24
     batch_size : int, default=128
         Images per forward pass.
-    device : str, default="auto"
+    device : str or torch.device, default="auto"
+        As in :class:`~liftlearn.LiftPlusClassifier`.
     precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
         The backbone's compute dtype, as in :class:`~liftlearn.LiftPlusClassifier`.
     num_workers : int or None, default=None
