@@ -188,7 +188,7 @@ class EarlyStopping(Callback):
 
 #: The CSVLogger families (see ``CSVLogger.__init__``) whose ``path`` a fit
 #: in this process has taken.
-_TAKEN: set = set()
+_TAKEN: dict = {}
 _TAKEN_LOCK = threading.Lock()
 
 
@@ -254,7 +254,7 @@ class CSVLogger(Callback):
         check_writable(self.path, "CSVLogger path")
         self._rows = []
         self.path_ = None
-        self._resumed_path = None
+        self._resumed_path = self._resumed_run = self._run = None
 
     def _own_name(self, name) -> bool:
         """Whether ``name`` is ``path`` or one of its numbered names (a name
@@ -266,9 +266,10 @@ class CSVLogger(Callback):
         return name == path or (name.startswith(stem + "-") and name.endswith(suffix)
                                 and name[len(stem) + 1:len(name) - len(suffix)].isdigit())
 
-    def _take_path(self) -> bool:
-        """Whether this fit is the first of its family in the process that
-        made the logger to write (it writes ``path``); one fit at most is."""
+    def _take_path(self, run: str) -> bool:
+        """Whether the fit of ``run`` writes ``path``: the first run of the
+        logger's family in the process that made the logger takes it, and
+        keeps it when resumed there; one run at most does."""
         family = getattr(self, "_family", None)
         if family is None:  # unpickled from before families: a logger of its own
             family = self._family = (os.getpid(), secrets.token_hex(8))
@@ -278,10 +279,8 @@ class CSVLogger(Callback):
         if pid != os.getpid():
             return False
         with _TAKEN_LOCK:
-            if token in _TAKEN:
-                return False
-            _TAKEN.add(token)
-            return True
+            holder = _TAKEN.setdefault(token, run)
+            return holder == run
 
     def on_epoch_end(self, estimator, record: dict) -> bool:
         self._rows.append(dict(record))
@@ -293,9 +292,11 @@ class CSVLogger(Callback):
             # epoch left) neither takes path nor leaves an empty log. A
             # resumed fit goes on in the file it wrote before the stop.
             resumed = getattr(self, "_resumed_path", None)
-            if self._own_name(resumed):
-                self.path_ = resumed
-            elif self._take_path():
+            run = getattr(self, "_resumed_run", None)
+            self._run = run if isinstance(run, str) else secrets.token_hex(8)
+            if self._own_name(resumed) and resumed != os.fspath(self.path):
+                self.path_ = resumed  # a numbered name: created for this run
+            elif self._take_path(self._run):
                 self.path_ = os.fspath(self.path)
             else:
                 self.path_ = claimed = create_new(_numbered(self.path))
@@ -313,8 +314,11 @@ class CSVLogger(Callback):
         return False
 
     def state_dict(self) -> dict:
-        return {"rows": list(self._rows), "path": self.path_}
+        # The run's name for its file: a resumed fit keeps path only if no
+        # other run of the logger took it meanwhile.
+        return {"rows": list(self._rows), "path": self.path_, "run": getattr(self, "_run", None)}
 
     def load_state_dict(self, state: dict) -> None:
         self._rows = list(state["rows"])
         self._resumed_path = state.get("path")
+        self._resumed_run = state.get("run")

@@ -448,3 +448,43 @@ def test_csv_logger_writes_only_its_own_names_read_from_a_checkpoint(tmp_path, s
     ok.load_state_dict({"rows": [], "path": str(tmp_path / "fit-7.csv")})
     ok.on_epoch_end(None, {"epoch": 1})
     assert ok.path_ == str(tmp_path / "fit-7.csv")
+
+
+def _stopped_after_epoch_1(clf, X, y, monkeypatch):
+    from liftlearn.engine import Checkpoint
+
+    real = Checkpoint.write
+
+    def write_then_stop(checkpoint, state):
+        real(checkpoint, state)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(Checkpoint, "write", write_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            clf.fit(X, y)
+
+
+def test_csv_logger_resumed_and_new_runs_never_share_path(data, tmp_path, monkeypatch):
+    # A run resumed by a new logger takes path; the logger's next run must
+    # not overwrite it. And a logger whose path another run holds resumes a
+    # run that had path into a numbered file, keeping the other's log.
+    pandas = pytest.importorskip("pandas")
+    X, y, _, _ = data
+    log = tmp_path / "log.csv"
+    params = dict(PARAMS, epochs=2, checkpoint_dir=tmp_path / "ckpt")
+    _stopped_after_epoch_1(LiftPlusClassifier(**params, callbacks=[CSVLogger(log)]), X, y, monkeypatch)
+    resumed = LiftPlusClassifier(**params, callbacks=[CSVLogger(log)]).fit(X, y)  # a new logger
+    assert list(pandas.read_csv(log)["epoch"]) == [1, 2]
+    resumed.set_params(lr=0.05, epochs=1).fit(X, y)
+    assert list(pandas.read_csv(log)["epoch"]) == [1, 2]  # kept
+    assert list(pandas.read_csv(tmp_path / "log-2.csv")["epoch"]) == [1]
+
+    other = tmp_path / "other.csv"
+    r1 = dict(params, lr=0.01)
+    _stopped_after_epoch_1(LiftPlusClassifier(**r1, callbacks=[CSVLogger(other)]), X, y, monkeypatch)
+    logger = CSVLogger(other)
+    LiftPlusClassifier(**dict(params, lr=0.03, epochs=1), callbacks=[logger]).fit(X, y)  # takes path
+    LiftPlusClassifier(**r1, callbacks=[logger]).fit(X, y)  # resumes the run that had path
+    assert list(pandas.read_csv(other)["lr"]) == [0.03]
+    assert list(pandas.read_csv(tmp_path / "other-2.csv")["epoch"]) == [1, 2]
