@@ -52,6 +52,68 @@ def run_in_threads(*targets, timeout: float = 60.0) -> None:
         raise errors[0]
 
 
+def lock_is_free(lock) -> bool:
+    """Whether another thread could take ``lock`` now (the caller's own
+    RLock would let the caller re-enter)."""
+    free = []
+
+    def attempt():
+        free.append(lock.acquire(blocking=False))
+        if free[0]:
+            lock.release()
+
+    other = threading.Thread(target=attempt)
+    other.start()
+    other.join()
+    return free[0]
+
+
+def stop_after_epochs(fit, after_epochs: int = 1) -> None:
+    """Run ``fit()`` as Ctrl-C would stop it right after the checkpoint of
+    epoch ``after_epochs`` is written (the fit raises KeyboardInterrupt)."""
+    from liftlearn.engine import Checkpoint
+
+    real = Checkpoint.write
+
+    def write(checkpoint, state):
+        real(checkpoint, state)
+        if len(state["history"]) == after_epochs:
+            raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(Checkpoint, "write", write)
+        with pytest.raises(KeyboardInterrupt):
+            fit()
+
+
+class _ReplaceableWeights:
+    """A tiny CLIP weights file (``path``) that ``replace()`` overwrites with
+    other weights and a later modification time (whatever the clock)."""
+
+    def __init__(self, path):
+        import copy
+
+        from liftlearn.nn.backbones import get_backbone
+
+        self.path = str(path)
+        self.model = copy.deepcopy(get_backbone("liftlearn-tiny-vit", "cpu").model)
+        torch.save(self.model.state_dict(), self.path)
+
+    def replace(self) -> None:
+        import time
+
+        with torch.no_grad():
+            for p in self.model.parameters():
+                p.add_(0.1)
+        torch.save(self.model.state_dict(), self.path)
+        os.utime(self.path, ns=(time.time_ns() + 10**9,) * 2)
+
+
+@pytest.fixture
+def replaceable_weights(tmp_path):
+    return _ReplaceableWeights(tmp_path / "w.pt")
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",

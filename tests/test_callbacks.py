@@ -14,6 +14,8 @@ from liftlearn._validation import InvalidParameterError
 from liftlearn.callbacks import Callback, CSVLogger, EarlyStopping
 from liftlearn.estimators._watch import VAL_KEYS, holdout_mask
 
+from conftest import stop_after_epochs
+
 PARAMS = dict(backbone="liftlearn-tiny-vit", pretrained=None, batch_size=12, device="cpu",
               random_state=0, tte=False)
 
@@ -407,27 +409,16 @@ def test_csv_logger_copies_in_threads_and_processes_never_share_a_file(tmp_path)
         str(log.parent / name) for name, who in whose.items() if who.startswith("thread"))
 
 
-def test_csv_logger_of_a_resumed_fit_goes_on_in_its_file(data, tmp_path, monkeypatch):
+def test_csv_logger_of_a_resumed_fit_goes_on_in_its_file(data, tmp_path):
     # Stopped after epoch 1's checkpoint (Ctrl-C in a notebook) and fitted
     # again in the same process: the file the user named holds the whole
     # run, not epoch 1 only with the run in fit-2.csv.
-    from liftlearn.engine import Checkpoint
-
     pandas = pytest.importorskip("pandas")
     X, y, _, _ = data
     log = tmp_path / "fit.csv"
     clf = LiftPlusClassifier(**PARAMS, epochs=3, checkpoint_dir=tmp_path / "ckpt",
                              callbacks=[CSVLogger(log)])
-    real = Checkpoint.write
-
-    def write_then_stop(checkpoint, state):
-        real(checkpoint, state)
-        raise KeyboardInterrupt
-
-    with monkeypatch.context() as m:
-        m.setattr(Checkpoint, "write", write_then_stop)
-        with pytest.raises(KeyboardInterrupt):
-            clf.fit(X, y)
+    stop_after_epochs(lambda: clf.fit(X, y))
     assert list(pandas.read_csv(log)["epoch"]) == [1]
     clf.fit(X, y)
     assert list(pandas.read_csv(log)["epoch"]) == [1, 2, 3]
@@ -450,22 +441,7 @@ def test_csv_logger_writes_only_its_own_names_read_from_a_checkpoint(tmp_path, s
     assert ok.path_ == str(tmp_path / "fit-7.csv")
 
 
-def _stopped_after_epoch_1(clf, X, y, monkeypatch):
-    from liftlearn.engine import Checkpoint
-
-    real = Checkpoint.write
-
-    def write_then_stop(checkpoint, state):
-        real(checkpoint, state)
-        raise KeyboardInterrupt
-
-    with monkeypatch.context() as m:
-        m.setattr(Checkpoint, "write", write_then_stop)
-        with pytest.raises(KeyboardInterrupt):
-            clf.fit(X, y)
-
-
-def test_csv_logger_resumed_and_new_runs_never_share_path(data, tmp_path, monkeypatch):
+def test_csv_logger_resumed_and_new_runs_never_share_path(data, tmp_path):
     # A run resumed by a new logger takes path; the logger's next run must
     # not overwrite it. And a logger whose path another run holds resumes a
     # run that had path into a numbered file, keeping the other's log.
@@ -473,7 +449,8 @@ def test_csv_logger_resumed_and_new_runs_never_share_path(data, tmp_path, monkey
     X, y, _, _ = data
     log = tmp_path / "log.csv"
     params = dict(PARAMS, epochs=2, checkpoint_dir=tmp_path / "ckpt")
-    _stopped_after_epoch_1(LiftPlusClassifier(**params, callbacks=[CSVLogger(log)]), X, y, monkeypatch)
+    first = LiftPlusClassifier(**params, callbacks=[CSVLogger(log)])
+    stop_after_epochs(lambda: first.fit(X, y))
     resumed = LiftPlusClassifier(**params, callbacks=[CSVLogger(log)]).fit(X, y)  # a new logger
     assert list(pandas.read_csv(log)["epoch"]) == [1, 2]
     resumed.set_params(lr=0.05, epochs=1).fit(X, y)
@@ -482,7 +459,8 @@ def test_csv_logger_resumed_and_new_runs_never_share_path(data, tmp_path, monkey
 
     other = tmp_path / "other.csv"
     r1 = dict(params, lr=0.01)
-    _stopped_after_epoch_1(LiftPlusClassifier(**r1, callbacks=[CSVLogger(other)]), X, y, monkeypatch)
+    stopped = LiftPlusClassifier(**r1, callbacks=[CSVLogger(other)])
+    stop_after_epochs(lambda: stopped.fit(X, y))
     logger = CSVLogger(other)
     LiftPlusClassifier(**dict(params, lr=0.03, epochs=1), callbacks=[logger]).fit(X, y)  # takes path
     LiftPlusClassifier(**r1, callbacks=[logger]).fit(X, y)  # resumes the run that had path

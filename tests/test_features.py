@@ -95,27 +95,15 @@ def test_features_leave_the_source_estimators_modules_alone(small, tiny_params):
     np.testing.assert_array_equal(clf.predict_proba(Xt[:4]), before)
 
 
-def test_features_refuse_weights_replaced_since_the_source_was_fitted(small, tmp_path):
+def test_features_refuse_weights_replaced_since_the_source_was_fitted(small, replaceable_weights):
     # The source's tuner was trained on the weights it holds; the cache
     # reloads the file as it is now.
-    import copy
-    import os
-    import time
-
     from liftlearn.exceptions import BackboneError
-    from liftlearn.nn.backbones import get_backbone
 
     X, y, names, _, _ = small
-    model = copy.deepcopy(get_backbone("liftlearn-tiny-vit", "cpu").model)
-    weights = tmp_path / "w.pt"
-    torch.save(model.state_dict(), weights)
-    clf = LiftPlusClassifier(backbone="liftlearn-tiny-vit", pretrained=str(weights), epochs=1,
-                             batch_size=40, device="cpu", random_state=0, class_names=names,
-                             tte=False).fit(X[::2], y[::2])
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1)
-    torch.save(model.state_dict(), weights)
-    os.utime(weights, ns=(time.time_ns() + 10**9,) * 2)  # a later mtime, whatever the clock
+    clf = LiftPlusClassifier(backbone="liftlearn-tiny-vit", pretrained=replaceable_weights.path,
+                             epochs=1, batch_size=40, device="cpu", random_state=0,
+                             class_names=names, tte=False).fit(X[::2], y[::2])
+    replaceable_weights.replace()
     with pytest.raises(BackboneError, match="weights fingerprint"):
         CLIPFeatures(adapter_from=clf, device="cpu").fit()

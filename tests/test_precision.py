@@ -1,9 +1,7 @@
 """The ``precision`` parameter: the frozen backbone held once per process in
 the compute dtype, trainable parts in fp32, bf16 on the CPU against fp32."""
 
-import os
 import pickle
-import time
 
 import numpy as np
 import pytest
@@ -215,24 +213,16 @@ def test_bf16_features_are_unit_rows_to_float32_precision(small):
     assert np.abs(np.linalg.norm(rows, axis=1) - 1).max() < 1e-6  # was 8.5e-4
 
 
-def test_switching_precision_refuses_weights_replaced_since_the_fit(small, tmp_path):
+def test_switching_precision_refuses_weights_replaced_since_the_fit(small, replaceable_weights):
     # The cast copy is built from the file as it is now: a network trained
     # on other weights refuses it, as a pickled copy does.
-    import copy
-
     from liftlearn.exceptions import BackboneError
 
     X, y, _, Xt, _ = small
-    model = copy.deepcopy(get_backbone("liftlearn-tiny-vit", "cpu").model)
-    weights = tmp_path / "w.pt"
-    torch.save(model.state_dict(), weights)
-    clf = LiftPlusClassifier(**_params(pretrained=str(weights), epochs=1)).fit(X[:40], y[:40])
+    clf = LiftPlusClassifier(**_params(pretrained=replaceable_weights.path, epochs=1)).fit(
+        X[:40], y[:40])
     before = clf.predict_proba(Xt[:4])
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1)
-    torch.save(model.state_dict(), weights)
-    os.utime(weights, ns=(time.time_ns() + 10**9,) * 2)  # a later mtime, whatever the clock
+    replaceable_weights.replace()
     with pytest.raises(BackboneError, match="weights fingerprint"):
         clf.set_params(precision="bf16").predict_proba(Xt[:4])
     np.testing.assert_array_equal(clf.set_params(precision="fp32").predict_proba(Xt[:4]), before)

@@ -7,6 +7,8 @@ import torch
 from liftlearn import LiftPlusClassifier, ULFineClassifier
 from liftlearn.engine import Checkpoint
 
+from conftest import stop_after_epochs
+
 # ULFine with a low threshold, so that pseudo-labels, P_u and the prototypes
 # (the task's own state) carry across epochs and must be checkpointed.
 ESTIMATORS = {
@@ -19,21 +21,9 @@ def _ssl(y, unlabeled):
     return np.where(np.arange(len(y)) % 3 == 0, -1, y) if unlabeled else y
 
 
-def interrupting_write(after_epochs):
-    """A Checkpoint.write that raises KeyboardInterrupt after the n-th epoch."""
-    real = Checkpoint.write
-
-    def write(checkpoint, state):
-        real(checkpoint, state)
-        if len(state["history"]) == after_epochs:
-            raise KeyboardInterrupt
-
-    return write
-
-
 @pytest.mark.parametrize("kind", sorted(ESTIMATORS))
 @pytest.mark.parametrize("random_state", [0, None])
-def test_resumed_fit_equals_uninterrupted(small, tiny_params, tmp_path, monkeypatch, random_state, kind):
+def test_resumed_fit_equals_uninterrupted(small, tiny_params, tmp_path, random_state, kind):
     cls, extra, unlabeled = ESTIMATORS[kind]
     X, y, names, Xt, _ = small
     y = _ssl(y, unlabeled)
@@ -41,10 +31,7 @@ def test_resumed_fit_equals_uninterrupted(small, tiny_params, tmp_path, monkeypa
     ckpt = tmp_path / "ckpt"
 
     clf = cls(**params, checkpoint_dir=str(ckpt))
-    with monkeypatch.context() as m:
-        m.setattr(Checkpoint, "write", interrupting_write(after_epochs=2))
-        with pytest.raises(KeyboardInterrupt):
-            clf.fit(X, y)
+    stop_after_epochs(lambda: clf.fit(X, y), after_epochs=2)
     assert not hasattr(clf, "classes_")  # never half-fitted
     # One file per run, named by the run's key.
     assert len(list(ckpt.glob("liftlearn-checkpoint-*.pt"))) == 1
@@ -75,7 +62,7 @@ def test_checkpoint_of_another_run_is_ignored(small, tiny_params, tmp_path):
 
 @pytest.mark.parametrize("tamper", ["optimizer", "network"])
 def test_a_checkpoint_that_trains_other_parameters_starts_afresh(small, tiny_params, tmp_path,
-                                                                 monkeypatch, tamper):
+                                                                 tamper):
     # The same key, other trainable parts (a liftlearn that trained other
     # parameters for these settings, as "full" on a ResNet once did): the
     # fit warns and starts afresh, untouched by the file, instead of
@@ -84,10 +71,7 @@ def test_a_checkpoint_that_trains_other_parameters_starts_afresh(small, tiny_par
     params = {**tiny_params, "epochs": 2, "class_names": names}
     ckpt = tmp_path / "ckpt"
     clf = LiftPlusClassifier(**params, checkpoint_dir=str(ckpt))
-    with monkeypatch.context() as m:
-        m.setattr(Checkpoint, "write", interrupting_write(after_epochs=1))
-        with pytest.raises(KeyboardInterrupt):
-            clf.fit(X, y)
+    stop_after_epochs(lambda: clf.fit(X, y))
     (path,) = ckpt.glob("liftlearn-checkpoint-*.pt")
     state = torch.load(path, weights_only=True)
     if tamper == "optimizer":

@@ -62,9 +62,9 @@ def test_timm_weights_are_drawn_under_the_lock_and_leave_the_callers_generator(m
     GLOBAL_RNG_LOCK (so a seeded tuner init in another thread neither
     perturbs nor sees them), and a pretrained file, which timm also
     initialises randomly first, leaves the caller's generator alone."""
-    import threading
-
     import timm
+
+    from conftest import lock_is_free
 
     from liftlearn._random import GLOBAL_RNG_LOCK
     from liftlearn.nn.backbones import weights_fingerprint
@@ -79,17 +79,7 @@ def test_timm_weights_are_drawn_under_the_lock_and_leave_the_callers_generator(m
     create = timm.create_model
 
     def spy(*args, **kwargs):
-        free = []
-
-        def try_lock():  # from another thread: the builder's own RLock would re-enter
-            free.append(GLOBAL_RNG_LOCK.acquire(blocking=False))
-            if free[0]:
-                GLOBAL_RNG_LOCK.release()
-
-        other = threading.Thread(target=try_lock)
-        other.start()
-        other.join()
-        held.append(not free[0])
+        held.append(not lock_is_free(GLOBAL_RNG_LOCK))
         return create(*args, **kwargs)
 
     monkeypatch.setattr(timm, "create_model", spy)

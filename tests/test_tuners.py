@@ -662,35 +662,20 @@ def test_bitfit_under_bf16_starts_from_the_fp32_biases():
             assert torch.equal(tuner.bitfit[str(i)][k], bias), (i, k)
 
 
-
 def test_the_fp32_weights_are_looked_up_outside_the_global_rng_lock(small, monkeypatch):
     """Looking them up may build a backbone under the cache's lock; a thread
     building a backbone holds that lock and waits for GLOBAL_RNG_LOCK, so
     the fit must not look them up while holding GLOBAL_RNG_LOCK."""
-    import threading
-
     import liftlearn.nn.backbones as backbones
     from liftlearn import LiftPlusClassifier
     from liftlearn._random import GLOBAL_RNG_LOCK
-
-    def lock_is_free():
-        free = []
-
-        def attempt():
-            free.append(GLOBAL_RNG_LOCK.acquire(blocking=False))
-            if free[0]:
-                GLOBAL_RNG_LOCK.release()
-
-        other = threading.Thread(target=attempt)
-        other.start()
-        other.join()
-        return free[0]
+    from conftest import lock_is_free
 
     calls = []
     lookup = backbones.get_backbone
 
     def spy(spec, device="cpu", pretrained=None, dtype=torch.float32):
-        calls.append((dtype, lock_is_free()))
+        calls.append((dtype, lock_is_free(GLOBAL_RNG_LOCK)))
         return lookup(spec, device, pretrained, dtype)
 
     monkeypatch.setattr(backbones, "get_backbone", spy)
