@@ -14,9 +14,7 @@ from sklearn.base import TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from .._validation import Boolean, Predicate
-from ..nn.backbones import (
-    DEFAULT_BACKBONE, DEFAULT_PRETRAINED, backbone_fingerprint, check_fingerprint, get_backbone,
-)
+from ..nn.backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, get_backbone, same_weights
 from ..nn.networks import FeatureNetwork
 from ..nn.tuners import TUNERS, build_tuner
 from ._base import CLIPEstimator, fit_context
@@ -162,10 +160,8 @@ class CLIPFeatures(TransformerMixin, CLIPEstimator):
                     f"adapter_from must be a fitted LiftPlusClassifier or ULFineClassifier; "
                     f"a {type(source).__name__} has no adapter"
                 )
-            backbone = get_backbone(network.backbone.spec, device, dtype=dtype)
-            # The cache reloads a weights file replaced since the source's
-            # fit: its tuner was trained on the weights it holds.
-            check_fingerprint(backbone, backbone_fingerprint(network.backbone))
+            # The source's tuner was trained on the weights it holds.
+            backbone = same_weights(network.backbone, device, dtype)
             # A copy: the network below is moved to this estimator's device
             # (in place), and the source must keep predicting where it is.
             tuner = copy.deepcopy(network.tuner)

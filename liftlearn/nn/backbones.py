@@ -43,6 +43,7 @@ __all__ = [
     "clear_backbone_cache",
     "fp32_backbone",
     "get_backbone",
+    "same_weights",
     "list_backbones",
     "unsupported_reason",
     "weights_fingerprint",
@@ -864,9 +865,35 @@ def fp32_backbone(backbone: Backbone) -> Backbone:
     """
     if backbone.dtype is torch.float32:
         return backbone
-    fp32 = get_backbone(backbone.spec, "cpu")
-    check_fingerprint(fp32, backbone_fingerprint(backbone))
-    return fp32
+    return same_weights(backbone, "cpu", torch.float32)
+
+
+def same_weights(backbone: Backbone, device, dtype: torch.dtype) -> Backbone:
+    """The backbone of ``backbone``'s spec on ``device`` in ``dtype``, holding
+    the weights ``backbone`` holds.
+
+    The cache loads a weights file afresh when it changed since
+    ``backbone`` was built; what was trained on ``backbone`` must not run
+    on those, so they are refused.
+
+    Parameters
+    ----------
+    backbone : Backbone
+    device : str or torch.device
+    dtype : torch.dtype
+
+    Returns
+    -------
+    backbone : Backbone
+
+    Raises
+    ------
+    BackboneError
+        When the weights loaded now are not ``backbone``'s.
+    """
+    other = get_backbone(backbone.spec, device, dtype=dtype)
+    check_fingerprint(other, backbone_fingerprint(backbone))
+    return other
 
 
 def _cast(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:

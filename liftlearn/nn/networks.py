@@ -18,7 +18,7 @@ from torch import nn
 
 from . import ulfine as um
 from .._device import canonical_device
-from .backbones import Backbone, backbone_fingerprint, check_fingerprint, get_backbone
+from .backbones import Backbone, backbone_fingerprint, check_fingerprint, get_backbone, same_weights
 from .heads import CosineClassifier
 from .tuners import Tuner
 from .tuners._blocks import image_embedding
@@ -56,11 +56,8 @@ class SharedBackboneNetwork(nn.Module):
         dtype = self.backbone.dtype if dtype is None else dtype
         self.to(device)
         if self.backbone.device != device or self.backbone.dtype is not dtype:
-            backbone = get_backbone(self.backbone.spec, device, dtype=dtype)
-            # The cache reloads a weights file that changed since: the
-            # network was trained on the weights it holds, not on those.
-            check_fingerprint(backbone, backbone_fingerprint(self.backbone))
-            self.backbone = backbone
+            # Trained on the weights it holds: a file replaced since is refused.
+            self.backbone = same_weights(self.backbone, device, dtype)
         return self
 
     def n_trainable_params(self) -> int:
